@@ -1,0 +1,1 @@
+//! tapflow exporter. See README.md.
