@@ -1,1 +1,31 @@
-fn main() {}
+//! Records build metadata for `tapflow --version`: the git revision and the DPDK version
+//! the data plane was built against (from pkg-config; the DPDK build itself is dpdk-sys's).
+
+use std::process::Command;
+
+fn main() {
+    let git = Command::new("git")
+        .args(["describe", "--always", "--dirty", "--tags"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=TAPFLOW_GIT_REVISION={git}");
+
+    let dpdk = if std::env::var_os("CARGO_FEATURE_DPDK").is_some() {
+        Command::new("pkg-config")
+            .args(["--modversion", "libdpdk"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    } else {
+        "none (built without the dpdk feature)".into()
+    };
+    println!("cargo:rustc-env=TAPFLOW_DPDK_VERSION={dpdk}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+}

@@ -1,0 +1,188 @@
+//! The exporter side of the data plane: drains the workers' batches, optionally aggregates
+//! them by protocol and ports, and drives every collector (encoder + transport).
+//!
+//! It runs on the main lcore, off the data plane: pacing, reconnects and slow collectors
+//! cost time here, never on a worker.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use exporter::{Collector, CollectorConfig, CollectorCounters, ExporterStatistics};
+use flowcache::{AggregateRecord, FlowRecord, ProtocolPortAggregator, SamplingInfo};
+
+use crate::worker::{Clock, ToExporter, WorkerReport, wall_clock_ms};
+
+#[derive(Clone, Debug)]
+pub struct ExportLoopConfig {
+    pub collectors: Vec<CollectorConfig>,
+    /// Protocol-port aggregation interval; `None` exports every flow as it expires.
+    pub aggregate_interval_ms: Option<u64>,
+    /// How often sampling and exporter-statistics options records are sent.
+    pub options_interval_ms: u64,
+    pub sampling: SamplingInfo,
+    pub clock: Clock,
+}
+
+/// What the export loop did, for the summary and for tests.
+#[derive(Clone, Debug, Default)]
+pub struct ExportReport {
+    pub workers: Vec<WorkerReport>,
+    /// Records received from the workers, and the packets and octets in them.
+    pub records_in: u64,
+    pub packets_in: u64,
+    pub octets_in: u64,
+    /// Aggregate records produced (0 without aggregation).
+    pub aggregates_out: u64,
+    pub collectors: Vec<(String, CollectorCounters)>,
+}
+
+#[derive(Debug)]
+pub struct ExportLoop {
+    config: ExportLoopConfig,
+    collectors: Vec<Collector>,
+    aggregator: Option<ProtocolPortAggregator>,
+    aggregates: Vec<AggregateRecord>,
+    now_ms: u64,
+    last_options_ms: Option<u64>,
+    report: ExportReport,
+}
+
+impl ExportLoop {
+    /// Opens every collector's transport. `start_ms` is the exporter's boot time, from which
+    /// NetFlow's sysUptime counts (for replays: the first packet's time).
+    pub fn new(config: ExportLoopConfig, start_ms: u64) -> std::io::Result<Self> {
+        let collectors = config
+            .collectors
+            .iter()
+            .map(|c| Collector::new(c.clone(), start_ms))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let aggregator = config
+            .aggregate_interval_ms
+            .map(ProtocolPortAggregator::new);
+        Ok(ExportLoop {
+            config,
+            collectors,
+            aggregator,
+            aggregates: Vec::new(),
+            now_ms: start_ms,
+            last_options_ms: None,
+            report: ExportReport::default(),
+        })
+    }
+
+    /// Runs until all `workers` have reported `Finished`, then flushes aggregation and
+    /// sends final options records. Used vectors go back to the workers on `recycle`.
+    pub fn run(
+        mut self,
+        from_workers: Receiver<ToExporter>,
+        recycle: Sender<Vec<FlowRecord>>,
+        workers: usize,
+    ) -> ExportReport {
+        let mut finished = 0;
+        while finished < workers {
+            match from_workers.recv_timeout(Duration::from_millis(200)) {
+                Ok(ToExporter::Records(mut batch)) => {
+                    self.advance(batch.now_ms);
+                    self.export_records(&batch.records);
+                    batch.records.clear();
+                    let _ = recycle.try_send(batch.records);
+                }
+                Ok(ToExporter::Tick { now_ms, .. }) => self.advance(now_ms),
+                Ok(ToExporter::Finished(report)) => {
+                    finished += 1;
+                    self.report.workers.push(*report);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.config.clock == Clock::Wall {
+                        self.advance(wall_clock_ms());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.finish()
+    }
+
+    fn advance(&mut self, now_ms: u64) {
+        if now_ms <= self.now_ms {
+            return;
+        }
+        self.now_ms = now_ms;
+        if let Some(aggregator) = self.aggregator.as_mut() {
+            aggregator.poll(now_ms, &mut self.aggregates);
+            self.send_aggregates();
+        }
+        for collector in &mut self.collectors {
+            collector.tick(now_ms);
+        }
+        let options_due = match self.last_options_ms {
+            None => true,
+            Some(last) => now_ms.saturating_sub(last) >= self.config.options_interval_ms,
+        };
+        if options_due {
+            self.send_options();
+        }
+    }
+
+    fn export_records(&mut self, records: &[FlowRecord]) {
+        self.report.records_in += records.len() as u64;
+        for r in records {
+            self.report.packets_in += r.packets;
+            self.report.octets_in += r.octets;
+        }
+        match self.aggregator.as_mut() {
+            Some(aggregator) => {
+                for r in records {
+                    aggregator.add(r);
+                }
+            }
+            None => {
+                for collector in &mut self.collectors {
+                    collector.export_flows(records, self.now_ms);
+                }
+            }
+        }
+    }
+
+    fn send_aggregates(&mut self) {
+        if self.aggregates.is_empty() {
+            return;
+        }
+        self.report.aggregates_out += self.aggregates.len() as u64;
+        for collector in &mut self.collectors {
+            collector.export_aggregates(&self.aggregates, self.now_ms);
+        }
+        self.aggregates.clear();
+    }
+
+    fn send_options(&mut self) {
+        self.last_options_ms = Some(self.now_ms);
+        for collector in &mut self.collectors {
+            let c = collector.counters();
+            let stats = ExporterStatistics {
+                exported_messages: c.datagrams,
+                exported_records: c.records,
+                exported_octets: c.bytes,
+                not_sent_records: c.send_errors_records(),
+            };
+            collector.export_options(self.config.sampling, &stats, self.now_ms);
+        }
+    }
+
+    fn finish(mut self) -> ExportReport {
+        if let Some(aggregator) = self.aggregator.as_mut() {
+            aggregator.flush(&mut self.aggregates);
+            self.send_aggregates();
+        }
+        self.send_options();
+        for collector in &mut self.collectors {
+            collector.close(self.now_ms);
+        }
+        self.report.collectors = self
+            .collectors
+            .iter()
+            .map(|c| (c.name().to_string(), *c.counters()))
+            .collect();
+        self.report
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, then formatting,
+# lints (warnings are errors), and every test including the DPDK and collector ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (dpdk on)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo clippy (probe without dpdk: builds where DPDK is absent)"
+cargo clippy -p probe --no-default-features --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt

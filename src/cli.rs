@@ -1,0 +1,154 @@
+//! Command line. The `replay` line is a stable interface: scripts depend on it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use exporter::ExportVersion;
+use flowcache::SamplerSpec;
+
+use crate::pipeline;
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("TAPFLOW_GIT_REVISION"),
+    ", DPDK ",
+    env!("TAPFLOW_DPDK_VERSION"),
+    ")"
+);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tapflow",
+    version = VERSION,
+    about = "Line-rate NetFlow v5/v9 and IPFIX probe (DPDK)",
+    long_about = "tapflow accounts every packet from a tap or mirror port into flows and exports \
+them as NetFlow v5, NetFlow v9 or IPFIX to your collectors.\n\n\
+Replay a capture into a collector:\n  tapflow replay trace.pcap --collector 127.0.0.1:2055\n\
+Make a test capture:\n  tapflow generate trace.pcap --flows 1000"
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay a pcap/pcapng file through the probe and export its flows.
+    Replay(ReplayArgs),
+    /// Write a synthetic capture (deterministic traffic) for tests, demos and benchmarks.
+    Generate(GenerateArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// DPDK's pcap driver (net_pcap vdev): the same data path as a NIC.
+    Dpdk,
+    /// tapflow's own pcap/pcapng reader: no EAL, no DPDK needed.
+    File,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Aggregation {
+    /// Cisco's protocol-port scheme: flows summed by protocol, source and destination port.
+    ProtocolPort,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Capture to replay (pcap or pcapng, Ethernet).
+    pub file: PathBuf,
+    /// Collector to export to, HOST:PORT (repeatable).
+    #[arg(long = "collector", value_name = "HOST:PORT", required = true)]
+    pub collectors: Vec<String>,
+    /// Export format.
+    #[arg(long, default_value = "ipfix", value_parser = parse_version)]
+    pub export: ExportVersion,
+    /// How the file is read.
+    #[arg(long, value_enum, default_value = "dpdk")]
+    pub source: SourceKind,
+    /// Export a long-lived flow in pieces after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub active_timeout: u64,
+    /// Expire a flow after this many seconds without packets.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub inactive_timeout: u64,
+    /// Packet sampling: none, deterministic:N, random:N or hash:N.
+    #[arg(long, default_value = "none", value_parser = parse_sampler)]
+    pub sample: SamplerSpec,
+    /// Aggregate expired flows before export.
+    #[arg(long, value_enum)]
+    pub aggregate: Option<Aggregation>,
+    /// Aggregation interval.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub aggregate_interval: u64,
+    /// Flow cache capacity (entries).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub cache_size: usize,
+    /// Observation domain id (IPFIX) / source id (v9) / engine id (v5, low byte).
+    #[arg(long, default_value_t = 1)]
+    pub observation_domain: u32,
+    /// Largest export datagram payload, bytes.
+    #[arg(long, default_value_t = 1400)]
+    pub mtu: usize,
+    /// Limit each collector to this many datagrams per second (0: unpaced). Collectors
+    /// with small socket buffers lose datagrams when a replay runs at full speed.
+    #[arg(long, value_name = "DATAGRAMS_PER_SEC", default_value_t = 0)]
+    pub pace: u32,
+    /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
+    #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub eal_args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Output pcap file.
+    pub output: PathBuf,
+    /// Number of distinct flows.
+    #[arg(long, default_value_t = 1000)]
+    pub flows: u32,
+    /// Packets in each flow.
+    #[arg(long, default_value_t = 10)]
+    pub packets_per_flow: u32,
+    /// Frame size in bytes (omit for a realistic mix of sizes).
+    #[arg(long)]
+    pub frame_size: Option<u16>,
+    /// Include non-IP and malformed frames, as a real tap delivers.
+    #[arg(long)]
+    pub noise: bool,
+    /// PRNG seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn parse_version(s: &str) -> Result<ExportVersion, String> {
+    s.parse::<ExportVersion>().map_err(|e| e.to_string())
+}
+
+fn parse_sampler(s: &str) -> Result<SamplerSpec, String> {
+    s.parse::<SamplerSpec>().map_err(|e| e.to_string())
+}
+
+/// Resolves HOST:PORT (names allowed), taking the first address.
+pub fn resolve_collector(spec: &str) -> Result<SocketAddr> {
+    let mut addrs = spec
+        .to_socket_addrs()
+        .with_context(|| format!("collector {spec:?}: expected HOST:PORT, e.g. 127.0.0.1:2055"))?;
+    match addrs.next() {
+        Some(addr) => Ok(addr),
+        None => bail!("collector {spec:?} resolves to no address"),
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Replay(args) => pipeline::replay(&args),
+        Command::Generate(args) => pipeline::generate(&args),
+    }
+}

@@ -1,0 +1,269 @@
+//! Assembles sources, workers and the export loop into one run, and reports on it.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use exporter::{CollectorConfig, SessionConfig, TransportKind};
+use flowcache::{CacheConfig, EndReason, Sampler};
+use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport};
+use probe::parse::StopReason;
+use probe::pcap::FileSource;
+use probe::worker::{Backpressure, Clock, Worker, WorkerConfig};
+use probe::{PacketSource, SourceStats};
+
+use crate::cli::{GenerateArgs, ReplayArgs, SourceKind, resolve_collector};
+use crate::progress::Progress;
+use crate::summary::{Table, thousands};
+
+/// Batches in flight between the workers and the exporter.
+const EXPORT_QUEUE_BATCHES: usize = 1024;
+
+pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let path = args.file.as_path();
+    let total = FileSource::count_packets(path).map_err(|e| anyhow!("{e}"))?;
+    let start_ms = first_timestamp_ms(path)?;
+
+    let mut collectors = Vec::new();
+    for spec in &args.collectors {
+        let addr = resolve_collector(spec)?;
+        let mut session = SessionConfig {
+            version: args.export,
+            observation_domain_id: args.observation_domain,
+            mtu: args.mtu,
+            ..SessionConfig::default()
+        };
+        session.engine_id = (args.observation_domain & 0xff) as u8;
+        let mut collector = CollectorConfig::new(addr, TransportKind::Udp, session);
+        collector.pace_datagrams_per_sec = (args.pace > 0).then_some(args.pace);
+        collectors.push(collector);
+    }
+
+    let cache = CacheConfig {
+        capacity: args.cache_size,
+        inactive_timeout_ms: args.inactive_timeout.saturating_mul(1000),
+        active_timeout_ms: args.active_timeout.saturating_mul(1000),
+        ..CacheConfig::default()
+    };
+    if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
+        bail!("--inactive-timeout and --active-timeout must be at least 1 second");
+    }
+    let sampler = Sampler::new(args.sample.clone());
+    let export = ExportLoopConfig {
+        collectors,
+        aggregate_interval_ms: args
+            .aggregate
+            .map(|_| args.aggregate_interval.max(1).saturating_mul(1000)),
+        options_interval_ms: 60_000,
+        sampling: sampler.info(),
+        clock: Clock::Packet,
+    };
+
+    let source: Box<dyn PacketSource + Send> = match args.source {
+        SourceKind::File => Box::new(FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?),
+        SourceKind::Dpdk => dpdk_replay_source(path, total, &args.eal_args)?,
+    };
+
+    let started = Instant::now();
+    let report = run_pipeline(
+        vec![(source, sampler)],
+        cache,
+        export,
+        start_ms,
+        total,
+        Clock::Packet,
+        Backpressure::Block,
+    )?;
+    let elapsed = started.elapsed();
+    print_replay_summary(args, path, total, &report, elapsed.as_secs_f64());
+    if let Some(err) = report.workers.iter().find_map(|w| w.error.clone()) {
+        bail!("replay stopped early: {err}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "dpdk")]
+fn dpdk_replay_source(
+    path: &Path,
+    total: u64,
+    extra_eal_args: &[String],
+) -> Result<Box<dyn PacketSource + Send>> {
+    let source = probe::dpdk_source::replay_source(path, total, extra_eal_args)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_replay_source(
+    _path: &Path,
+    _total: u64,
+    _extra_eal_args: &[String],
+) -> Result<Box<dyn PacketSource + Send>> {
+    bail!("this tapflow was built without DPDK; use --source file")
+}
+
+/// The timestamp of the file's first packet: a replay's clock starts there.
+fn first_timestamp_ms(path: &Path) -> Result<u64> {
+    let mut source = FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?;
+    let mut first = None;
+    source
+        .poll_burst(&mut |burst| first = burst.first().map(|p| p.timestamp_us / 1000))
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(first.unwrap_or(0))
+}
+
+/// Runs one worker thread per source and the export loop on this thread until every
+/// source has ended (or SIGINT/SIGTERM), then returns what happened.
+fn run_pipeline(
+    sources: Vec<(Box<dyn PacketSource + Send>, Sampler)>,
+    cache: CacheConfig,
+    export: ExportLoopConfig,
+    start_ms: u64,
+    expected_packets: u64,
+    clock: Clock,
+    backpressure: Backpressure,
+) -> Result<ExportReport> {
+    let quit = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, quit.clone())
+            .context("cannot install the SIGINT/SIGTERM handler")?;
+    }
+    let exporter = ExportLoop::new(export, start_ms)
+        .context("cannot open the collectors' sockets")?;
+    let (to_exporter, from_workers) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
+    let (recycle, recycled) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
+    let workers = sources.len();
+    let mut counters = Vec::new();
+    let mut threads = Vec::new();
+    for (id, (source, sampler)) in sources.into_iter().enumerate() {
+        let config = WorkerConfig::new(id, cache.clone(), clock, backpressure);
+        let progress = Arc::new(AtomicU64::new(0));
+        counters.push(progress.clone());
+        let worker = Worker::new(config, source, sampler, to_exporter.clone(), recycled.clone())
+            .with_progress(progress);
+        let quit = quit.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tapflow-worker-{id}"))
+            .spawn(move || worker.run(&quit))
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
+    }
+    drop(to_exporter);
+    let progress = Progress::start(counters, expected_packets);
+    let report = exporter.run(from_workers, recycle, workers);
+    progress.finish();
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| anyhow!("a worker thread panicked"))?;
+    }
+    Ok(report)
+}
+
+fn print_replay_summary(
+    args: &ReplayArgs,
+    path: &Path,
+    total: u64,
+    report: &ExportReport,
+    secs: f64,
+) {
+    let mut source = SourceStats::default();
+    let mut worker = probe::worker::WorkerStats::default();
+    let mut cache = flowcache::CacheStats::default();
+    for w in &report.workers {
+        source.rx_packets += w.source.rx_packets;
+        source.rx_missed += w.source.rx_missed;
+        source.rx_errors += w.source.rx_errors;
+        source.rx_nombuf += w.source.rx_nombuf;
+        worker.merge(&w.worker);
+        cache.merge(&w.cache);
+    }
+    println!(
+        "tapflow replay {}: {} packets via {} source, {} export, {:.2} s ({:.2} Mpps)",
+        path.display(),
+        thousands(worker.packets),
+        match args.source {
+            SourceKind::Dpdk => "dpdk",
+            SourceKind::File => "file",
+        },
+        args.export,
+        secs,
+        worker.packets as f64 / secs.max(1e-9) / 1e6
+    );
+    println!();
+    let mut t = Table::new(["counter", "value"]);
+    t.row(["packets in file".to_string(), thousands(total)]);
+    t.row(["packets received".to_string(), thousands(worker.packets)]);
+    t.row(["bytes received".to_string(), thousands(worker.bytes)]);
+    for reason in StopReason::ALL {
+        let n = worker.parse_stops[reason as usize];
+        if n > 0 && reason != StopReason::Complete {
+            t.row([format!("parse stop: {}", reason.name()), thousands(n)]);
+        }
+    }
+    t.row(["not in any flow".to_string(), thousands(worker.unaccounted)]);
+    t.row(["sampled out".to_string(), thousands(worker.sampled_out)]);
+    t.row(["flows created".to_string(), thousands(cache.flows_created)]);
+    for reason in EndReason::ALL {
+        t.row([
+            format!("flows ended: {}", reason.name()),
+            thousands(cache.expired(reason)),
+        ]);
+    }
+    t.row(["records to exporter".to_string(), thousands(report.records_in)]);
+    t.row(["packets in records".to_string(), thousands(report.packets_in)]);
+    t.row(["octets in records".to_string(), thousands(report.octets_in)]);
+    if args.aggregate.is_some() {
+        t.row(["aggregate records".to_string(), thousands(report.aggregates_out)]);
+    }
+    t.row(["records dropped (queue full)".to_string(), thousands(worker.records_dropped)]);
+    if source.rx_missed + source.rx_errors + source.rx_nombuf > 0 {
+        t.row(["nic missed".to_string(), thousands(source.rx_missed)]);
+        t.row(["nic errors".to_string(), thousands(source.rx_errors)]);
+        t.row(["nic no mbuf".to_string(), thousands(source.rx_nombuf)]);
+    }
+    print!("{}", t.render());
+    println!();
+    let mut c = Table::new([
+        "collector",
+        "records",
+        "datagrams",
+        "bytes",
+        "templates",
+        "send errors",
+    ]);
+    for (name, counters) in &report.collectors {
+        c.row([
+            name.clone(),
+            thousands(counters.records),
+            thousands(counters.datagrams),
+            thousands(counters.bytes),
+            thousands(counters.template_sends),
+            thousands(counters.send_errors),
+        ]);
+    }
+    print!("{}", c.render());
+}
+
+pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
+    let spec = probe::synth::TrafficSpec {
+        flows: args.flows,
+        packets_per_flow: args.packets_per_flow,
+        frame_size: args.frame_size,
+        include_noise: args.noise,
+        seed: args.seed,
+        ..probe::synth::TrafficSpec::default()
+    };
+    let packets = probe::synth::write_pcap(&spec, &args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "wrote {} packets in {} flows to {}",
+        thousands(packets),
+        thousands(u64::from(args.flows)),
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
