@@ -1,1 +1,26 @@
-//! tapflow exporter. See README.md.
+//! tapflow's exporter: sans-IO NetFlow v5 / v9 / IPFIX encoders and their transports.
+//! See README.md.
+//!
+//! - [`ie`]: information elements and templates, declared once as data.
+//! - [`ExportSession`]: one collector's encoder; records in, datagrams out, no I/O.
+//! - [`transport`]: UDP and IPFIX-over-TCP transports (the only sockets here).
+//! - [`Collector`]: session + transport + pacing + send path counters.
+
+mod collector;
+pub mod ie;
+mod session;
+pub mod transport;
+
+pub use collector::{
+    Collector, CollectorConfig, CollectorCounters, ParseTransportError, TransportKind,
+};
+pub use session::{
+    ConfigError, DEFAULT_MTU, DEFAULT_MTU_IPV6, DEFAULT_TEMPLATE_REFRESH_DATAGRAMS,
+    DEFAULT_TEMPLATE_REFRESH_MS, Datagram, ExportSession, ExportVersion, ExporterStatistics,
+    MAX_MTU, ParseVersionError, SessionConfig, SessionCounters, sampling_algorithm_code,
+    v5_sampling_field,
+};
+pub use transport::{
+    Readiness, TcpOptions, TcpStats, TcpTransport, Transport, UDP_SEND_TIMEOUT, UdpOptions,
+    UdpTransport,
+};

@@ -1,0 +1,553 @@
+//! A collector: one export session (encoder, sequence numbers, template schedule), one
+//! transport, optional pacing, and the send path counters.
+//!
+//! A collector that is down costs counters, never the data plane: a UDP send refused by
+//! the kernel (`ECONNREFUSED` after the collector's ICMP port unreachable, a full socket
+//! buffer) counts a send error and the records in that datagram as dropped; a TCP collector
+//! that is not connected drops the records of each call without encoding them, while its
+//! transport reconnects with backoff. Nothing here blocks for long: UDP sends wait at most
+//! [`UDP_SEND_TIMEOUT`](crate::UDP_SEND_TIMEOUT), TCP never blocks.
+//!
+//! Pacing (`pace_datagrams_per_sec`) is a token bucket on datagrams that sleeps in the
+//! calling thread, the exporter's, so a pcap replay does not overrun a collector's socket
+//! buffer. It never runs on a worker.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use flowcache::{AggregateRecord, FlowRecord, SamplingInfo};
+
+use crate::session::{
+    ConfigError, DEFAULT_MTU, DEFAULT_MTU_IPV6, Datagram, ExportSession, ExportVersion,
+    ExporterStatistics, SessionConfig, SessionCounters,
+};
+use crate::transport::{Readiness, TcpOptions, TcpTransport, Transport, UdpOptions, UdpTransport};
+
+/// How long `close` waits for a TCP collector to take queued bytes.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    #[default]
+    Udp,
+    /// IPFIX only.
+    Tcp,
+}
+
+impl TransportKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `"udp"` or `"tcp"` was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseTransportError(pub String);
+
+impl fmt::Display for ParseTransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown transport {:?}: expected udp or tcp", self.0)
+    }
+}
+
+impl std::error::Error for ParseTransportError {}
+
+impl FromStr for TransportKind {
+    type Err = ParseTransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Ok(TransportKind::Udp),
+            "tcp" => Ok(TransportKind::Tcp),
+            _ => Err(ParseTransportError(s.to_string())),
+        }
+    }
+}
+
+/// One collector: where, how, and with which encoder settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorConfig {
+    pub addr: SocketAddr,
+    pub transport: TransportKind,
+    pub session: SessionConfig,
+    /// Socket send buffer (SO_SNDBUF) in bytes.
+    pub send_buffer: Option<usize>,
+    /// Local address to send from.
+    pub source: Option<SocketAddr>,
+    /// At most this many datagrams a second; `None`: unpaced.
+    pub pace_datagrams_per_sec: Option<u32>,
+    /// TCP connect timeout, backoff and queue bound (TCP only).
+    pub tcp: TcpOptions,
+}
+
+impl CollectorConfig {
+    /// A collector with default socket options. An IPv6 collector given the default MTU
+    /// (sized for IPv4) gets [`DEFAULT_MTU_IPV6`], so the default fits a 1500-byte
+    /// Ethernet for both families.
+    pub fn new(addr: SocketAddr, transport: TransportKind, session: SessionConfig) -> Self {
+        let mut session = session;
+        if addr.is_ipv6() && session.mtu == DEFAULT_MTU {
+            session.mtu = DEFAULT_MTU_IPV6;
+        }
+        CollectorConfig {
+            addr,
+            transport,
+            session,
+            send_buffer: None,
+            source: None,
+            pace_datagrams_per_sec: None,
+            tcp: TcpOptions::default(),
+        }
+    }
+}
+
+/// Send path counters of one collector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectorCounters {
+    /// Flow and aggregate data records in datagrams the transport accepted.
+    pub records: u64,
+    /// Options data records in datagrams the transport accepted.
+    pub options_records: u64,
+    /// Datagrams (export messages) the transport accepted, and their bytes.
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Datagrams the transport refused (collector down, buffer full, not connected).
+    pub send_errors: u64,
+    /// Datagrams carrying the template set that the transport accepted.
+    pub template_sends: u64,
+    /// Data records that never reached the wire: in a refused datagram, or handed in
+    /// while a TCP collector was not connected.
+    pub records_dropped: u64,
+    /// Records the version cannot carry (v5: IPv6 flows and aggregates), skipped.
+    pub unsupported_records: u64,
+    /// TCP connections established after the first (each restarts the templates).
+    pub reconnects: u64,
+}
+
+impl CollectorCounters {
+    /// Records lost on this collector's send path, for notSentFlowTotalCount.
+    pub fn send_errors_records(&self) -> u64 {
+        self.records_dropped
+    }
+}
+
+/// Token bucket on datagrams; sleeps the calling thread when over the rate.
+#[derive(Debug)]
+struct Pacer {
+    interval: Duration,
+    /// How far behind schedule the bucket may fall: the burst allowed after idling.
+    burst: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(per_sec: u32) -> Pacer {
+        let per_sec = per_sec.max(1);
+        let interval = Duration::from_secs(1) / per_sec;
+        // 20 ms worth of datagrams may go back to back, at least one.
+        let burst = interval * (per_sec / 50).max(1);
+        Pacer {
+            interval,
+            burst,
+            next: Instant::now(),
+        }
+    }
+
+    fn wait(&mut self) {
+        let now = Instant::now();
+        if let Some(earliest) = now.checked_sub(self.burst)
+            && self.next < earliest
+        {
+            self.next = earliest;
+        }
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        self.next += self.interval;
+    }
+}
+
+/// Session + transport + counters for one collector.
+#[derive(Debug)]
+pub struct Collector {
+    name: String,
+    addr: SocketAddr,
+    session: ExportSession,
+    transport: Box<dyn Transport>,
+    pacer: Option<Pacer>,
+    counters: CollectorCounters,
+    sessions_started: u64,
+    last_error_log: Option<Instant>,
+}
+
+impl Collector {
+    /// Opens the transport (UDP: binds and connects; TCP: starts a non-blocking connect).
+    /// Over TCP templates are sent once per connection, not refreshed (RFC 7011 §8).
+    pub fn new(config: CollectorConfig, start_ms: u64) -> io::Result<Collector> {
+        let transport: Box<dyn Transport> = match config.transport {
+            TransportKind::Udp => {
+                let opts = UdpOptions {
+                    send_buffer: config.send_buffer,
+                    source: config.source,
+                };
+                Box::new(UdpTransport::new(config.addr, &opts)?)
+            }
+            TransportKind::Tcp => {
+                if config.session.version != ExportVersion::Ipfix {
+                    return Err(invalid(ConfigError::TcpNeedsIpfix {
+                        version: config.session.version,
+                    }));
+                }
+                let opts = TcpOptions {
+                    send_buffer: config.send_buffer,
+                    source: config.source,
+                    ..config.tcp
+                };
+                Box::new(TcpTransport::new(config.addr, &opts))
+            }
+        };
+        Collector::with_transport(config, transport, start_ms)
+    }
+
+    /// A collector over a caller's transport (tests, other transports).
+    pub fn with_transport(
+        config: CollectorConfig,
+        transport: Box<dyn Transport>,
+        start_ms: u64,
+    ) -> io::Result<Collector> {
+        let mut session_config = config.session;
+        if config.transport == TransportKind::Tcp {
+            session_config.template_refresh_ms = 0;
+            session_config.template_refresh_datagrams = 0;
+        }
+        let session = ExportSession::new(session_config, start_ms).map_err(invalid)?;
+        Ok(Collector {
+            name: format!(
+                "{}/{} {}",
+                config.session.version, config.transport, config.addr
+            ),
+            addr: config.addr,
+            session,
+            transport,
+            pacer: config
+                .pace_datagrams_per_sec
+                .filter(|&r| r > 0)
+                .map(Pacer::new),
+            counters: CollectorCounters::default(),
+            sessions_started: 0,
+            last_error_log: None,
+        })
+    }
+
+    /// `"ipfix/udp 127.0.0.1:4739"`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn version(&self) -> ExportVersion {
+        self.session.config().version
+    }
+
+    pub fn counters(&self) -> &CollectorCounters {
+        &self.counters
+    }
+
+    pub fn session_counters(&self) -> &SessionCounters {
+        self.session.counters()
+    }
+
+    /// When `tick` next has work to do (template refresh), on the records' clock.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.session.poll_timeout()
+    }
+
+    pub fn export_flows(&mut self, records: &[FlowRecord], now_ms: u64) {
+        if records.is_empty() {
+            return;
+        }
+        if !self.ready() {
+            self.counters.records_dropped += records.len() as u64;
+            return;
+        }
+        self.drive(|session, emit| session.encode_flows(records, now_ms, emit));
+    }
+
+    pub fn export_aggregates(&mut self, records: &[AggregateRecord], now_ms: u64) {
+        if records.is_empty() {
+            return;
+        }
+        if !self.ready() {
+            self.counters.records_dropped += records.len() as u64;
+            return;
+        }
+        self.drive(|session, emit| session.encode_aggregates(records, now_ms, emit));
+    }
+
+    /// Sends sampling and exporter statistics options records (nothing for v5).
+    pub fn export_options(
+        &mut self,
+        sampling: SamplingInfo,
+        stats: &ExporterStatistics,
+        now_ms: u64,
+    ) {
+        if !self.ready() {
+            return;
+        }
+        self.drive(|session, emit| session.encode_options(sampling, stats, now_ms, emit));
+    }
+
+    /// Lets the transport make progress and sends templates when they are due by time.
+    pub fn tick(&mut self, now_ms: u64) {
+        if !self.ready() {
+            return;
+        }
+        self.drive(|session, emit| session.handle_timeout(now_ms, emit));
+    }
+
+    /// Flushes what the transport still holds (TCP: waits up to 2 s) and closes it.
+    pub fn close(&mut self, now_ms: u64) {
+        self.tick(now_ms);
+        self.transport.close(CLOSE_FLUSH_TIMEOUT);
+    }
+
+    fn ready(&mut self) -> bool {
+        match self.transport.poll() {
+            Readiness::Ready => true,
+            Readiness::NewSession => {
+                if self.sessions_started > 0 {
+                    self.counters.reconnects += 1;
+                }
+                self.sessions_started += 1;
+                self.session.force_template_refresh();
+                true
+            }
+            Readiness::Down => false,
+        }
+    }
+
+    /// Runs one encoder call, sending each datagram as it is finished.
+    fn drive(&mut self, encode: impl FnOnce(&mut ExportSession, &mut dyn FnMut(&Datagram<'_>))) {
+        let Collector {
+            name,
+            session,
+            transport,
+            pacer,
+            counters,
+            last_error_log,
+            ..
+        } = self;
+        let mut lost_templates = false;
+        encode(session, &mut |d: &Datagram<'_>| {
+            if let Some(pacer) = pacer.as_mut() {
+                pacer.wait();
+            }
+            match transport.send(d.bytes) {
+                Ok(()) => {
+                    counters.datagrams += 1;
+                    counters.bytes += d.bytes.len() as u64;
+                    counters.records += u64::from(d.data_records);
+                    counters.options_records += u64::from(d.options_records);
+                    if d.template_records > 0 {
+                        counters.template_sends += 1;
+                    }
+                }
+                Err(e) => {
+                    counters.send_errors += 1;
+                    counters.records_dropped += u64::from(d.data_records);
+                    lost_templates |= d.template_records > 0;
+                    log_send_error(name, last_error_log, &e, counters.send_errors);
+                }
+            }
+        });
+        self.counters.unsupported_records = self.session.counters().unsupported_records;
+        if lost_templates {
+            // The collector may never have seen them: send them again with the next datagram.
+            self.session.force_template_refresh();
+        }
+    }
+}
+
+/// At most one log line a minute per collector: a down collector must not flood the log.
+fn log_send_error(name: &str, last: &mut Option<Instant>, e: &io::Error, total: u64) {
+    let now = Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+        *last = Some(now);
+        log::warn!("collector {name}: send failed: {e} ({total} send errors so far)");
+    }
+}
+
+fn invalid(e: ConfigError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use flowcache::FlowKey;
+
+    #[derive(Debug, Default)]
+    struct Script {
+        sent: Vec<Vec<u8>>,
+        readiness: Vec<Readiness>,
+        fail_sends: bool,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct FakeTransport(Arc<Mutex<Script>>);
+
+    impl Transport for FakeTransport {
+        fn send(&mut self, message: &[u8]) -> io::Result<()> {
+            let mut s = self.0.lock().unwrap();
+            if s.fail_sends {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            s.sent.push(message.to_vec());
+            Ok(())
+        }
+
+        fn poll(&mut self) -> Readiness {
+            let mut s = self.0.lock().unwrap();
+            if s.readiness.is_empty() {
+                Readiness::Ready
+            } else {
+                s.readiness.remove(0)
+            }
+        }
+    }
+
+    fn flow(i: u32) -> FlowRecord {
+        let mut key = FlowKey::default();
+        key.set_addrs(
+            std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+            std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+        );
+        key.protocol = 17;
+        FlowRecord {
+            key,
+            packets: 1,
+            octets: 100,
+            first_ms: 1_000,
+            last_ms: 2_000,
+            ..FlowRecord::default()
+        }
+    }
+
+    fn collector(version: ExportVersion, kind: TransportKind) -> (Collector, FakeTransport) {
+        let fake = FakeTransport::default();
+        let session = SessionConfig {
+            version,
+            ..SessionConfig::default()
+        };
+        let config = CollectorConfig::new("127.0.0.1:9".parse().unwrap(), kind, session);
+        let c = Collector::with_transport(config, Box::new(fake.clone()), 0).unwrap();
+        (c, fake)
+    }
+
+    #[test]
+    fn refused_sends_count_errors_and_dropped_records_and_retry_templates() {
+        let (mut c, fake) = collector(ExportVersion::Ipfix, TransportKind::Udp);
+        fake.0.lock().unwrap().fail_sends = true;
+        let records: Vec<_> = (0..50).map(flow).collect();
+        c.export_flows(&records, 5_000);
+        let k = *c.counters();
+        assert_eq!(k.records, 0);
+        assert_eq!(k.records_dropped, 50);
+        assert!(k.send_errors >= 3, "{k:?}");
+        assert_eq!(k.template_sends, 0);
+        // Back up: the templates go out again at once, not at the next refresh.
+        fake.0.lock().unwrap().fail_sends = false;
+        c.export_flows(&records[..1], 5_001);
+        assert_eq!(c.counters().template_sends, 1);
+        assert_eq!(c.counters().records, 1);
+    }
+
+    #[test]
+    fn down_transport_drops_without_encoding_and_new_session_resends_templates() {
+        let (mut c, fake) = collector(ExportVersion::Ipfix, TransportKind::Tcp);
+        fake.0.lock().unwrap().readiness = vec![
+            Readiness::NewSession,
+            Readiness::Ready,
+            Readiness::Down,
+            Readiness::NewSession,
+        ];
+        let records: Vec<_> = (0..3).map(flow).collect();
+        for _ in 0..4 {
+            c.export_flows(&records, 10_000);
+        }
+        let k = *c.counters();
+        assert_eq!(k.records, 9);
+        assert_eq!(k.records_dropped, 3);
+        assert_eq!(k.template_sends, 2, "one per connection, none refreshed");
+        assert_eq!(k.reconnects, 1);
+        assert_eq!(c.session_counters().flow_records, 9);
+    }
+
+    #[test]
+    fn tcp_needs_ipfix() {
+        let session = SessionConfig {
+            version: ExportVersion::V9,
+            ..SessionConfig::default()
+        };
+        let config =
+            CollectorConfig::new("127.0.0.1:9".parse().unwrap(), TransportKind::Tcp, session);
+        let err = Collector::new(config, 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("TCP"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_collectors_get_the_ipv6_default_mtu_unless_set() {
+        let v6: SocketAddr = "[::1]:2055".parse().unwrap();
+        let c = CollectorConfig::new(v6, TransportKind::Udp, SessionConfig::default());
+        assert_eq!(c.session.mtu, DEFAULT_MTU_IPV6);
+        let set = SessionConfig {
+            mtu: 9000,
+            ..SessionConfig::default()
+        };
+        assert_eq!(
+            CollectorConfig::new(v6, TransportKind::Udp, set)
+                .session
+                .mtu,
+            9000
+        );
+        let v4: SocketAddr = "127.0.0.1:2055".parse().unwrap();
+        let c = CollectorConfig::new(v4, TransportKind::Udp, SessionConfig::default());
+        assert_eq!(c.session.mtu, DEFAULT_MTU);
+    }
+
+    #[test]
+    fn transport_kind_parses() {
+        assert_eq!("UDP".parse::<TransportKind>(), Ok(TransportKind::Udp));
+        assert_eq!("tcp".parse::<TransportKind>(), Ok(TransportKind::Tcp));
+        assert!("sctp".parse::<TransportKind>().is_err());
+    }
+
+    #[test]
+    fn pacer_never_exceeds_its_rate_beyond_the_burst() {
+        // 500/s: interval 2 ms, burst 10 datagrams. 60 sends need at least 50 intervals.
+        let mut p = Pacer::new(500);
+        let start = Instant::now();
+        for _ in 0..60 {
+            p.wait();
+        }
+        assert!(start.elapsed() >= Duration::from_millis(2 * 49));
+    }
+}

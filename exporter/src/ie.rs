@@ -1,0 +1,452 @@
+//! Information elements and templates, declared once as data.
+//!
+//! Every field tapflow exports is an [`Ie`]: an IANA IPFIX information element id (enterprise
+//! 0) and the length it is encoded with. NetFlow v9 field type numbers equal the IPFIX ids
+//! for every element used here (RFC 3954 §8 vs the IANA IPFIX registry), so one table serves
+//! both; where the two protocols differ (v9 has no flowStart/EndMilliseconds and uses
+//! sysUptime-relative FIRST_SWITCHED/LAST_SWITCHED; v9's INPUT_SNMP and TCP_FLAGS default to
+//! 2 and 1 bytes) the templates below pick per version.
+//!
+//! A template is a slice of `Ie`s. The same slice writes the template record and drives
+//! the record encoder (`session.rs`), so the two cannot disagree.
+//!
+//! Flow templates end with the two sampling fields; a session that does not put sampling
+//! into every record uses the template without its last [`SAMPLING_FIELDS`] elements.
+
+/// One information element: IANA id (enterprise number 0), encoded length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ie {
+    /// IANA private enterprise number; 0 for every element tapflow exports.
+    pub pen: u32,
+    pub id: u16,
+    pub len: u16,
+    pub name: &'static str,
+}
+
+const fn ie(id: u16, len: u16, name: &'static str) -> Ie {
+    Ie {
+        pen: 0,
+        id,
+        len,
+        name,
+    }
+}
+
+/// IANA IPFIX element ids (and NetFlow v9 field types, which are equal for these).
+pub mod id {
+    pub const OCTET_DELTA_COUNT: u16 = 1;
+    pub const PACKET_DELTA_COUNT: u16 = 2;
+    pub const DELTA_FLOW_COUNT: u16 = 3;
+    pub const PROTOCOL_IDENTIFIER: u16 = 4;
+    pub const IP_CLASS_OF_SERVICE: u16 = 5;
+    pub const TCP_CONTROL_BITS: u16 = 6;
+    pub const SOURCE_TRANSPORT_PORT: u16 = 7;
+    pub const SOURCE_IPV4_ADDRESS: u16 = 8;
+    pub const INGRESS_INTERFACE: u16 = 10;
+    pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
+    pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
+    /// v9 LAST_SWITCHED / IPFIX flowEndSysUpTime: sysUptime ms of the last packet.
+    pub const LAST_SWITCHED: u16 = 21;
+    /// v9 FIRST_SWITCHED / IPFIX flowStartSysUpTime: sysUptime ms of the first packet.
+    pub const FIRST_SWITCHED: u16 = 22;
+    pub const SOURCE_IPV6_ADDRESS: u16 = 27;
+    pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
+    pub const SAMPLING_INTERVAL: u16 = 34;
+    pub const SAMPLING_ALGORITHM: u16 = 35;
+    /// exportedOctetTotalCount (v9 TOTAL_BYTES_EXP).
+    pub const EXPORTED_OCTET_TOTAL_COUNT: u16 = 40;
+    /// exportedMessageTotalCount (v9 TOTAL_PKTS_EXP).
+    pub const EXPORTED_MESSAGE_TOTAL_COUNT: u16 = 41;
+    /// exportedFlowRecordTotalCount (v9 TOTAL_FLOWS_EXP).
+    pub const EXPORTED_FLOW_RECORD_TOTAL_COUNT: u16 = 42;
+    pub const MINIMUM_TTL: u16 = 52;
+    pub const MAXIMUM_TTL: u16 = 53;
+    pub const VLAN_ID: u16 = 58;
+    pub const FLOW_END_REASON: u16 = 136;
+    pub const OBSERVATION_DOMAIN_ID: u16 = 149;
+    pub const FLOW_START_MILLISECONDS: u16 = 152;
+    pub const FLOW_END_MILLISECONDS: u16 = 153;
+    pub const NOT_SENT_FLOW_TOTAL_COUNT: u16 = 166;
+    pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
+    pub const SAMPLING_PACKET_SPACE: u16 = 306;
+}
+
+/// NetFlow v9 options scope field types (RFC 3954 §6.2): a namespace of its own.
+pub mod v9_scope {
+    pub const SYSTEM: u16 = 1;
+}
+
+pub const OCTET_DELTA_COUNT: Ie = ie(id::OCTET_DELTA_COUNT, 8, "octetDeltaCount");
+pub const PACKET_DELTA_COUNT: Ie = ie(id::PACKET_DELTA_COUNT, 8, "packetDeltaCount");
+pub const DELTA_FLOW_COUNT: Ie = ie(id::DELTA_FLOW_COUNT, 8, "deltaFlowCount");
+pub const PROTOCOL_IDENTIFIER: Ie = ie(id::PROTOCOL_IDENTIFIER, 1, "protocolIdentifier");
+pub const IP_CLASS_OF_SERVICE: Ie = ie(id::IP_CLASS_OF_SERVICE, 1, "ipClassOfService");
+/// IPFIX tcpControlBits is unsigned16 (RFC 7125); the upper byte carries NS/reserved bits.
+pub const TCP_CONTROL_BITS: Ie = ie(id::TCP_CONTROL_BITS, 2, "tcpControlBits");
+/// NetFlow v9 TCP_FLAGS is one byte.
+pub const TCP_FLAGS_V9: Ie = ie(id::TCP_CONTROL_BITS, 1, "TCP_FLAGS");
+pub const SOURCE_TRANSPORT_PORT: Ie = ie(id::SOURCE_TRANSPORT_PORT, 2, "sourceTransportPort");
+pub const SOURCE_IPV4_ADDRESS: Ie = ie(id::SOURCE_IPV4_ADDRESS, 4, "sourceIPv4Address");
+/// IPFIX ingressInterface is unsigned32.
+pub const INGRESS_INTERFACE: Ie = ie(id::INGRESS_INTERFACE, 4, "ingressInterface");
+/// NetFlow v9 INPUT_SNMP, default length 2.
+pub const INPUT_SNMP_V9: Ie = ie(id::INGRESS_INTERFACE, 2, "INPUT_SNMP");
+pub const DESTINATION_TRANSPORT_PORT: Ie = ie(
+    id::DESTINATION_TRANSPORT_PORT,
+    2,
+    "destinationTransportPort",
+);
+pub const DESTINATION_IPV4_ADDRESS: Ie =
+    ie(id::DESTINATION_IPV4_ADDRESS, 4, "destinationIPv4Address");
+pub const FIRST_SWITCHED: Ie = ie(id::FIRST_SWITCHED, 4, "FIRST_SWITCHED");
+pub const LAST_SWITCHED: Ie = ie(id::LAST_SWITCHED, 4, "LAST_SWITCHED");
+pub const SOURCE_IPV6_ADDRESS: Ie = ie(id::SOURCE_IPV6_ADDRESS, 16, "sourceIPv6Address");
+pub const DESTINATION_IPV6_ADDRESS: Ie =
+    ie(id::DESTINATION_IPV6_ADDRESS, 16, "destinationIPv6Address");
+pub const SAMPLING_INTERVAL: Ie = ie(id::SAMPLING_INTERVAL, 4, "samplingInterval");
+pub const SAMPLING_ALGORITHM: Ie = ie(id::SAMPLING_ALGORITHM, 1, "samplingAlgorithm");
+pub const EXPORTED_OCTET_TOTAL_COUNT: Ie =
+    ie(id::EXPORTED_OCTET_TOTAL_COUNT, 8, "exportedOctetTotalCount");
+pub const EXPORTED_MESSAGE_TOTAL_COUNT: Ie = ie(
+    id::EXPORTED_MESSAGE_TOTAL_COUNT,
+    8,
+    "exportedMessageTotalCount",
+);
+pub const EXPORTED_FLOW_RECORD_TOTAL_COUNT: Ie = ie(
+    id::EXPORTED_FLOW_RECORD_TOTAL_COUNT,
+    8,
+    "exportedFlowRecordTotalCount",
+);
+pub const MINIMUM_TTL: Ie = ie(id::MINIMUM_TTL, 1, "minimumTTL");
+pub const MAXIMUM_TTL: Ie = ie(id::MAXIMUM_TTL, 1, "maximumTTL");
+pub const VLAN_ID: Ie = ie(id::VLAN_ID, 2, "vlanId");
+pub const FLOW_END_REASON: Ie = ie(id::FLOW_END_REASON, 1, "flowEndReason");
+pub const OBSERVATION_DOMAIN_ID: Ie = ie(id::OBSERVATION_DOMAIN_ID, 4, "observationDomainId");
+pub const FLOW_START_MILLISECONDS: Ie = ie(id::FLOW_START_MILLISECONDS, 8, "flowStartMilliseconds");
+pub const FLOW_END_MILLISECONDS: Ie = ie(id::FLOW_END_MILLISECONDS, 8, "flowEndMilliseconds");
+pub const NOT_SENT_FLOW_TOTAL_COUNT: Ie =
+    ie(id::NOT_SENT_FLOW_TOTAL_COUNT, 8, "notSentFlowTotalCount");
+/// Packets selected in a row (RFC 5477): always 1 here.
+pub const SAMPLING_PACKET_INTERVAL: Ie =
+    ie(id::SAMPLING_PACKET_INTERVAL, 4, "samplingPacketInterval");
+/// Packets skipped between selections (RFC 5477): interval - 1.
+pub const SAMPLING_PACKET_SPACE: Ie = ie(id::SAMPLING_PACKET_SPACE, 4, "samplingPacketSpace");
+/// v9 options scope "System", 4 bytes, carrying the source id.
+pub const V9_SCOPE_SYSTEM: Ie = ie(v9_scope::SYSTEM, 4, "System");
+
+/// How many trailing elements of a flow template are the optional sampling fields.
+pub const SAMPLING_FIELDS: usize = 2;
+
+/// Template ids (RFC 7011 §3.4.1 / RFC 3954 §5.2: data templates are numbered from 256).
+pub mod template_id {
+    pub const IPV4_FLOW: u16 = 256;
+    pub const IPV6_FLOW: u16 = 257;
+    pub const PROTOCOL_PORT_AGGREGATE: u16 = 258;
+    pub const SAMPLING_OPTIONS: u16 = 259;
+    pub const EXPORTER_STATISTICS_OPTIONS: u16 = 260;
+}
+
+/// An options template: scope fields, then the other fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionsTemplate {
+    pub id: u16,
+    pub scope: &'static [Ie],
+    pub fields: &'static [Ie],
+}
+
+impl OptionsTemplate {
+    /// Length of one options data record.
+    pub fn record_len(&self) -> usize {
+        record_len(self.scope) + record_len(self.fields)
+    }
+}
+
+/// Length of one data record of `fields`.
+pub const fn record_len(fields: &[Ie]) -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        total += fields[i].len as usize;
+        i += 1;
+    }
+    total
+}
+
+/// IPFIX IPv4 flow template (id 256).
+pub const IPFIX_IPV4_FLOW: &[Ie] = &[
+    SOURCE_IPV4_ADDRESS,
+    DESTINATION_IPV4_ADDRESS,
+    SOURCE_TRANSPORT_PORT,
+    DESTINATION_TRANSPORT_PORT,
+    PROTOCOL_IDENTIFIER,
+    IP_CLASS_OF_SERVICE,
+    TCP_CONTROL_BITS,
+    PACKET_DELTA_COUNT,
+    OCTET_DELTA_COUNT,
+    FLOW_START_MILLISECONDS,
+    FLOW_END_MILLISECONDS,
+    INGRESS_INTERFACE,
+    VLAN_ID,
+    MINIMUM_TTL,
+    MAXIMUM_TTL,
+    FLOW_END_REASON,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+];
+
+/// IPFIX IPv6 flow template (id 257).
+pub const IPFIX_IPV6_FLOW: &[Ie] = &[
+    SOURCE_IPV6_ADDRESS,
+    DESTINATION_IPV6_ADDRESS,
+    SOURCE_TRANSPORT_PORT,
+    DESTINATION_TRANSPORT_PORT,
+    PROTOCOL_IDENTIFIER,
+    IP_CLASS_OF_SERVICE,
+    TCP_CONTROL_BITS,
+    PACKET_DELTA_COUNT,
+    OCTET_DELTA_COUNT,
+    FLOW_START_MILLISECONDS,
+    FLOW_END_MILLISECONDS,
+    INGRESS_INTERFACE,
+    VLAN_ID,
+    MINIMUM_TTL,
+    MAXIMUM_TTL,
+    FLOW_END_REASON,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+];
+
+/// IPFIX protocol-port aggregate template (id 258).
+pub const IPFIX_AGGREGATE: &[Ie] = &[
+    PROTOCOL_IDENTIFIER,
+    SOURCE_TRANSPORT_PORT,
+    DESTINATION_TRANSPORT_PORT,
+    PACKET_DELTA_COUNT,
+    OCTET_DELTA_COUNT,
+    DELTA_FLOW_COUNT,
+    FLOW_START_MILLISECONDS,
+    FLOW_END_MILLISECONDS,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+];
+
+/// NetFlow v9 IPv4 flow template (id 256).
+pub const V9_IPV4_FLOW: &[Ie] = &[
+    SOURCE_IPV4_ADDRESS,
+    DESTINATION_IPV4_ADDRESS,
+    SOURCE_TRANSPORT_PORT,
+    DESTINATION_TRANSPORT_PORT,
+    PROTOCOL_IDENTIFIER,
+    IP_CLASS_OF_SERVICE,
+    TCP_FLAGS_V9,
+    PACKET_DELTA_COUNT,
+    OCTET_DELTA_COUNT,
+    FIRST_SWITCHED,
+    LAST_SWITCHED,
+    INPUT_SNMP_V9,
+    VLAN_ID,
+    MINIMUM_TTL,
+    MAXIMUM_TTL,
+    FLOW_END_REASON,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+];
+
+/// NetFlow v9 IPv6 flow template (id 257).
+pub const V9_IPV6_FLOW: &[Ie] = &[
+    SOURCE_IPV6_ADDRESS,
+    DESTINATION_IPV6_ADDRESS,
+    SOURCE_TRANSPORT_PORT,
+    DESTINATION_TRANSPORT_PORT,
+    PROTOCOL_IDENTIFIER,
+    IP_CLASS_OF_SERVICE,
+    TCP_FLAGS_V9,
+    PACKET_DELTA_COUNT,
+    OCTET_DELTA_COUNT,
+    FIRST_SWITCHED,
+    LAST_SWITCHED,
+    INPUT_SNMP_V9,
+    VLAN_ID,
+    MINIMUM_TTL,
+    MAXIMUM_TTL,
+    FLOW_END_REASON,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+];
+
+/// NetFlow v9 protocol-port aggregate template (id 258).
+pub const V9_AGGREGATE: &[Ie] = &[
+    PROTOCOL_IDENTIFIER,
+    SOURCE_TRANSPORT_PORT,
+    DESTINATION_TRANSPORT_PORT,
+    PACKET_DELTA_COUNT,
+    OCTET_DELTA_COUNT,
+    DELTA_FLOW_COUNT,
+    FIRST_SWITCHED,
+    LAST_SWITCHED,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+];
+
+/// IPFIX sampling options (id 259), scoped to the observation domain. Both notations:
+/// samplingInterval/samplingAlgorithm (34/35, deprecated but what most collectors read) and
+/// samplingPacketInterval/samplingPacketSpace (305/306, RFC 5477), which is what nfdump 1.7.1
+/// (Debian 12) applies; it ignores 34/35 without a selector id. 305/306 come last: nfdump
+/// maps 34 and 306 onto the same slot and the later one wins.
+pub const IPFIX_SAMPLING_OPTIONS: OptionsTemplate = OptionsTemplate {
+    id: template_id::SAMPLING_OPTIONS,
+    scope: &[OBSERVATION_DOMAIN_ID],
+    fields: SAMPLING_OPTION_FIELDS,
+};
+
+/// IPFIX exporter statistics options (id 260), after RFC 7011 §4.3.
+pub const IPFIX_STATISTICS_OPTIONS: OptionsTemplate = OptionsTemplate {
+    id: template_id::EXPORTER_STATISTICS_OPTIONS,
+    scope: &[OBSERVATION_DOMAIN_ID],
+    fields: &[
+        EXPORTED_MESSAGE_TOTAL_COUNT,
+        EXPORTED_FLOW_RECORD_TOTAL_COUNT,
+        EXPORTED_OCTET_TOTAL_COUNT,
+        NOT_SENT_FLOW_TOTAL_COUNT,
+    ],
+};
+
+/// NetFlow v9 sampling options (id 259), scope System; the same fields as IPFIX's.
+pub const V9_SAMPLING_OPTIONS: OptionsTemplate = OptionsTemplate {
+    id: template_id::SAMPLING_OPTIONS,
+    scope: &[V9_SCOPE_SYSTEM],
+    fields: SAMPLING_OPTION_FIELDS,
+};
+
+const SAMPLING_OPTION_FIELDS: &[Ie] = &[
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+    SAMPLING_PACKET_INTERVAL,
+    SAMPLING_PACKET_SPACE,
+];
+
+/// NetFlow v9 exporter statistics options (id 260), scope System.
+pub const V9_STATISTICS_OPTIONS: OptionsTemplate = OptionsTemplate {
+    id: template_id::EXPORTER_STATISTICS_OPTIONS,
+    scope: &[V9_SCOPE_SYSTEM],
+    fields: &[
+        EXPORTED_MESSAGE_TOTAL_COUNT,
+        EXPORTED_FLOW_RECORD_TOTAL_COUNT,
+        EXPORTED_OCTET_TOTAL_COUNT,
+        NOT_SENT_FLOW_TOTAL_COUNT,
+    ],
+};
+
+/// The templates one session announces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TemplateSet {
+    pub ipv4: &'static [Ie],
+    pub ipv6: &'static [Ie],
+    pub aggregate: &'static [Ie],
+    pub sampling: OptionsTemplate,
+    pub statistics: OptionsTemplate,
+}
+
+impl TemplateSet {
+    pub fn new(ipfix: bool, sampling_in_records: bool) -> TemplateSet {
+        let (ipv4, ipv6, aggregate, sampling, statistics) = if ipfix {
+            (
+                IPFIX_IPV4_FLOW,
+                IPFIX_IPV6_FLOW,
+                IPFIX_AGGREGATE,
+                IPFIX_SAMPLING_OPTIONS,
+                IPFIX_STATISTICS_OPTIONS,
+            )
+        } else {
+            (
+                V9_IPV4_FLOW,
+                V9_IPV6_FLOW,
+                V9_AGGREGATE,
+                V9_SAMPLING_OPTIONS,
+                V9_STATISTICS_OPTIONS,
+            )
+        };
+        let trim = |t: &'static [Ie]| {
+            if sampling_in_records {
+                t
+            } else {
+                &t[..t.len() - SAMPLING_FIELDS]
+            }
+        };
+        TemplateSet {
+            ipv4: trim(ipv4),
+            ipv6: trim(ipv6),
+            aggregate: trim(aggregate),
+            sampling,
+            statistics,
+        }
+    }
+
+    pub fn data_templates(&self) -> [(u16, &'static [Ie]); 3] {
+        [
+            (template_id::IPV4_FLOW, self.ipv4),
+            (template_id::IPV6_FLOW, self.ipv6),
+            (template_id::PROTOCOL_PORT_AGGREGATE, self.aggregate),
+        ]
+    }
+
+    pub fn options_templates(&self) -> [OptionsTemplate; 2] {
+        [self.sampling, self.statistics]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_fields_are_the_tail_of_every_flow_template() {
+        for t in [
+            IPFIX_IPV4_FLOW,
+            IPFIX_IPV6_FLOW,
+            IPFIX_AGGREGATE,
+            V9_IPV4_FLOW,
+            V9_IPV6_FLOW,
+            V9_AGGREGATE,
+        ] {
+            let tail = &t[t.len() - SAMPLING_FIELDS..];
+            assert_eq!(tail, &[SAMPLING_INTERVAL, SAMPLING_ALGORITHM]);
+        }
+    }
+
+    #[test]
+    fn record_lengths_match_the_field_sums_by_hand() {
+        // 4+4+2+2+1+1+2+8+8+8+8+4+2+1+1+1 = 57, + 4 + 1 sampling = 62
+        assert_eq!(record_len(IPFIX_IPV4_FLOW), 62);
+        // 16+16+2+2+1+1+2+8+8+8+8+4+2+1+1+1 = 81, + 5 = 86
+        assert_eq!(record_len(IPFIX_IPV6_FLOW), 86);
+        // 4+4+2+2+1+1+1+8+8+4+4+2+2+1+1+1 = 46, + 5 = 51
+        assert_eq!(record_len(V9_IPV4_FLOW), 51);
+        // 1+2+2+8+8+8+8+8 = 45, + 5 = 50
+        assert_eq!(record_len(IPFIX_AGGREGATE), 50);
+        // 1+2+2+8+8+8+4+4 = 37, + 5 = 42
+        assert_eq!(record_len(V9_AGGREGATE), 42);
+        assert_eq!(IPFIX_STATISTICS_OPTIONS.record_len(), 4 + 32);
+        assert_eq!(V9_SAMPLING_OPTIONS.record_len(), 4 + 4 + 1 + 4 + 4);
+    }
+
+    #[test]
+    fn v9_and_ipfix_templates_differ_only_where_the_protocols_do() {
+        for (v9, ipfix) in [
+            (V9_IPV4_FLOW, IPFIX_IPV4_FLOW),
+            (V9_IPV6_FLOW, IPFIX_IPV6_FLOW),
+            (V9_AGGREGATE, IPFIX_AGGREGATE),
+        ] {
+            assert_eq!(v9.len(), ipfix.len());
+            for (a, b) in v9.iter().zip(ipfix) {
+                let allowed = matches!(
+                    (a.id, b.id),
+                    (id::FIRST_SWITCHED, id::FLOW_START_MILLISECONDS)
+                        | (id::LAST_SWITCHED, id::FLOW_END_MILLISECONDS)
+                ) || (a.id == b.id
+                    && matches!(a.id, id::TCP_CONTROL_BITS | id::INGRESS_INTERFACE));
+                assert!(a == b || allowed, "{a:?} vs {b:?}");
+            }
+        }
+    }
+}
