@@ -51,6 +51,7 @@ pub mod id {
     pub const FIRST_SWITCHED: u16 = 22;
     pub const SOURCE_IPV6_ADDRESS: u16 = 27;
     pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
+    pub const ICMP_TYPE_CODE_IPV4: u16 = 32;
     pub const SAMPLING_INTERVAL: u16 = 34;
     pub const SAMPLING_ALGORITHM: u16 = 35;
     /// exportedOctetTotalCount (v9 TOTAL_BYTES_EXP).
@@ -117,6 +118,10 @@ pub const EXPORTED_FLOW_RECORD_TOTAL_COUNT: Ie = ie(
     8,
     "exportedFlowRecordTotalCount",
 );
+/// ICMP and ICMPv6 type << 8 | code: v9's ICMP_TYPE (32) serves both IP versions. nfdump's
+/// v9 decoder takes ICMP type and code only from this element, not from the destination
+/// port as its IPFIX decoder does.
+pub const ICMP_TYPE_V9: Ie = ie(id::ICMP_TYPE_CODE_IPV4, 2, "ICMP_TYPE");
 pub const MINIMUM_TTL: Ie = ie(id::MINIMUM_TTL, 1, "minimumTTL");
 pub const MAXIMUM_TTL: Ie = ie(id::MAXIMUM_TTL, 1, "maximumTTL");
 pub const VLAN_ID: Ie = ie(id::VLAN_ID, 2, "vlanId");
@@ -236,6 +241,7 @@ pub const V9_IPV4_FLOW: &[Ie] = &[
     DESTINATION_IPV4_ADDRESS,
     SOURCE_TRANSPORT_PORT,
     DESTINATION_TRANSPORT_PORT,
+    ICMP_TYPE_V9,
     PROTOCOL_IDENTIFIER,
     IP_CLASS_OF_SERVICE,
     TCP_FLAGS_V9,
@@ -258,6 +264,7 @@ pub const V9_IPV6_FLOW: &[Ie] = &[
     DESTINATION_IPV6_ADDRESS,
     SOURCE_TRANSPORT_PORT,
     DESTINATION_TRANSPORT_PORT,
+    ICMP_TYPE_V9,
     PROTOCOL_IDENTIFIER,
     IP_CLASS_OF_SERVICE,
     TCP_FLAGS_V9,
@@ -420,8 +427,8 @@ mod tests {
         assert_eq!(record_len(IPFIX_IPV4_FLOW), 62);
         // 16+16+2+2+1+1+2+8+8+8+8+4+2+1+1+1 = 81, + 5 = 86
         assert_eq!(record_len(IPFIX_IPV6_FLOW), 86);
-        // 4+4+2+2+1+1+1+8+8+4+4+2+2+1+1+1 = 46, + 5 = 51
-        assert_eq!(record_len(V9_IPV4_FLOW), 51);
+        // 4+4+2+2+2(ICMP_TYPE)+1+1+1+8+8+4+4+2+2+1+1+1 = 48, + 5 = 53
+        assert_eq!(record_len(V9_IPV4_FLOW), 53);
         // 1+2+2+8+8+8+8+8 = 45, + 5 = 50
         assert_eq!(record_len(IPFIX_AGGREGATE), 50);
         // 1+2+2+8+8+8+4+4 = 37, + 5 = 42
@@ -437,6 +444,8 @@ mod tests {
             (V9_IPV6_FLOW, IPFIX_IPV6_FLOW),
             (V9_AGGREGATE, IPFIX_AGGREGATE),
         ] {
+            // v9 alone carries ICMP_TYPE, for nfdump's v9 decoder.
+            let v9: Vec<Ie> = v9.iter().copied().filter(|f| *f != ICMP_TYPE_V9).collect();
             assert_eq!(v9.len(), ipfix.len());
             for (a, b) in v9.iter().zip(ipfix) {
                 let allowed = matches!(

@@ -719,6 +719,11 @@ impl ExportSession {
             id::DESTINATION_IPV6_ADDRESS => out.extend_from_slice(&k.dst_addr),
             id::SOURCE_TRANSPORT_PORT => put_uint(out, u64::from(k.src_port), f.len),
             id::DESTINATION_TRANSPORT_PORT => put_uint(out, u64::from(k.dst_port), f.len),
+            id::ICMP_TYPE_CODE_IPV4 => {
+                // The key keeps ICMP type << 8 | code in the destination port.
+                let icmp = matches!(k.protocol, 1 | 58);
+                put_uint(out, if icmp { u64::from(k.dst_port) } else { 0 }, f.len)
+            }
             id::PROTOCOL_IDENTIFIER => put_uint(out, u64::from(k.protocol), f.len),
             id::IP_CLASS_OF_SERVICE => put_uint(out, u64::from(k.tos), f.len),
             id::TCP_CONTROL_BITS => put_uint(out, u64::from(r.tcp_flags), f.len),

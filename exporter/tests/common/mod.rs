@@ -347,6 +347,9 @@ pub fn expected_v9_flow(r: &FlowRecord, start_ms: u64, sampling: bool) -> BTreeM
     let mut m = common_flow_fields(r);
     m.insert(22, num(r.first_ms - start_ms));
     m.insert(21, num(r.last_ms - start_ms));
+    // ICMP_TYPE: type << 8 | code for ICMP and ICMPv6, zero for every other protocol.
+    let icmp = matches!(r.key.protocol, 1 | 58);
+    m.insert(32, num(if icmp { u64::from(r.key.dst_port) } else { 0 }));
     if sampling {
         insert_sampling(&mut m, r.sampling);
     }
