@@ -1,6 +1,17 @@
 //! tapflow's flow cache. See README.md.
+mod aggregate;
+mod config;
+mod hash;
+mod prefetch;
 mod record;
+mod sampler;
+mod shard;
 
+pub use aggregate::{AggregatorStats, DEFAULT_GRACE_MS, ProtocolPortAggregator};
+pub use config::{CacheConfig, CacheConfigError, MAX_CAPACITY};
+pub use hash::{flow_hash, flow_sample_hash};
 pub use record::{
     AggregateRecord, EndReason, FlowKey, FlowRecord, Observation, SamplingAlgorithm, SamplingInfo,
 };
+pub use sampler::{DEFAULT_RANDOM_SEED, Sampler, SamplerSpec, SamplerSpecError};
+pub use shard::{CacheStats, ENTRY_BYTES, FlowShard};

@@ -138,7 +138,10 @@ pub struct SamplingInfo {
 
 impl Default for SamplingInfo {
     fn default() -> Self {
-        SamplingInfo { algorithm: SamplingAlgorithm::None, interval: 1 }
+        SamplingInfo {
+            algorithm: SamplingAlgorithm::None,
+            interval: 1,
+        }
     }
 }
 
