@@ -1,0 +1,708 @@
+//! Range and consistency checks that deserialisation cannot express.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use super::types::{
+    Config, DeviceKind, MAX_BATCH_SIZE, SamplingMode, Transport, WorkerCount, parse_source,
+};
+
+/// Largest flow cache per worker: 2^31 entries (well over 100 GB), so a typo such as an
+/// extra zero is refused instead of exhausting memory slowly. Same as flowcache's bound.
+pub const MAX_CACHE_CAPACITY: usize = 1 << 31;
+/// Smallest and largest collector `mtu`. 576 is the smallest datagram every IPv4 host
+/// must accept; above 65000 a datagram no longer fits a UDP/IPv4 packet with headroom.
+pub const MTU_RANGE: (u32, u32) = (576, 65_000);
+/// Longest timeout or interval accepted, seconds (one week): longer is a typo, and
+/// NetFlow's millisecond uptime fields would wrap.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+/// Most receive queues per port, and most workers (DPDK's RTE_MAX_QUEUES_PER_PORT).
+pub const MAX_QUEUES: u32 = 1024;
+/// DPDK's largest per-lcore mempool cache (RTE_MEMPOOL_CACHE_MAX_SIZE).
+pub const MAX_MEMPOOL_CACHE: u32 = 512;
+
+/// One step of a key path: a table key or an array index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Where a value lives in the file: `cache.inactive_timeout`, `collector[1].mtu`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<Segment>);
+
+impl KeyPath {
+    /// `[table]` or a top-level key.
+    pub fn key(name: &str) -> KeyPath {
+        KeyPath(vec![Segment::Key(name.into())])
+    }
+
+    /// Item `index` of an array of tables (`[[port]]`).
+    pub fn item(array: &str, index: usize) -> KeyPath {
+        KeyPath(vec![Segment::Key(array.into()), Segment::Index(index)])
+    }
+
+    /// This path extended by `key`.
+    pub fn then(&self, key: &str) -> KeyPath {
+        let mut path = self.clone();
+        path.0.push(Segment::Key(key.into()));
+        path
+    }
+
+    /// How the table this path names is written in the file: `[cache]`, `[[port]] #2`.
+    pub(crate) fn table_name(&self) -> Option<String> {
+        let segments = &self.0;
+        if segments.is_empty() {
+            return None;
+        }
+        let all_keys = |s: &[Segment]| s.iter().all(|x| matches!(x, Segment::Key(_)));
+        match segments.split_last() {
+            Some((Segment::Index(i), head)) if all_keys(head) => {
+                Some(format!("[[{}]] #{}", KeyPath(head.to_vec()), i + 1))
+            }
+            _ => Some(format!("[{self}]")),
+        }
+    }
+
+    /// The key and its table in words: "`mtu` in [[collector]] #2".
+    pub(crate) fn subject(&self) -> Option<String> {
+        match self.0.split_last()? {
+            (Segment::Key(key), []) => Some(format!("`{key}`")),
+            (Segment::Key(key), head) => {
+                let table = KeyPath(head.to_vec()).table_name()?;
+                Some(format!("`{key}` in {table}"))
+            }
+            (Segment::Index(_), _) => self.table_name(),
+        }
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(k) if i == 0 => f.write_str(k)?,
+                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value out of range, or keys that contradict each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The key at fault (the table, when the problem is a missing key or table).
+    pub path: KeyPath,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: KeyPath, message: impl Into<String>) -> Problem {
+        Problem {
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.path.subject() {
+            Some(subject) => write!(f, "{subject}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Collects problems; `range` and friends keep the checks one line each.
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn fail(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn range<T: PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        path: KeyPath,
+        value: T,
+        min: T,
+        max: T,
+        unit: &str,
+    ) {
+        if value < min || value > max {
+            self.fail(
+                path,
+                format!("{value}{unit} is out of range ({min} to {max}{unit})"),
+            );
+        }
+    }
+}
+
+/// Parses DPDK's `-l` core list (`0-3,5,7-8`) into its cores.
+pub(crate) fn parse_core_list(list: &str) -> Result<BTreeSet<u32>, String> {
+    let mut cores = BTreeSet::new();
+    if list.trim().is_empty() {
+        return Err("the core list is empty".into());
+    }
+    for part in list.split(',') {
+        let part = part.trim();
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a core number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("the range {part:?} runs backwards"));
+                }
+                if b - a >= 4096 {
+                    return Err(format!("the range {part:?} is too wide"));
+                }
+                cores.extend(a..=b);
+            }
+            None => {
+                cores.insert(number(part)?);
+            }
+        }
+    }
+    Ok(cores)
+}
+
+/// `HOST:PORT` with a port from 1 to 65535 and a plausible host (an IP literal, IPv6 in
+/// brackets, or a DNS name). Nothing is resolved here.
+pub(crate) fn check_host_port(address: &str) -> Result<(), String> {
+    const FORM: &str = "expected HOST:PORT, e.g. \"192.0.2.10:2055\", \"[2001:db8::1]:4739\" \
+                        or \"collector.example.net:2055\"";
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("{address:?} has port 0; {FORM}"));
+        }
+        return Ok(());
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("{address:?} has no port; {FORM}"));
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(format!("{address:?} has no valid port; {FORM}")),
+        Ok(_) => {}
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        // An IPv6 literal with a port must be bracketed, or its colons are ambiguous.
+        return Err(format!(
+            "{address:?}: put an IPv6 address in brackets; {FORM}"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!("{address:?} does not name a host; {FORM}"));
+    }
+    Ok(())
+}
+
+/// EAL options tapflow sets itself from `[dpdk]` and `[[port]]` keys, and the key to use
+/// instead.
+const OWNED_EAL_OPTIONS: &[(&str, &str)] = &[
+    ("-l", "dpdk.lcores"),
+    ("--lcores", "dpdk.lcores"),
+    ("-c", "dpdk.lcores"),
+    ("--main-lcore", "dpdk.main_lcore"),
+    ("-m", "dpdk.memory_mb"),
+    ("--no-huge", "dpdk.hugepages"),
+    ("--file-prefix", "dpdk.file_prefix"),
+    ("--log-level", "logging.dpdk_level"),
+    ("-a", "[[port]] device"),
+    ("--allow", "[[port]] device"),
+    ("--vdev", "[[port]] device"),
+    ("--no-pci", "[[port]] device"),
+    ("-h", "nothing: DPDK would print its usage and exit"),
+    ("--help", "nothing: DPDK would print its usage and exit"),
+];
+
+impl Config {
+    /// Every range and consistency problem of this configuration (not only the first).
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        self.check_dpdk(&mut c);
+        self.check_ports(&mut c);
+        self.check_workers(&mut c);
+        self.check_sampling(&mut c);
+        self.check_cache(&mut c);
+        self.check_collectors(&mut c);
+        self.check_rest(&mut c);
+        if c.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(c.problems)
+        }
+    }
+
+    fn check_dpdk(&self, c: &mut Checker) {
+        let dpdk = &self.dpdk;
+        let at = |key: &str| KeyPath::key("dpdk").then(key);
+        let cores = match &dpdk.lcores {
+            Some(list) => match parse_core_list(list) {
+                Ok(cores) => Some(cores),
+                Err(why) => {
+                    c.fail(
+                        at("lcores"),
+                        format!("{why}; expected a core list such as \"0-3\" or \"0,2,4-7\""),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(main), Some(cores)) = (dpdk.main_lcore, &cores)
+            && !cores.contains(&main)
+        {
+            c.fail(
+                at("main_lcore"),
+                format!(
+                    "core {main} is not in lcores = {:?}",
+                    dpdk.lcores.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+        c.range(at("memory_mb"), dpdk.memory_mb, 0, 1 << 20, " MB");
+        if dpdk.mempool_cache > MAX_MEMPOOL_CACHE {
+            c.fail(
+                at("mempool_cache"),
+                format!(
+                    "{} is above DPDK's limit of {MAX_MEMPOOL_CACHE} mbufs",
+                    dpdk.mempool_cache
+                ),
+            );
+        }
+        if dpdk.mempool_size > 0 {
+            let descriptors = self.total_rx_descriptors();
+            if u64::from(dpdk.mempool_size) <= descriptors {
+                c.fail(
+                    at("mempool_size"),
+                    format!(
+                        "{} mbufs cannot refill the {descriptors} receive descriptors of \
+                         the ports; use at least twice that, or 0 to size it automatically",
+                        dpdk.mempool_size
+                    ),
+                );
+            }
+            // DPDK refuses a cache larger than 2/3 of the pool (cache * 1.5 > size).
+            if u64::from(dpdk.mempool_cache) * 3 > u64::from(dpdk.mempool_size) * 2 {
+                c.fail(
+                    at("mempool_cache"),
+                    format!(
+                        "{} is more than 2/3 of mempool_size = {}, which DPDK refuses",
+                        dpdk.mempool_cache, dpdk.mempool_size
+                    ),
+                );
+            }
+        }
+        let prefix = &dpdk.file_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || prefix.starts_with('.')
+        {
+            c.fail(
+                at("file_prefix"),
+                format!(
+                    "{prefix:?} is not a usable prefix: 1 to 64 letters, digits, '-', '_' or \
+                     '.', not starting with '.'"
+                ),
+            );
+        }
+        for arg in &dpdk.eal_args {
+            let option = arg.split_once('=').map_or(arg.as_str(), |(o, _)| o);
+            let option = if option.starts_with("--") || option.len() <= 2 {
+                option
+            } else {
+                // "-l0-3": a short option glued to its value.
+                &option[..2]
+            };
+            if let Some((_, instead)) = OWNED_EAL_OPTIONS.iter().find(|(o, _)| *o == option) {
+                c.fail(
+                    at("eal_args"),
+                    format!("{arg:?} is set by tapflow; use {instead} instead"),
+                );
+            }
+        }
+    }
+
+    fn check_ports(&self, c: &mut Checker) {
+        if self.ports.is_empty() {
+            c.fail(
+                KeyPath::default(),
+                "no [[port]] configured: add at least one, e.g. [[port]] with device = \
+                 \"0000:01:00.0\" (a NIC bound to vfio-pci) or \"net_af_packet0,iface=eth1\"",
+            );
+        }
+        let mut devices: HashMap<&str, usize> = HashMap::new();
+        let mut labels: HashMap<&str, usize> = HashMap::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let at = |key: &str| KeyPath::item("port", i).then(key);
+            let name = port.device_name();
+            if port.device.trim().is_empty() {
+                c.fail(
+                    at("device"),
+                    "is required: a PCI address such as \"0000:01:00.0\" or a DPDK virtual \
+                     device such as \"net_pcap0,rx_pcap=/path/trace.pcap\"",
+                );
+                continue;
+            }
+            match port.kind() {
+                None => c.fail(
+                    at("device"),
+                    format!(
+                        "{name:?} is neither a PCI address (\"0000:01:00.0\") nor a DPDK \
+                         virtual device (\"net_pcap0,rx_pcap=FILE\", \
+                         \"net_af_packet0,iface=eth1\")"
+                    ),
+                ),
+                Some(DeviceKind::Vdev) => {
+                    let args: Vec<&str> = port.device_args().split(',').collect();
+                    let has = |keys: &[&str]| {
+                        args.iter()
+                            .any(|a| keys.iter().any(|k| a.trim().starts_with(&format!("{k}="))))
+                    };
+                    let driver = name.trim_end_matches(|ch: char| ch.is_ascii_digit());
+                    let driver = driver.strip_prefix("eth_").unwrap_or(driver);
+                    let driver = driver.strip_prefix("net_").unwrap_or(driver);
+                    if driver == "pcap" && !has(&["rx_pcap", "rx_iface", "rx_iface_in", "iface"]) {
+                        c.fail(
+                            at("device"),
+                            format!(
+                                "{:?}: a pcap device needs an input: rx_pcap=FILE or \
+                                 iface=IFNAME",
+                                port.device
+                            ),
+                        );
+                    }
+                    if driver == "af_packet" && !has(&["iface"]) {
+                        c.fail(
+                            at("device"),
+                            format!("{:?}: an af_packet device needs iface=IFNAME", port.device),
+                        );
+                    }
+                }
+                Some(DeviceKind::Pci) => {}
+            }
+            if let Some(first) = devices.insert(name, i) {
+                c.fail(
+                    at("device"),
+                    format!("{name:?} is already used by [[port]] #{}", first + 1),
+                );
+            }
+            if let Some(first) = labels.insert(port.label(), i)
+                && port.name.is_some()
+            {
+                c.fail(
+                    at("name"),
+                    format!(
+                        "{:?} is already the name of [[port]] #{}",
+                        port.label(),
+                        first + 1
+                    ),
+                );
+            }
+            c.range(
+                at("rx_queues"),
+                u32::from(port.rx_queues),
+                1,
+                MAX_QUEUES,
+                "",
+            );
+            c.range(at("rx_descriptors"), port.rx_descriptors, 32, 32_768, "");
+        }
+    }
+
+    fn check_workers(&self, c: &mut Checker) {
+        let at = |key: &str| KeyPath::key("workers").then(key);
+        if let WorkerCount::Fixed(n) = self.workers.count {
+            let queues = self.total_rx_queues();
+            if n == 0 {
+                c.fail(at("count"), "must be at least 1 (or \"auto\")");
+            } else if n > MAX_QUEUES {
+                c.fail(
+                    at("count"),
+                    format!("{n} is out of range (1 to {MAX_QUEUES})"),
+                );
+            } else if queues > 0 && u64::from(n) > queues {
+                c.fail(
+                    at("count"),
+                    format!(
+                        "{n} workers but only {queues} receive queues in all [[port]] tables: \
+                         each worker needs a queue of its own (raise rx_queues, or use \
+                         \"auto\")"
+                    ),
+                );
+            }
+        }
+        c.range(
+            at("batch_size"),
+            self.workers.batch_size,
+            1,
+            MAX_BATCH_SIZE,
+            "",
+        );
+    }
+
+    fn check_sampling(&self, c: &mut Checker) {
+        let mode = self.sampling.mode;
+        if mode != SamplingMode::None && mode.interval() == 0 {
+            c.fail(
+                KeyPath::key("sampling").then("mode"),
+                format!("{mode}: N must be at least 1"),
+            );
+        }
+    }
+
+    fn check_cache(&self, c: &mut Checker) {
+        let cache = &self.cache;
+        let at = |key: &str| KeyPath::key("cache").then(key);
+        c.range(
+            at("capacity"),
+            cache.capacity,
+            1,
+            MAX_CACHE_CAPACITY,
+            " entries",
+        );
+        if cache.bucket_size != 8 && cache.bucket_size != 16 {
+            c.fail(
+                at("bucket_size"),
+                format!("{} is not supported: use 8 or 16", cache.bucket_size),
+            );
+        }
+        c.range(
+            at("inactive_timeout"),
+            cache.inactive_timeout,
+            1,
+            MAX_SECONDS,
+            " s",
+        );
+        c.range(
+            at("active_timeout"),
+            cache.active_timeout,
+            1,
+            MAX_SECONDS,
+            " s",
+        );
+        c.range(
+            at("expiry_budget"),
+            cache.expiry_budget,
+            1,
+            1 << 24,
+            " slots",
+        );
+    }
+
+    fn check_collectors(&self, c: &mut Checker) {
+        if self.collectors.is_empty() {
+            c.fail(
+                KeyPath::default(),
+                "no [[collector]] configured: add at least one, e.g. [[collector]] with \
+                 address = \"192.0.2.10:2055\"",
+            );
+        }
+        let mut seen: HashMap<(String, Transport), usize> = HashMap::new();
+        let mut labels: HashMap<&str, usize> = HashMap::new();
+        for (i, collector) in self.collectors.iter().enumerate() {
+            let at = |key: &str| KeyPath::item("collector", i).then(key);
+            if collector.address.trim().is_empty() {
+                c.fail(
+                    at("address"),
+                    "is required: HOST:PORT, e.g. \"192.0.2.10:2055\"",
+                );
+            } else if let Err(why) = check_host_port(&collector.address) {
+                c.fail(at("address"), why);
+            } else if let Some(first) =
+                seen.insert((collector.address.clone(), collector.transport), i)
+            {
+                c.fail(
+                    at("address"),
+                    format!(
+                        "{:?} over {} is already [[collector]] #{}",
+                        collector.address,
+                        collector.transport,
+                        first + 1
+                    ),
+                );
+            }
+            if let Some(first) = labels.insert(collector.label(), i)
+                && collector.name.is_some()
+            {
+                c.fail(
+                    at("name"),
+                    format!(
+                        "{:?} is already the name of [[collector]] #{}",
+                        collector.label(),
+                        first + 1
+                    ),
+                );
+            }
+            if collector.transport == Transport::Tcp
+                && collector.version != super::types::ExportVersion::Ipfix
+            {
+                c.fail(
+                    at("transport"),
+                    format!(
+                        "tcp carries only IPFIX; this collector has version = \"{}\" (use \
+                         udp, or version = \"ipfix\")",
+                        collector.version
+                    ),
+                );
+            }
+            c.range(at("mtu"), collector.mtu, MTU_RANGE.0, MTU_RANGE.1, " bytes");
+            c.range(
+                at("template_refresh"),
+                collector.template_refresh,
+                0,
+                MAX_SECONDS,
+                " s",
+            );
+            if collector.transport == Transport::Udp
+                && collector.version != super::types::ExportVersion::V5
+                && collector.template_refresh == 0
+                && collector.template_refresh_datagrams == 0
+            {
+                c.fail(
+                    at("template_refresh"),
+                    "templates would never be resent over UDP, so a collector that restarts \
+                     could not decode anything: set template_refresh or \
+                     template_refresh_datagrams above 0",
+                );
+            }
+            if let Some(bytes) = collector.send_buffer {
+                c.range(at("send_buffer"), bytes, 4096, 1 << 30, " bytes");
+            }
+            if let Some(source) = &collector.source {
+                match parse_source(source) {
+                    Err(why) => c.fail(at("source"), why),
+                    Ok(src) => {
+                        if let Ok(dst) = collector.address.parse::<SocketAddr>()
+                            && src.is_ipv4() != dst.is_ipv4()
+                        {
+                            c.fail(
+                                at("source"),
+                                format!(
+                                    "{source:?} and address {:?} are of different IP versions",
+                                    collector.address
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_rest(&self, c: &mut Checker) {
+        let agg = KeyPath::key("aggregation").then("interval");
+        c.range(agg, self.aggregation.interval, 1, MAX_SECONDS, " s");
+        let at = |key: &str| KeyPath::key("export").then(key);
+        c.range(
+            at("options_interval"),
+            self.export.options_interval,
+            0,
+            MAX_SECONDS,
+            " s",
+        );
+        c.range(
+            at("queue_batches"),
+            self.export.queue_batches,
+            1,
+            1 << 20,
+            "",
+        );
+        let at = |key: &str| KeyPath::key("stats").then(key);
+        c.range(at("interval"), self.stats.interval, 0, MAX_SECONDS, " s");
+        if let Some(addr) = self.stats.prometheus
+            && addr.port() == 0
+        {
+            c.fail(
+                at("prometheus"),
+                format!("{addr} has port 0; scrapers need a fixed port such as 9464"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_parse_ranges_and_singles() {
+        assert_eq!(
+            parse_core_list("0-3,5, 7-8")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 5, 7, 8]
+        );
+        assert!(parse_core_list("3-1").unwrap_err().contains("backwards"));
+        assert!(
+            parse_core_list("a")
+                .unwrap_err()
+                .contains("not a core number")
+        );
+        assert!(parse_core_list("").is_err());
+        assert!(parse_core_list("0-").is_err());
+    }
+
+    #[test]
+    fn host_port_accepts_ips_bracketed_v6_and_names() {
+        for ok in [
+            "127.0.0.1:2055",
+            "[::1]:4739",
+            "collector.example.net:2055",
+            "nfcapd:9995",
+        ] {
+            assert_eq!(check_host_port(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("127.0.0.1", "no port"),
+            ("127.0.0.1:0", "port 0"),
+            ("127.0.0.1:99999", "no valid port"),
+            ("::1:2055", "brackets"),
+            ("bad_host:2055", "does not name a host"),
+            (":2055", "does not name a host"),
+        ] {
+            let err = check_host_port(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_paths_render_as_written_in_the_file() {
+        let p = KeyPath::item("collector", 1).then("mtu");
+        assert_eq!(p.to_string(), "collector[1].mtu");
+        assert_eq!(p.subject().unwrap(), "`mtu` in [[collector]] #2");
+        assert_eq!(
+            KeyPath::key("cache").then("capacity").subject().unwrap(),
+            "`capacity` in [cache]"
+        );
+        assert_eq!(KeyPath::item("port", 0).subject().unwrap(), "[[port]] #1");
+        assert_eq!(KeyPath::key("bogus").subject().unwrap(), "`bogus`");
+        assert_eq!(KeyPath::default().subject(), None);
+    }
+}
