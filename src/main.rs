@@ -43,7 +43,11 @@ impl log::Log for StderrLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            eprintln!("tapflow: {}: {}", record.level().as_str().to_lowercase(), record.args());
+            eprintln!(
+                "tapflow: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            );
         }
     }
 

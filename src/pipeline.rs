@@ -51,7 +51,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
         bail!("--inactive-timeout and --active-timeout must be at least 1 second");
     }
-    let sampler = Sampler::new(args.sample.clone());
+    let sampler = Sampler::new(args.sample);
     let export = ExportLoopConfig {
         collectors,
         aggregate_interval_ms: args
@@ -91,8 +91,15 @@ fn dpdk_replay_source(
     total: u64,
     extra_eal_args: &[String],
 ) -> Result<Box<dyn PacketSource + Send>> {
-    let source = probe::dpdk_source::replay_source(path, total, extra_eal_args)
-        .map_err(|e| anyhow!("{e}"))?;
+    use probe::dpdk_source::{DpdkPortConfig, DpdkSource, EalArgs};
+    let vdev = format!("net_pcap0,rx_pcap={}", path.display());
+    let mut eal_args = EalArgs::sandbox().vdev(&vdev);
+    for arg in extra_eal_args {
+        eal_args = eal_args.arg(arg);
+    }
+    let eal = eal_args.init().map_err(|e| anyhow!("{e}"))?;
+    let config = DpdkPortConfig::new("net_pcap0").expected_packets(Some(total));
+    let source = DpdkSource::open(&eal, &config).map_err(|e| anyhow!("{e}"))?;
     Ok(Box::new(source))
 }
 
@@ -131,19 +138,25 @@ fn run_pipeline(
         signal_hook::flag::register(signal, quit.clone())
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
-    let exporter = ExportLoop::new(export, start_ms)
-        .context("cannot open the collectors' sockets")?;
+    let exporter =
+        ExportLoop::new(export, start_ms).context("cannot open the collectors' sockets")?;
     let (to_exporter, from_workers) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
     let (recycle, recycled) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
     let workers = sources.len();
     let mut counters = Vec::new();
     let mut threads = Vec::new();
     for (id, (source, sampler)) in sources.into_iter().enumerate() {
-        let config = WorkerConfig::new(id, cache.clone(), clock, backpressure);
+        let config = WorkerConfig::new(id, cache, clock, backpressure);
         let progress = Arc::new(AtomicU64::new(0));
         counters.push(progress.clone());
-        let worker = Worker::new(config, source, sampler, to_exporter.clone(), recycled.clone())
-            .with_progress(progress);
+        let worker = Worker::new(
+            config,
+            source,
+            sampler,
+            to_exporter.clone(),
+            recycled.clone(),
+        )
+        .with_progress(progress);
         let quit = quit.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tapflow-worker-{id}"))
@@ -213,13 +226,25 @@ fn print_replay_summary(
             thousands(cache.expired(reason)),
         ]);
     }
-    t.row(["records to exporter".to_string(), thousands(report.records_in)]);
-    t.row(["packets in records".to_string(), thousands(report.packets_in)]);
+    t.row([
+        "records to exporter".to_string(),
+        thousands(report.records_in),
+    ]);
+    t.row([
+        "packets in records".to_string(),
+        thousands(report.packets_in),
+    ]);
     t.row(["octets in records".to_string(), thousands(report.octets_in)]);
     if args.aggregate.is_some() {
-        t.row(["aggregate records".to_string(), thousands(report.aggregates_out)]);
+        t.row([
+            "aggregate records".to_string(),
+            thousands(report.aggregates_out),
+        ]);
     }
-    t.row(["records dropped (queue full)".to_string(), thousands(worker.records_dropped)]);
+    t.row([
+        "records dropped (queue full)".to_string(),
+        thousands(worker.records_dropped),
+    ]);
     if source.rx_missed + source.rx_errors + source.rx_nombuf > 0 {
         t.row(["nic missed".to_string(), thousands(source.rx_missed)]);
         t.row(["nic errors".to_string(), thousands(source.rx_errors)]);
@@ -249,13 +274,17 @@ fn print_replay_summary(
 }
 
 pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
-    let spec = probe::synth::TrafficSpec {
+    use probe::synth::{FrameLen, TrafficSpec};
+    let defaults = TrafficSpec::default();
+    let spec = TrafficSpec {
         flows: args.flows,
         packets_per_flow: args.packets_per_flow,
-        frame_size: args.frame_size,
+        frame_len: args
+            .frame_size
+            .map_or(defaults.frame_len, |n| FrameLen::Fixed(usize::from(n))),
         include_noise: args.noise,
         seed: args.seed,
-        ..probe::synth::TrafficSpec::default()
+        ..defaults
     };
     let packets = probe::synth::write_pcap(&spec, &args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;

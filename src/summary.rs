@@ -37,7 +37,7 @@ impl Table {
             }
         }
         let mut out = String::new();
-        let mut line = |row: &[String], out: &mut String| {
+        let line = |row: &[String], out: &mut String| {
             let mut text = String::new();
             for (i, width) in widths.iter().enumerate() {
                 let cell = row.get(i).map(String::as_str).unwrap_or("");
@@ -77,7 +77,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

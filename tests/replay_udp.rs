@@ -4,7 +4,7 @@
 
 mod common;
 #[path = "../exporter/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod decode;
 
 use std::net::IpAddr;

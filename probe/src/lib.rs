@@ -1,5 +1,13 @@
 //! tapflow's data plane. See README.md.
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+#[cfg(feature = "dpdk")]
+pub mod dpdk_source;
+pub mod export_loop;
+pub mod parse;
 pub mod pcap;
 pub mod source;
+pub mod synth;
+pub mod worker;
 
 pub use source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};

@@ -48,7 +48,9 @@ pub struct SourceError {
 
 impl SourceError {
     pub fn new(message: impl Into<String>) -> Self {
-        SourceError { message: message.into() }
+        SourceError {
+            message: message.into(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flowcache::{CacheConfig, CacheStats, FlowRecord, FlowShard, Observation, Sampler};
 
-use crate::parse::{ParsedPacket, StopReason, parse_frame};
+use crate::parse::{ParsedPacket, StopReason, parse_frame_with_wire_len};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
 /// Where a worker's notion of "now" comes from.
@@ -48,7 +48,10 @@ pub struct ExportBatch {
 pub enum ToExporter {
     Records(ExportBatch),
     /// The worker's clock moved on without records (drives template refresh, aggregation).
-    Tick { worker: usize, now_ms: u64 },
+    Tick {
+        worker: usize,
+        now_ms: u64,
+    },
     /// The worker has stopped; its cache was flushed into earlier batches.
     Finished(Box<WorkerReport>),
 }
@@ -214,7 +217,7 @@ impl Worker {
             for packet in burst {
                 stats.packets += 1;
                 stats.bytes += u64::from(packet.wire_len);
-                let parsed: ParsedPacket = parse_frame(packet.data);
+                let parsed: ParsedPacket = parse_frame_with_wire_len(packet.data, packet.wire_len);
                 stats.parse_stops[parsed.stop as usize] += 1;
                 if !parsed.stop.accounted() {
                     stats.unaccounted += 1;
