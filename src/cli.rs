@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use exporter::ExportVersion;
 use flowcache::SamplerSpec;
 
-use crate::pipeline;
+use crate::{pipeline, run};
 
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -44,6 +44,26 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Write a synthetic capture (deterministic traffic) for tests, demos and benchmarks.
     Generate(GenerateArgs),
+    /// Run the appliance from its configuration file until SIGTERM/SIGINT.
+    Run(ConfigArgs),
+    /// Validate a configuration file: every problem with its line and key.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file.
+    #[arg(long, short, value_name = "FILE", default_value = tapflow::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// Configuration file (also accepted as --config FILE).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    pub file: Option<PathBuf>,
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -150,5 +170,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => pipeline::replay(&args),
         Command::Generate(args) => pipeline::generate(&args),
+        Command::Run(args) => run::run(&args.config, cli.verbose),
+        Command::CheckConfig(args) => {
+            let path = args
+                .file
+                .or(args.config)
+                .unwrap_or_else(|| tapflow::config::DEFAULT_CONFIG_PATH.into());
+            run::check_config(&path)
+        }
     }
 }

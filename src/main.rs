@@ -4,6 +4,7 @@
 mod cli;
 mod pipeline;
 mod progress;
+mod run;
 mod summary;
 
 use std::process::ExitCode;

@@ -3,16 +3,19 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
+
+use crossbeam_channel::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, SessionConfig, TransportKind};
 use flowcache::{CacheConfig, EndReason, Sampler};
-use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport};
+use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
 use probe::parse::StopReason;
 use probe::pcap::FileSource;
-use probe::worker::{Backpressure, Clock, Worker, WorkerConfig};
+use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
 use crate::cli::{GenerateArgs, ReplayArgs, SourceKind, resolve_collector};
@@ -68,15 +71,16 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     };
 
     let started = Instant::now();
-    let report = run_pipeline(
-        vec![(source, sampler)],
+    let spec = PipelineSpec {
         cache,
         export,
         start_ms,
-        total,
-        Clock::Packet,
-        Backpressure::Block,
-    )?;
+        expected_packets: total,
+        clock: Clock::Packet,
+        backpressure: Backpressure::Block,
+        queue_batches: EXPORT_QUEUE_BATCHES,
+    };
+    let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
     print_replay_summary(args, path, total, &report, elapsed.as_secs_f64());
     if let Some(err) = report.workers.iter().find_map(|w| w.error.clone()) {
@@ -122,33 +126,70 @@ fn first_timestamp_ms(path: &Path) -> Result<u64> {
     Ok(first.unwrap_or(0))
 }
 
+/// What a running pipeline shares with whoever supervises it (`tapflow run`).
+#[derive(Debug)]
+pub struct PipelineHandles {
+    pub snapshots: Vec<SharedSnapshot>,
+    pub collectors: SharedCollectorCounters,
+    /// Lets the supervisor send reloaded collectors to the export loop.
+    pub to_exporter: Sender<ToExporter>,
+    /// Set by SIGINT/SIGTERM: the workers flush and stop.
+    pub quit: Arc<AtomicBool>,
+    /// Set once the export loop has finished.
+    pub done: Arc<AtomicBool>,
+}
+
+/// Everything one run needs besides its sources.
+#[derive(Debug)]
+pub struct PipelineSpec {
+    pub cache: CacheConfig,
+    pub export: ExportLoopConfig,
+    pub start_ms: u64,
+    /// For the progress line (replays); 0 when unknown.
+    pub expected_packets: u64,
+    pub clock: Clock,
+    pub backpressure: Backpressure,
+    pub queue_batches: usize,
+}
+
 /// Runs one worker thread per source and the export loop on this thread until every
-/// source has ended (or SIGINT/SIGTERM), then returns what happened.
-fn run_pipeline(
+/// source has ended (or SIGINT/SIGTERM), then returns what happened. `supervise` is
+/// started once everything runs, and joined at the end.
+pub fn run_pipeline(
     sources: Vec<(Box<dyn PacketSource + Send>, Sampler)>,
-    cache: CacheConfig,
-    export: ExportLoopConfig,
-    start_ms: u64,
-    expected_packets: u64,
-    clock: Clock,
-    backpressure: Backpressure,
+    spec: PipelineSpec,
+    supervise: impl FnOnce(PipelineHandles) -> Option<JoinHandle<()>>,
 ) -> Result<ExportReport> {
+    let PipelineSpec {
+        cache,
+        export,
+        start_ms,
+        expected_packets,
+        clock,
+        backpressure,
+        queue_batches,
+    } = spec;
     let quit = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, quit.clone())
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
-    let exporter =
-        ExportLoop::new(export, start_ms).context("cannot open the collectors' sockets")?;
-    let (to_exporter, from_workers) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
-    let (recycle, recycled) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
+    let published: SharedCollectorCounters = Arc::default();
+    let exporter = ExportLoop::new(export, start_ms)
+        .context("cannot open the collectors' sockets")?
+        .with_published_counters(published.clone());
+    let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
+    let (recycle, recycled) = crossbeam_channel::bounded(queue_batches.max(1));
     let workers = sources.len();
     let mut counters = Vec::new();
+    let mut snapshots = Vec::new();
     let mut threads = Vec::new();
     for (id, (source, sampler)) in sources.into_iter().enumerate() {
         let config = WorkerConfig::new(id, cache, clock, backpressure);
         let progress = Arc::new(AtomicU64::new(0));
         counters.push(progress.clone());
+        let snapshot = SharedSnapshot::default();
+        snapshots.push(snapshot.clone());
         let worker = Worker::new(
             config,
             source,
@@ -156,7 +197,8 @@ fn run_pipeline(
             to_exporter.clone(),
             recycled.clone(),
         )
-        .with_progress(progress);
+        .with_progress(progress)
+        .with_snapshot(snapshot);
         let quit = quit.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tapflow-worker-{id}"))
@@ -164,14 +206,26 @@ fn run_pipeline(
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
+    let done = Arc::new(AtomicBool::new(false));
+    let supervisor = supervise(PipelineHandles {
+        snapshots,
+        collectors: published,
+        to_exporter: to_exporter.clone(),
+        quit: quit.clone(),
+        done: done.clone(),
+    });
     drop(to_exporter);
     let progress = Progress::start(counters, expected_packets);
     let report = exporter.run(from_workers, recycle, workers);
     progress.finish();
+    done.store(true, Ordering::Relaxed);
     for thread in threads {
         thread
             .join()
             .map_err(|_| anyhow!("a worker thread panicked"))?;
+    }
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.join();
     }
     Ok(report)
 }
@@ -183,6 +237,25 @@ fn print_replay_summary(
     report: &ExportReport,
     secs: f64,
 ) {
+    let packets: u64 = report.workers.iter().map(|w| w.worker.packets).sum();
+    println!(
+        "tapflow replay {}: {} packets via {} source, {} export, {:.2} s ({:.2} Mpps)",
+        path.display(),
+        thousands(packets),
+        match args.source {
+            SourceKind::Dpdk => "dpdk",
+            SourceKind::File => "file",
+        },
+        args.export,
+        secs,
+        packets as f64 / secs.max(1e-9) / 1e6
+    );
+    println!();
+    print_report_tables(report, Some(total), args.aggregate.is_some());
+}
+
+/// The counter table and the per-collector table that end every run.
+pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: bool) {
     let mut source = SourceStats::default();
     let mut worker = probe::worker::WorkerStats::default();
     let mut cache = flowcache::CacheStats::default();
@@ -194,21 +267,10 @@ fn print_replay_summary(
         worker.merge(&w.worker);
         cache.merge(&w.cache);
     }
-    println!(
-        "tapflow replay {}: {} packets via {} source, {} export, {:.2} s ({:.2} Mpps)",
-        path.display(),
-        thousands(worker.packets),
-        match args.source {
-            SourceKind::Dpdk => "dpdk",
-            SourceKind::File => "file",
-        },
-        args.export,
-        secs,
-        worker.packets as f64 / secs.max(1e-9) / 1e6
-    );
-    println!();
     let mut t = Table::new(["counter", "value"]);
-    t.row(["packets in file".to_string(), thousands(total)]);
+    if let Some(total) = file_packets {
+        t.row(["packets in file".to_string(), thousands(total)]);
+    }
     t.row(["packets received".to_string(), thousands(worker.packets)]);
     t.row(["bytes received".to_string(), thousands(worker.bytes)]);
     for reason in StopReason::ALL {
@@ -235,7 +297,7 @@ fn print_replay_summary(
         thousands(report.packets_in),
     ]);
     t.row(["octets in records".to_string(), thousands(report.octets_in)]);
-    if args.aggregate.is_some() {
+    if aggregated {
         t.row([
             "aggregate records".to_string(),
             thousands(report.aggregates_out),

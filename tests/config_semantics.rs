@@ -33,7 +33,7 @@ fn minimal_config_takes_the_documented_defaults() {
     assert_eq!(c.sampling.mode, SamplingMode::None);
     assert_eq!(c.sampling.seed, None);
     assert_eq!(c.cache.capacity, 1 << 20);
-    assert_eq!(c.cache.bucket_size, 8);
+    assert_eq!(c.cache.bucket_size, 16);
     assert_eq!(c.cache.inactive_timeout, 15);
     assert_eq!(c.cache.active_timeout, 1800);
     assert!(c.cache.tcp_end_expiry);
@@ -98,7 +98,7 @@ seed = 99
 
 [cache]
 capacity = 5000
-bucket_size = 16
+bucket_size = 8
 inactive_timeout = 5
 active_timeout = 120
 tcp_end_expiry = false
@@ -148,7 +148,7 @@ prometheus = \"[::1]:9100\"
     assert_eq!(c.sampling.mode, SamplingMode::Random(250));
     assert_eq!(c.sampling.mode.interval(), 250);
     assert_eq!(c.sampling.seed, Some(99));
-    assert_eq!(c.cache.bucket_size, 16);
+    assert_eq!(c.cache.bucket_size, 8);
     assert!(!c.cache.tcp_end_expiry);
     assert!(c.aggregation.protocol_port);
     let col = &c.collectors[0];

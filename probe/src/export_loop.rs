@@ -4,6 +4,7 @@
 //! It runs on the main lcore, off the data plane: pacing, reconnects and slow collectors
 //! cost time here, never on a worker.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -36,6 +37,9 @@ pub struct ExportReport {
     pub collectors: Vec<(String, CollectorCounters)>,
 }
 
+/// Per-collector counters as last published by the export loop (name, counters).
+pub type SharedCollectorCounters = Arc<Mutex<Vec<(String, CollectorCounters)>>>;
+
 #[derive(Debug)]
 pub struct ExportLoop {
     config: ExportLoopConfig,
@@ -45,6 +49,8 @@ pub struct ExportLoop {
     now_ms: u64,
     last_options_ms: Option<u64>,
     report: ExportReport,
+    published: Option<SharedCollectorCounters>,
+    start_ms: u64,
 }
 
 impl ExportLoop {
@@ -67,7 +73,45 @@ impl ExportLoop {
             now_ms: start_ms,
             last_options_ms: None,
             report: ExportReport::default(),
+            published: None,
+            start_ms,
         })
+    }
+
+    /// Publishes collector counters into `shared` whenever the clock advances.
+    pub fn with_published_counters(mut self, shared: SharedCollectorCounters) -> Self {
+        self.published = Some(shared);
+        self
+    }
+
+    /// Replaces the collectors (SIGHUP reload). The old ones are closed first, so their
+    /// last datagrams leave; their counters stay in the final report.
+    pub fn reconfigure(&mut self, collectors: Vec<CollectorConfig>) -> std::io::Result<()> {
+        let fresh = collectors
+            .iter()
+            .map(|c| Collector::new(c.clone(), self.start_ms))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        for mut old in std::mem::replace(&mut self.collectors, fresh) {
+            old.close(self.now_ms);
+            self.report
+                .collectors
+                .push((old.name().to_string(), *old.counters()));
+        }
+        self.config.collectors = collectors;
+        self.last_options_ms = None;
+        Ok(())
+    }
+
+    fn publish(&self) {
+        if let Some(shared) = &self.published
+            && let Ok(mut slot) = shared.lock()
+        {
+            *slot = self
+                .collectors
+                .iter()
+                .map(|c| (c.name().to_string(), *c.counters()))
+                .collect();
+        }
     }
 
     /// Runs until all `workers` have reported `Finished`, then flushes aggregation and
@@ -88,6 +132,12 @@ impl ExportLoop {
                     let _ = recycle.try_send(batch.records);
                 }
                 Ok(ToExporter::Tick { now_ms, .. }) => self.advance(now_ms),
+                Ok(ToExporter::Reconfigure(collectors)) => match self.reconfigure(collectors) {
+                    Ok(()) => log::info!("collectors reloaded"),
+                    Err(e) => log::error!(
+                        "reload: cannot open the new collectors ({e}); keeping the old ones"
+                    ),
+                },
                 Ok(ToExporter::Finished(report)) => {
                     finished += 1;
                     self.report.workers.push(*report);
@@ -122,6 +172,7 @@ impl ExportLoop {
         if options_due {
             self.send_options();
         }
+        self.publish();
     }
 
     fn export_records(&mut self, records: &[FlowRecord]) {
@@ -178,11 +229,13 @@ impl ExportLoop {
         for collector in &mut self.collectors {
             collector.close(self.now_ms);
         }
-        self.report.collectors = self
+        self.publish();
+        let current: Vec<_> = self
             .collectors
             .iter()
             .map(|c| (c.name().to_string(), *c.counters()))
             .collect();
+        self.report.collectors.extend(current);
         self.report
     }
 }

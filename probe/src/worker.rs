@@ -6,8 +6,8 @@
 //! [`Clock::Packet`] mode (replays) "now" is the latest packet time seen, so a replay is
 //! deterministic and its records do not depend on how fast it ran.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -54,6 +54,8 @@ pub enum ToExporter {
     },
     /// The worker has stopped; its cache was flushed into earlier batches.
     Finished(Box<WorkerReport>),
+    /// New collectors from a configuration reload (sent by the supervisor, not a worker).
+    Reconfigure(Vec<exporter::CollectorConfig>),
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +128,19 @@ pub struct WorkerReport {
     pub error: Option<String>,
 }
 
+/// A worker's counters as last published, for the statistics log line and the metrics
+/// endpoint. Published once per tick (about a second of the worker's clock), never per packet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerSnapshot {
+    pub worker: WorkerStats,
+    pub cache: CacheStats,
+    pub source: SourceStats,
+    pub flows_active: u64,
+}
+
+/// Where a worker publishes its snapshot; read by the supervisor thread.
+pub type SharedSnapshot = Arc<Mutex<WorkerSnapshot>>;
+
 /// One worker: a source, a sampler and a cache shard.
 pub struct Worker {
     config: WorkerConfig,
@@ -142,6 +157,7 @@ pub struct Worker {
     last_tick_ms: u64,
     /// Packets taken so far, published once per burst for a progress display.
     progress: Option<Arc<AtomicU64>>,
+    snapshot: Option<SharedSnapshot>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -176,6 +192,27 @@ impl Worker {
             now_ms: 0,
             last_tick_ms: 0,
             progress: None,
+            snapshot: None,
+        }
+    }
+
+    /// Publishes counters into `snapshot` once per tick.
+    pub fn with_snapshot(mut self, snapshot: SharedSnapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    fn publish_snapshot(&self) {
+        if let Some(shared) = &self.snapshot {
+            let snapshot = WorkerSnapshot {
+                worker: self.stats,
+                cache: *self.shard.stats(),
+                source: self.source.stats(),
+                flows_active: self.shard.len() as u64,
+            };
+            if let Ok(mut slot) = shared.lock() {
+                *slot = snapshot;
+            }
         }
     }
 
@@ -257,7 +294,8 @@ impl Worker {
         }
         if self.pending.len() >= self.config.batch_records {
             self.ship(self.config.backpressure);
-        } else if now.saturating_sub(self.last_tick_ms) >= self.config.tick_interval_ms {
+        }
+        if now.saturating_sub(self.last_tick_ms) >= self.config.tick_interval_ms {
             if self.pending.is_empty() {
                 self.send(
                     ToExporter::Tick {
@@ -270,6 +308,7 @@ impl Worker {
                 self.ship(self.config.backpressure);
             }
             self.last_tick_ms = now;
+            self.publish_snapshot();
         }
         Ok(status)
     }
@@ -312,6 +351,7 @@ impl Worker {
         // Shutdown loses nothing: the flushed flows wait for room in the queue.
         self.shard.flush(&mut self.pending);
         self.ship(Backpressure::Block);
+        self.publish_snapshot();
         let report = WorkerReport {
             id: self.config.id,
             worker: self.stats,

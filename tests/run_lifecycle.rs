@@ -1,0 +1,182 @@
+//! `tapflow run` as an operator runs it: a configuration file, a DPDK port (a pcap vdev
+//! looping forever), signals. SIGTERM must flush every flow so that the collector receives
+//! every accounted packet; SIGHUP must move export to new collectors without losing any.
+#![cfg(feature = "dpdk")]
+
+mod common;
+#[path = "../exporter/tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod decode;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Nfcapd, UdpCollector, generate_pcap, scratch_dir, tapflow, totals_from_nfdump};
+use decode::{Decoder, Value};
+
+fn write_config(path: &Path, pcap: &Path, prefix: &str, collector: &str) {
+    let text = format!(
+        r#"
+[dpdk]
+hugepages = false
+memory_mb = 512
+file_prefix = "{prefix}"
+
+[[port]]
+device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
+
+[cache]
+capacity = 65536
+
+[[collector]]
+address = "{collector}"
+
+[stats]
+interval = 1
+prometheus = false
+"#,
+        pcap = pcap.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn start_run(config: &Path) -> Child {
+    tapflow()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (bounded) for the process to exit and returns (stdout, stderr).
+fn wait_output(mut child: Child) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert!(status.success(), "run failed: {status:?}\n{out}\n{err}");
+            return (out, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tapflow run did not stop within 60 s of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A counter from the final table, e.g. "packets received   1,234".
+fn counter(stdout: &str, name: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
+        .unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"));
+    line[name.len()..].trim().replace(',', "").parse().unwrap()
+}
+
+#[test]
+fn sigterm_midway_flushes_every_packet_to_the_collector() {
+    let dir = scratch_dir("run-sigterm");
+    let pcap = generate_pcap(&dir, 300, 20, true);
+    let nfcapd = Nfcapd::start(&dir);
+    let config = dir.join("tapflow.toml");
+    let prefix = format!("tapflow-test-sigterm-{}", std::process::id());
+    write_config(&config, &pcap, &prefix, &nfcapd.addr());
+
+    let child = start_run(&config);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "TERM");
+    let (stdout, _) = wait_output(child);
+    let flows = nfcapd.stop_and_read();
+
+    let received = counter(&stdout, "packets received");
+    let unaccounted = counter(&stdout, "not in any flow");
+    let dropped = counter(&stdout, "records dropped (queue full)");
+    assert!(
+        received > 6_000,
+        "the port should have looped the file: {stdout}"
+    );
+    assert_eq!(dropped, 0, "{stdout}");
+    assert!(counter(&stdout, "flows ended: forced") > 0, "{stdout}");
+    let (packets, octets) = totals_from_nfdump(&flows)
+        .values()
+        .fold((0, 0), |(p, o), (dp, doct)| (p + dp, o + doct));
+    assert_eq!(packets, received - unaccounted, "{stdout}");
+    assert_eq!(packets, counter(&stdout, "packets in records"));
+    assert_eq!(octets, counter(&stdout, "octets in records"));
+}
+
+/// Packets in the IPFIX flow records among `datagrams`.
+fn ipfix_packets(datagrams: &[Vec<u8>]) -> u64 {
+    let mut decoder = Decoder::default();
+    let mut packets = 0;
+    for d in datagrams {
+        for r in decoder.message(d).records.iter().filter(|r| !r.options) {
+            if let Some(Value::Num(n)) = r.fields.get(&2) {
+                packets += n;
+            }
+        }
+    }
+    packets
+}
+
+#[test]
+fn sighup_moves_export_to_the_new_collector_losing_nothing() {
+    let dir = scratch_dir("run-sighup");
+    let pcap = generate_pcap(&dir, 200, 10, false);
+    let first = UdpCollector::bind();
+    let second = UdpCollector::bind();
+    let config = dir.join("tapflow.toml");
+    let prefix = format!("tapflow-test-sighup-{}", std::process::id());
+    write_config(&config, &pcap, &prefix, &first.addr());
+
+    let child = start_run(&config);
+    std::thread::sleep(Duration::from_millis(1500));
+    write_config(&config, &pcap, &prefix, &second.addr());
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let (stdout, stderr) = wait_output(child);
+
+    assert!(stderr.contains("reload: 1 collector(s)"), "{stderr}");
+    let to_first = ipfix_packets(&first.drain());
+    let to_second = ipfix_packets(&second.drain());
+    assert!(
+        to_first > 0 && to_second > 0,
+        "{to_first} / {to_second}\n{stdout}"
+    );
+    assert_eq!(
+        to_first + to_second,
+        counter(&stdout, "packets in records"),
+        "{stdout}"
+    );
+    assert_eq!(
+        to_first + to_second,
+        counter(&stdout, "packets received") - counter(&stdout, "not in any flow")
+    );
+}
