@@ -44,35 +44,12 @@ mod field {
     pub const ETHERTYPE: usize = 12;
 }
 
-/// A view of an Ethernet II header and what follows it.
-#[derive(Clone, Copy, Debug)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of an Ethernet II header and what follows it.
+    EthernetFrame, fixed 14
+);
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    pub const HEADER_LEN: usize = 14;
-
-    /// Wraps a buffer without checking it; call [`Self::check_len`] before any getter.
-    pub fn new_unchecked(buffer: T) -> Self {
-        EthernetFrame { buffer }
-    }
-
-    /// Wraps a buffer that holds at least the 14-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        if self.buffer.as_ref().len() < Self::HEADER_LEN {
-            Err(HeaderError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
     pub fn dst_addr(&self) -> [u8; 6] {
         let mut out = [0u8; 6];
         out.copy_from_slice(&self.buffer.as_ref()[field::DST_ADDR]);

@@ -9,34 +9,13 @@ mod field {
     pub const CHECKSUM: usize = 2;
 }
 
-/// A view of the common ICMP / ICMPv6 header.
-#[derive(Clone, Copy, Debug)]
-pub struct IcmpHeader<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of the common ICMP / ICMPv6 header.
+    // Type, code and checksum; the rest of the message depends on the type.
+    IcmpHeader, fixed 4
+);
 
 impl<T: AsRef<[u8]>> IcmpHeader<T> {
-    /// Type, code and checksum; the rest of the message depends on the type.
-    pub const HEADER_LEN: usize = 4;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        IcmpHeader { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
-
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        if self.buffer.as_ref().len() < Self::HEADER_LEN {
-            Err(HeaderError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
     pub fn msg_type(&self) -> u8 {
         self.buffer.as_ref()[field::TYPE]
     }

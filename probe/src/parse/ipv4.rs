@@ -16,25 +16,14 @@ mod field {
     pub const DST_ADDR: Range<usize> = 16..20;
 }
 
-/// A view of an IPv4 header (options included) and what follows it.
-#[derive(Clone, Copy, Debug)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of an IPv4 header (options included) and what follows it.
+    Ipv4Packet
+);
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Length of the header without options.
     pub const MIN_HEADER_LEN: usize = 20;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv4Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
 
     /// Ok when the buffer holds the whole header, options included, and the header's
     /// lengths are consistent (IHL >= 5, total length >= header length). The buffer may

@@ -12,24 +12,13 @@ mod field {
     pub const DST_ADDR: Range<usize> = 24..40;
 }
 
-/// A view of the fixed IPv6 header and what follows it.
-#[derive(Clone, Copy, Debug)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of the fixed IPv6 header and what follows it.
+    Ipv6Packet
+);
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub const HEADER_LEN: usize = 40;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
 
     /// Ok when the buffer holds the fixed 40-byte header. The payload may be cut short.
     pub fn check_len(&self) -> Result<(), HeaderError> {
@@ -96,26 +85,15 @@ mod ext_field {
     pub const LEN: usize = 1;
 }
 
-/// A view of any IPv6 extension header's first bytes: the next header and the length.
-/// Every extension header starts this way and is at least 8 bytes long.
-#[derive(Clone, Copy, Debug)]
-pub struct Ipv6ExtHeader<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of any IPv6 extension header's first bytes: the next header and the length.
+    /// Every extension header starts this way and is at least 8 bytes long.
+    Ipv6ExtHeader
+);
 
 impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
     /// The shortest extension header.
     pub const MIN_LEN: usize = 8;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6ExtHeader { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
 
     /// Ok when the buffer holds the first 8 bytes; the full length depends on the header
     /// kind, see [`Self::header_len`].
@@ -157,33 +135,12 @@ mod frag_field {
     pub const IDENT: usize = 4;
 }
 
-/// A view of the IPv6 fragment header (RFC 8200 section 4.5).
-#[derive(Clone, Copy, Debug)]
-pub struct Ipv6FragmentHeader<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of the IPv6 fragment header (RFC 8200 section 4.5).
+    Ipv6FragmentHeader, fixed 8
+);
 
 impl<T: AsRef<[u8]>> Ipv6FragmentHeader<T> {
-    pub const HEADER_LEN: usize = 8;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6FragmentHeader { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
-
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        if self.buffer.as_ref().len() < Self::HEADER_LEN {
-            Err(HeaderError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
     pub fn next_header(&self) -> IpProtocol {
         IpProtocol(self.buffer.as_ref()[frag_field::NEXT_HEADER])
     }

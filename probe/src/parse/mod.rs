@@ -50,6 +50,49 @@
 //!   no field of a malformed header is trusted. TCP options are never read, so a capture
 //!   that cuts them still yields a complete key.
 
+/// Declares a zero-copy header view over `T: AsRef<[u8]>` with its two constructors:
+/// `new_unchecked` (call `check_len` before any getter) and `new_checked`. With `fixed LEN`
+/// it also defines `HEADER_LEN` and a `check_len` that asks for exactly that many bytes;
+/// views of variable-length headers write their own `check_len`.
+macro_rules! header_view {
+    ($(#[$meta:meta])* $name:ident, fixed $len:expr) => {
+        header_view!($(#[$meta])* $name);
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            pub const HEADER_LEN: usize = $len;
+
+            pub fn check_len(&self) -> Result<(), HeaderError> {
+                if self.buffer.as_ref().len() < Self::HEADER_LEN {
+                    Err(HeaderError::Truncated)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps a buffer without checking it: call `check_len` before any getter.
+            pub fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            /// Wraps a buffer whose length `check_len` accepts.
+            pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+        }
+    };
+}
+
 mod ethernet;
 mod icmp;
 mod ip;

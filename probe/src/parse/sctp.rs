@@ -9,33 +9,12 @@ mod field {
     pub const CHECKSUM: usize = 8;
 }
 
-/// A view of the SCTP common header.
-#[derive(Clone, Copy, Debug)]
-pub struct SctpHeader<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of the SCTP common header.
+    SctpHeader, fixed 12
+);
 
 impl<T: AsRef<[u8]>> SctpHeader<T> {
-    pub const HEADER_LEN: usize = 12;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        SctpHeader { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
-
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        if self.buffer.as_ref().len() < Self::HEADER_LEN {
-            Err(HeaderError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
     #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)

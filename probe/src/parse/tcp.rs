@@ -12,11 +12,10 @@ mod field {
     pub const WINDOW: usize = 14;
 }
 
-/// A view of a TCP header. Only the fixed 20 bytes are read; options never are.
-#[derive(Clone, Copy, Debug)]
-pub struct TcpHeader<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of a TCP header. Only the fixed 20 bytes are read; options never are.
+    TcpHeader
+);
 
 impl<T: AsRef<[u8]>> TcpHeader<T> {
     /// Length of the header without options.
@@ -30,16 +29,6 @@ impl<T: AsRef<[u8]>> TcpHeader<T> {
     pub const URG: u8 = 0x20;
     pub const ECE: u8 = 0x40;
     pub const CWR: u8 = 0x80;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        TcpHeader { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
 
     /// Ok when the buffer holds the fixed 20-byte header and the data offset is at least 5.
     /// The options may be cut by the capture: nothing here reads them.

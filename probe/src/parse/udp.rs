@@ -9,33 +9,12 @@ mod field {
     pub const CHECKSUM: usize = 6;
 }
 
-/// A view of a UDP header.
-#[derive(Clone, Copy, Debug)]
-pub struct UdpHeader<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of a UDP header.
+    UdpHeader, fixed 8
+);
 
 impl<T: AsRef<[u8]>> UdpHeader<T> {
-    pub const HEADER_LEN: usize = 8;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        UdpHeader { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
-
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        if self.buffer.as_ref().len() < Self::HEADER_LEN {
-            Err(HeaderError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
     #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)

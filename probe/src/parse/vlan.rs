@@ -7,34 +7,13 @@ mod field {
     pub const ETHERTYPE: usize = 2;
 }
 
-/// A view of one VLAN tag's control information and the EtherType that follows it. The
-/// buffer starts right after the tag protocol identifier (`0x8100`, `0x88a8`, `0x9100`).
-#[derive(Clone, Copy, Debug)]
-pub struct VlanTag<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of one VLAN tag's control information and the EtherType that follows it. The
+    /// buffer starts right after the tag protocol identifier (`0x8100`, `0x88a8`, `0x9100`).
+    VlanTag, fixed 4
+);
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
-    pub const HEADER_LEN: usize = 4;
-
-    pub fn new_unchecked(buffer: T) -> Self {
-        VlanTag { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, HeaderError> {
-        let tag = Self::new_unchecked(buffer);
-        tag.check_len()?;
-        Ok(tag)
-    }
-
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        if self.buffer.as_ref().len() < Self::HEADER_LEN {
-            Err(HeaderError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
     /// Priority code point (802.1p), 0..=7.
     pub fn priority(&self) -> u8 {
         (be16(self.buffer.as_ref(), field::TCI) >> 13) as u8
