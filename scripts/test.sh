@@ -14,3 +14,6 @@ echo "== cargo clippy (probe without dpdk: builds where DPDK is absent)"
 cargo clippy -p probe --no-default-features --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+
+# One closing line with the totals: cargo's own last line is a doc-test binary's.
+awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "tests: %d passed, %d failed, %d ignored\n", p, f, i}' target/test-output.txt
