@@ -16,4 +16,4 @@ echo "== cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 
 # One closing line with the totals: cargo's own last line is a doc-test binary's.
-awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "tests: %d passed, %d failed, %d ignored\n", p, f, i}' target/test-output.txt
+awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, i}' target/test-output.txt

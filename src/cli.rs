@@ -48,6 +48,8 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate a configuration file: every problem with its line and key.
     CheckConfig(CheckConfigArgs),
+    /// Measure the data plane's throughput against the source's raw receive ceiling.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +173,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Replay(args) => pipeline::replay(&args),
         Command::Generate(args) => pipeline::generate(&args),
         Command::Run(args) => run::run(&args.config, cli.verbose),
+        Command::Bench(args) => crate::bench::bench(&args),
         Command::CheckConfig(args) => {
             let path = args
                 .file

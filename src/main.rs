@@ -1,6 +1,7 @@
 //! `tapflow`: the appliance binary. Command line, configuration, lifecycle and reporting;
 //! the data plane lives in the `probe` crate.
 
+mod bench;
 mod cli;
 mod pipeline;
 mod progress;
