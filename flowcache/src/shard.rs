@@ -171,6 +171,36 @@ impl FlowShard {
         })
     }
 
+    /// Changes the inactive and active timeouts of a running shard (a configuration
+    /// reload). Flows already cached are judged by the new timeouts from now on: one pass
+    /// over the table recomputes every deadline hint, so the sweep stays exact. Flows the
+    /// change puts past their deadline leave at the next sweep or packet, as usual.
+    pub fn set_timeouts(
+        &mut self,
+        inactive_timeout_ms: u64,
+        active_timeout_ms: u64,
+    ) -> Result<(), CacheConfigError> {
+        if inactive_timeout_ms == 0 {
+            return Err(CacheConfigError::InactiveTimeoutZero);
+        }
+        if active_timeout_ms == 0 {
+            return Err(CacheConfigError::ActiveTimeoutZero);
+        }
+        self.inactive_timeout_ms = inactive_timeout_ms;
+        self.active_timeout_ms = active_timeout_ms;
+        for slot in 0..self.entries.len() {
+            if self.tag(slot) != 0 {
+                self.set_hint(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// The inactive and active timeouts in force, in ms.
+    pub fn timeouts(&self) -> (u64, u64) {
+        (self.inactive_timeout_ms, self.active_timeout_ms)
+    }
+
     /// Flows currently held.
     pub fn len(&self) -> usize {
         self.len

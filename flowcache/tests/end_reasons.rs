@@ -556,3 +556,41 @@ fn both_directions_under_one_symmetric_nic_hash_are_two_flows() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn new_timeouts_apply_to_cached_flows_and_their_sweep_hints() {
+    let mut s = shard(CacheConfig {
+        inactive_timeout_ms: 60_000,
+        active_timeout_ms: 1_800_000,
+        ..small()
+    });
+    // 100 flows, each last seen at T0 + n seconds.
+    let packets: Vec<_> = (0..100)
+        .map(|n| packet(key(n, 17), T0 + u64::from(n) * 1_000, 100, 0))
+        .collect();
+    feed(&mut s, &packets);
+    let mut out = Vec::new();
+    // Under the 60 s timeout, flows last seen before T0 + 40 s are due at T0 + 100 s.
+    assert_eq!(s.expire_all(T0 + 100_000, &mut out), 41);
+    assert_eq!(s.len(), 59);
+
+    // A 10 s inactive timeout: flows last seen at or before T0 + 90 s are due at T0 + 100 s.
+    // Their old deadlines (101..150 s) are after now, so a sweep that kept the old hints
+    // would pass them over.
+    s.set_timeouts(10_000, 1_800_000).unwrap();
+    assert_eq!(s.timeouts(), (10_000, 1_800_000));
+    out.clear();
+    assert_eq!(s.expire(T0 + 100_000, &mut out), 50);
+    let mut due: Vec<u64> = out.iter().map(|r| (r.last_ms - T0) / 1_000).collect();
+    due.sort_unstable();
+    assert_eq!(due, (41..=90).collect::<Vec<u64>>());
+    assert!(out.iter().all(|r| r.end_reason == EndReason::Idle));
+
+    // A longer timeout keeps the rest past their old deadline.
+    s.set_timeouts(3_600_000, 7_200_000).unwrap();
+    out.clear();
+    assert_eq!(s.expire_all(T0 + 1_000_000, &mut out), 0);
+    assert_eq!(s.len(), 9);
+    assert!(s.set_timeouts(0, 1).is_err());
+    assert!(s.set_timeouts(1, 0).is_err());
+}
