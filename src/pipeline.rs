@@ -25,6 +25,13 @@ use crate::summary::{Table, thousands};
 /// Batches in flight between the workers and the exporter.
 const EXPORT_QUEUE_BATCHES: usize = 1024;
 
+/// Emptied batch vectors kept for the workers to reuse. Small on purpose: a pool as deep
+/// as the queue keeps every vector a past backlog ever needed (up to 2 x 1024 x ~30 KB),
+/// so resident memory ratchets up with each new high-water mark, which a soak shows as a
+/// slow, leak-like creep (docs/RELIABILITY.md). With a short pool, memory follows the
+/// queue's actual depth; workers allocate only while more batches are queued than this.
+const RECYCLED_BATCHES: usize = 16;
+
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let path = args.file.as_path();
     let total = FileSource::count_packets(path).map_err(|e| anyhow!("{e}"))?;
@@ -179,7 +186,7 @@ pub fn run_pipeline(
         .context("cannot open the collectors' sockets")?
         .with_published_counters(published.clone());
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
-    let (recycle, recycled) = crossbeam_channel::bounded(queue_batches.max(1));
+    let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
     let mut counters = Vec::new();
     let mut snapshots = Vec::new();

@@ -123,7 +123,9 @@ pub struct CollectorCounters {
     /// Datagrams (export messages) the transport accepted, and their bytes.
     pub datagrams: u64,
     pub bytes: u64,
-    /// Datagrams the transport refused (collector down, buffer full, not connected).
+    /// Datagrams the transport refused (collector down, buffer full), and export calls
+    /// refused whole because a TCP collector was not connected (one per call: nothing was
+    /// encoded, but the operator must see the loss here as well as in `records_dropped`).
     pub send_errors: u64,
     /// Datagrams carrying the template set that the transport accepted.
     pub template_sends: u64,
@@ -283,6 +285,7 @@ impl Collector {
         }
         if !self.ready() {
             self.counters.records_dropped += records.len() as u64;
+            self.counters.send_errors += 1;
             return;
         }
         self.drive(|session, emit| session.encode_flows(records, now_ms, emit));
@@ -294,6 +297,7 @@ impl Collector {
         }
         if !self.ready() {
             self.counters.records_dropped += records.len() as u64;
+            self.counters.send_errors += 1;
             return;
         }
         self.drive(|session, emit| session.encode_aggregates(records, now_ms, emit));
@@ -495,6 +499,7 @@ mod tests {
         let k = *c.counters();
         assert_eq!(k.records, 9);
         assert_eq!(k.records_dropped, 3);
+        assert_eq!(k.send_errors, 1, "refused while down: a send error");
         assert_eq!(k.template_sends, 2, "one per connection, none refreshed");
         assert_eq!(k.reconnects, 1);
         assert_eq!(c.session_counters().flow_records, 9);
