@@ -14,6 +14,8 @@ echo "== cargo clippy (probe without dpdk: builds where DPDK is absent)"
 cargo clippy -p probe --no-default-features --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+echo "== fuzz: coverage-guided fuzz targets, ${TAPFLOW_FUZZ_SECONDS:-60} s each (scripts/fuzz.sh)"
+scripts/fuzz.sh "${TAPFLOW_FUZZ_SECONDS:-60}"
 
 # One closing line with the totals: cargo's own last line is a doc-test binary's.
 awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, i}' target/test-output.txt

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Nfcapd, UdpCollector, generate_pcap, scratch_dir, tapflow, totals_from_nfdump};
+use common::{
+    BackgroundCollector, Nfcapd, generate_pcap, scratch_dir, tapflow, totals_from_nfdump,
+};
 use decode::{Decoder, Value};
 
 fn write_config(path: &Path, pcap: &Path, prefix: &str, collector: &str) {
@@ -149,23 +151,23 @@ fn ipfix_packets(datagrams: &[Vec<u8>]) -> u64 {
 fn sighup_moves_export_to_the_new_collector_losing_nothing() {
     let dir = scratch_dir("run-sighup");
     let pcap = generate_pcap(&dir, 200, 10, false);
-    let first = UdpCollector::bind();
-    let second = UdpCollector::bind();
+    let first = BackgroundCollector::start();
+    let second = BackgroundCollector::start();
     let config = dir.join("tapflow.toml");
     let prefix = format!("tapflow-test-sighup-{}", std::process::id());
-    write_config(&config, &pcap, &prefix, &first.addr());
+    write_config(&config, &pcap, &prefix, &first.addr);
 
     let child = start_run(&config);
     std::thread::sleep(Duration::from_millis(1500));
-    write_config(&config, &pcap, &prefix, &second.addr());
+    write_config(&config, &pcap, &prefix, &second.addr);
     signal(&child, "HUP");
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, "TERM");
     let (stdout, stderr) = wait_output(child);
 
     assert!(stderr.contains("reload: 1 collector(s)"), "{stderr}");
-    let to_first = ipfix_packets(&first.drain());
-    let to_second = ipfix_packets(&second.drain());
+    let to_first = ipfix_packets(&first.finish());
+    let to_second = ipfix_packets(&second.finish());
     assert!(
         to_first > 0 && to_second > 0,
         "{to_first} / {to_second}\n{stdout}"

@@ -178,6 +178,45 @@ impl UdpCollector {
     }
 }
 
+/// A UDP socket on loopback drained by a thread of its own while tapflow runs, so a long
+/// export does not overflow the socket buffer (capped by net.core.rmem_max).
+pub struct BackgroundCollector {
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl BackgroundCollector {
+    pub fn start() -> BackgroundCollector {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(64 << 20);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => out.push(buf[..n].to_vec()),
+                    Err(_) if stopping.load(Ordering::Relaxed) => return out,
+                    Err(_) => {}
+                }
+            }
+        });
+        BackgroundCollector { addr, stop, thread }
+    }
+
+    /// Stops once the socket has been quiet for a moment; returns every datagram.
+    pub fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// nfdump's collector, on a loopback port of its own, writing into `dir`.
 pub struct Nfcapd {
     child: Child,
