@@ -11,12 +11,9 @@ mod common;
 mod decode;
 
 use std::io::{BufWriter, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{BackgroundCollector, FiveTuple, Totals, assert_same_flows, scratch_dir, tapflow};
