@@ -1,10 +1,21 @@
 //! The worker loop: one per (port, rx queue). It owns its source, sampler and cache shard,
 //! and hands expired records to the exporter in batches over a bounded channel.
 //!
-//! Per burst: parse every frame, sample, account the kept ones into the shard in bulk, run a
-//! bounded expiry sweep, and ship what expired. The clock is read once per burst; in
-//! [`Clock::Packet`] mode (replays) "now" is the latest packet time seen, so a replay is
-//! deterministic and its records do not depend on how fast it ran.
+//! Per burst, inside the source's callback while the frames are still lent: read the clock
+//! once, parse every frame into a fixed array of observations, sample, then account the
+//! kept ones into the shard in bulk (hash all, prefetch their buckets, update). After the
+//! burst: a paced slice of the expiry sweep, and shipping what expired. Nothing on this
+//! path allocates, locks, logs or makes a system call (batch vectors are recycled by the
+//! exporter; the wall clock is the vDSO's). In [`Clock::Packet`] mode (replays) "now" is
+//! the latest packet time seen, so a replay is deterministic and its records do not depend
+//! on how fast it ran.
+//!
+//! The sweep is paced by the worker's clock, not by bursts: about one pass over the whole
+//! table per [`SWEEP_PERIOD_MS`], one `expire` call (the cache's `expiry_budget` slots) per
+//! poll at most. Sweeping once a burst would scan a large table hundreds of times a second
+//! for nothing. The flow cache's decisions depend only on packet times, so the pace changes
+//! when a record leaves, never what it holds; shutdown sweeps the whole table before the
+//! final flush, so a replay's records do not depend on the pace either.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,6 +95,11 @@ impl WorkerConfig {
 }
 
 /// Counters a worker keeps beside its cache's.
+///
+/// Every packet taken from the source ends up in exactly one place:
+/// `packets == unaccounted + sampled_out + (packets in records handed to the exporter) +
+/// packets_dropped + (packets in flows still cached)`; after the final flush nothing is
+/// cached. The same holds for IP octets with `octets_dropped`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
     /// Frames the worker took from its source.
@@ -95,9 +111,13 @@ pub struct WorkerStats {
     pub unaccounted: u64,
     /// IP packets the sampler dropped.
     pub sampled_out: u64,
-    /// Records and batches lost because the exporter queue was full (Backpressure::Drop).
+    /// Records and batches lost because the exporter queue was full (Backpressure::Drop)
+    /// or the exporter was gone.
     pub records_dropped: u64,
     pub batches_dropped: u64,
+    /// Packets and IP octets counted in those lost records.
+    pub packets_dropped: u64,
+    pub octets_dropped: u64,
     /// Records handed to the exporter.
     pub records_sent: u64,
 }
@@ -113,6 +133,8 @@ impl WorkerStats {
         self.sampled_out += other.sampled_out;
         self.records_dropped += other.records_dropped;
         self.batches_dropped += other.batches_dropped;
+        self.packets_dropped += other.packets_dropped;
+        self.octets_dropped += other.octets_dropped;
         self.records_sent += other.records_sent;
     }
 }
@@ -141,6 +163,9 @@ pub struct WorkerSnapshot {
 /// Where a worker publishes its snapshot; read by the supervisor thread.
 pub type SharedSnapshot = Arc<Mutex<WorkerSnapshot>>;
 
+/// One full pass of the expiry sweep over the table per this much of the worker's clock.
+pub const SWEEP_PERIOD_MS: u64 = 1_000;
+
 /// One worker: a source, a sampler and a cache shard.
 pub struct Worker {
     config: WorkerConfig,
@@ -152,12 +177,61 @@ pub struct Worker {
     recycled: Receiver<Vec<FlowRecord>>,
     stats: WorkerStats,
     pending: Vec<FlowRecord>,
-    observations: Vec<Observation>,
+    /// One burst's kept packets, reused: filled by index, never pushed.
+    observations: Box<[Observation; MAX_BURST]>,
     now_ms: u64,
     last_tick_ms: u64,
+    sweep: SweepPacer,
     /// Packets taken so far, published once per burst for a progress display.
     progress: Option<Arc<AtomicU64>>,
     snapshot: Option<SharedSnapshot>,
+}
+
+/// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
+/// (table slots times elapsed ms) and each `expire` call spends its slots times
+/// [`SWEEP_PERIOD_MS`]. Credit is capped at one pass, so a clock jump costs at most one
+/// pass, spread over the following polls.
+#[derive(Clone, Copy, Debug)]
+struct SweepPacer {
+    credit: u64,
+    cap: u64,
+    cost: u64,
+    capacity: u64,
+    accounted_to_ms: u64,
+}
+
+impl SweepPacer {
+    fn new(shard: &FlowShard, expiry_budget: usize) -> SweepPacer {
+        let bucket = shard.bucket_size().max(1);
+        let per_call = (expiry_budget.max(1).div_ceil(bucket) * bucket).min(shard.capacity());
+        let capacity = shard.capacity() as u64;
+        SweepPacer {
+            credit: 0,
+            cap: capacity.saturating_mul(SWEEP_PERIOD_MS),
+            cost: (per_call as u64).saturating_mul(SWEEP_PERIOD_MS).max(1),
+            capacity,
+            accounted_to_ms: 0,
+        }
+    }
+
+    /// Whether a slice of the sweep is due at `now_ms`.
+    #[inline]
+    fn due(&mut self, now_ms: u64) -> bool {
+        if now_ms > self.accounted_to_ms {
+            let elapsed = now_ms - self.accounted_to_ms;
+            self.accounted_to_ms = now_ms;
+            self.credit = self
+                .credit
+                .saturating_add(self.capacity.saturating_mul(elapsed))
+                .min(self.cap);
+        }
+        if self.credit >= self.cost {
+            self.credit -= self.cost;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -167,6 +241,75 @@ impl std::fmt::Debug for Worker {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// One burst's counters, kept on the stack and added to [`WorkerStats`] once per burst.
+#[derive(Clone, Copy, Debug, Default)]
+struct BurstCounters {
+    packets: u64,
+    bytes: u64,
+    /// Stops other than `Complete` (the common case is derived, so the loop does not
+    /// increment one memory counter per packet in a chain).
+    parse_stops: [u64; StopReason::COUNT],
+    incomplete: u64,
+    unaccounted: u64,
+    sampled_out: u64,
+}
+
+impl BurstCounters {
+    #[inline]
+    fn add_to(&self, stats: &mut WorkerStats) {
+        stats.packets += self.packets;
+        stats.bytes += self.bytes;
+        for (total, n) in stats.parse_stops.iter_mut().zip(self.parse_stops) {
+            *total += n;
+        }
+        stats.parse_stops[StopReason::Complete as usize] += self.packets - self.incomplete;
+        stats.unaccounted += self.unaccounted;
+        stats.sampled_out += self.sampled_out;
+    }
+}
+
+/// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
+/// keeps; returns how many were kept.
+#[inline]
+fn parse_burst(
+    packets: &[Packet<'_>],
+    sampler: &mut Sampler,
+    observations: &mut [Observation; MAX_BURST],
+    counters: &mut BurstCounters,
+) -> usize {
+    let mut kept = 0;
+    for (packet, _) in packets.iter().zip(0..MAX_BURST) {
+        counters.packets += 1;
+        counters.bytes += u64::from(packet.wire_len);
+        let parsed: ParsedPacket = parse_frame_with_wire_len(packet.data, packet.wire_len);
+        if parsed.stop != StopReason::Complete {
+            counters.parse_stops[parsed.stop as usize] += 1;
+            counters.incomplete += 1;
+        }
+        if !parsed.stop.accounted() {
+            counters.unaccounted += 1;
+            continue;
+        }
+        // Written to its slot whole, then patched there: patching a copy of the key and
+        // copying that would make the wide loads wait on the narrow store of the port.
+        let observation = &mut observations[kept];
+        *observation = Observation {
+            key: parsed.key,
+            octets: parsed.octets,
+            tcp_flags: parsed.tcp_flags,
+            ttl: parsed.ttl,
+            timestamp_ms: packet.timestamp_us / 1_000,
+        };
+        observation.key.input_port = packet.port;
+        if sampler.keep(&observation.key) {
+            kept += 1;
+        } else {
+            counters.sampled_out += 1;
+        }
+    }
+    kept
 }
 
 impl Worker {
@@ -179,6 +322,7 @@ impl Worker {
     ) -> Self {
         let shard = FlowShard::new(&config.cache, sampler.info());
         let pending = Vec::with_capacity(config.batch_records + MAX_BURST);
+        let sweep = SweepPacer::new(&shard, config.cache.expiry_budget);
         Worker {
             config,
             source,
@@ -188,9 +332,10 @@ impl Worker {
             recycled,
             stats: WorkerStats::default(),
             pending,
-            observations: Vec::with_capacity(MAX_BURST),
+            observations: Box::new([Observation::default(); MAX_BURST]),
             now_ms: 0,
             last_tick_ms: 0,
+            sweep,
             progress: None,
             snapshot: None,
         }
@@ -239,57 +384,50 @@ impl Worker {
         self.finish(error)
     }
 
-    /// One iteration: a burst, an expiry slice, and shipping what expired.
+    /// One iteration: a burst, a paced expiry slice, and shipping what expired.
     pub fn poll_once(&mut self) -> Result<BurstStatus, SourceError> {
         let Worker {
+            config,
             source,
             sampler,
+            shard,
             stats,
+            pending,
             observations,
+            now_ms,
             ..
         } = self;
-        observations.clear();
-        let mut latest_ms = 0u64;
+        let clock = config.clock;
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
-            for packet in burst {
-                stats.packets += 1;
-                stats.bytes += u64::from(packet.wire_len);
-                let parsed: ParsedPacket = parse_frame_with_wire_len(packet.data, packet.wire_len);
-                stats.parse_stops[parsed.stop as usize] += 1;
-                if !parsed.stop.accounted() {
-                    stats.unaccounted += 1;
-                    continue;
+            // The clock, once per burst: the burst's latest packet time, or the wall's.
+            let now = match clock {
+                Clock::Packet => burst
+                    .iter()
+                    .map(|p| p.timestamp_us / 1_000)
+                    .fold(*now_ms, u64::max),
+                Clock::Wall => (*now_ms).max(wall_clock_ms()),
+            };
+            *now_ms = now;
+            // A source may not hand over more than MAX_BURST frames, but if one did, its
+            // frames would still be counted and accounted, a burst's worth at a time.
+            for chunk in burst.chunks(MAX_BURST) {
+                let mut counters = BurstCounters::default();
+                let kept = parse_burst(chunk, sampler, observations, &mut counters);
+                counters.add_to(stats);
+                if kept > 0 {
+                    shard.update_burst(&observations[..kept], now, pending);
                 }
-                let mut key = parsed.key;
-                key.input_port = packet.port;
-                if !sampler.keep(&key) {
-                    stats.sampled_out += 1;
-                    continue;
-                }
-                let timestamp_ms = packet.timestamp_us / 1_000;
-                latest_ms = latest_ms.max(timestamp_ms);
-                observations.push(Observation {
-                    key,
-                    octets: parsed.octets,
-                    tcp_flags: parsed.tcp_flags,
-                    ttl: parsed.ttl,
-                    timestamp_ms,
-                });
             }
         })?;
         if let Some(progress) = &self.progress {
             progress.store(self.stats.packets, Ordering::Relaxed);
         }
-        let now = match self.config.clock {
-            Clock::Packet => self.now_ms.max(latest_ms),
-            Clock::Wall => self.now_ms.max(wall_clock_ms()),
-        };
-        self.now_ms = now;
-        if !self.observations.is_empty() {
-            self.shard
-                .update_burst(&self.observations, now, &mut self.pending);
+        if self.config.clock == Clock::Wall && status == BurstStatus::Delivered(0) {
+            // An idle port: time goes on, and flows must still expire.
+            self.now_ms = self.now_ms.max(wall_clock_ms());
         }
-        if now != 0 {
+        let now = self.now_ms;
+        if now != 0 && self.sweep.due(now) {
             self.shard.expire(now, &mut self.pending);
         }
         if self.pending.len() >= self.config.batch_records {
@@ -297,13 +435,7 @@ impl Worker {
         }
         if now.saturating_sub(self.last_tick_ms) >= self.config.tick_interval_ms {
             if self.pending.is_empty() {
-                self.send(
-                    ToExporter::Tick {
-                        worker: self.config.id,
-                        now_ms: now,
-                    },
-                    self.config.backpressure,
-                );
+                self.send_tick(now, self.config.backpressure);
             } else {
                 self.ship(self.config.backpressure);
             }
@@ -313,44 +445,77 @@ impl Worker {
         Ok(status)
     }
 
+    /// Sends the pending records as one batch. A refused batch (full queue with
+    /// Backpressure::Drop, or a gone exporter) is counted, packets and octets included,
+    /// and its vector is kept for the next batch.
     fn ship(&mut self, backpressure: Backpressure) {
         if self.pending.is_empty() {
             return;
         }
-        let spare = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.config.batch_records + MAX_BURST));
-        let records = std::mem::replace(&mut self.pending, spare);
+        let records = std::mem::take(&mut self.pending);
         let count = records.len() as u64;
         let batch = ToExporter::Records(ExportBatch {
             worker: self.config.id,
             records,
             now_ms: self.now_ms,
         });
-        if self.send(batch, backpressure) {
-            self.stats.records_sent += count;
-        } else {
-            self.stats.records_dropped += count;
-            self.stats.batches_dropped += 1;
+        let refused = match backpressure {
+            Backpressure::Block => self.to_exporter.send(batch).err().map(|e| e.into_inner()),
+            Backpressure::Drop => match self.to_exporter.try_send(batch) {
+                Ok(()) => None,
+                Err(TrySendError::Full(batch)) | Err(TrySendError::Disconnected(batch)) => {
+                    Some(batch)
+                }
+            },
+        };
+        match refused {
+            None => {
+                self.stats.records_sent += count;
+                self.pending = self
+                    .recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(self.config.batch_records + MAX_BURST));
+            }
+            Some(ToExporter::Records(ExportBatch { mut records, .. })) => {
+                self.stats.records_dropped += count;
+                self.stats.batches_dropped += 1;
+                for r in &records {
+                    self.stats.packets_dropped += r.packets;
+                    self.stats.octets_dropped += r.octets;
+                }
+                records.clear();
+                self.pending = records;
+            }
+            Some(_) => unreachable!("a refused send hands back the batch it was given"),
         }
     }
 
-    /// Sends a message; false when it was dropped for backpressure or a gone exporter.
-    fn send(&mut self, message: ToExporter, backpressure: Backpressure) -> bool {
-        match backpressure {
-            Backpressure::Block => self.to_exporter.send(message).is_ok(),
-            Backpressure::Drop => match self.to_exporter.try_send(message) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-            },
-        }
+    /// Tells the exporter the clock moved on; a tick lost to a full queue does no harm.
+    fn send_tick(&mut self, now_ms: u64, backpressure: Backpressure) {
+        let tick = ToExporter::Tick {
+            worker: self.config.id,
+            now_ms,
+        };
+        let _ = match backpressure {
+            Backpressure::Block => self.to_exporter.send(tick).is_ok(),
+            Backpressure::Drop => self.to_exporter.try_send(tick).is_ok(),
+        };
     }
 
     fn finish(mut self, error: Option<String>) -> WorkerReport {
-        // Shutdown loses nothing: the flushed flows wait for room in the queue.
+        // Flows already past their deadline leave with their time reason, whatever the
+        // sweep's pace; then every other flow is flushed as forced.
+        if self.now_ms != 0 {
+            self.shard.expire_all(self.now_ms, &mut self.pending);
+        }
         self.shard.flush(&mut self.pending);
-        self.ship(Backpressure::Block);
+        // Shutdown loses nothing: the flushed flows wait for room in the queue, in batches
+        // of the usual size.
+        let flushed = std::mem::take(&mut self.pending);
+        for chunk in flushed.chunks(self.config.batch_records.max(1)) {
+            self.pending.extend_from_slice(chunk);
+            self.ship(Backpressure::Block);
+        }
         self.publish_snapshot();
         let report = WorkerReport {
             id: self.config.id,
@@ -372,4 +537,163 @@ pub fn wall_clock_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{FrameOptions, eth_ipv4_udp};
+    use flowcache::{EndReason, SamplerSpec};
+    use std::net::SocketAddrV4;
+
+    fn shard(capacity: usize) -> FlowShard {
+        let config = CacheConfig {
+            capacity,
+            ..CacheConfig::default()
+        };
+        FlowShard::new(&config, SamplerSpec::None.info())
+    }
+
+    /// How many sweep slices `pacer` grants while the clock runs from `from` to `to` ms,
+    /// polled `per_ms` times a millisecond.
+    fn slices(pacer: &mut SweepPacer, from: u64, to: u64, per_ms: u32) -> u64 {
+        let mut granted = 0;
+        for ms in from..to {
+            for _ in 0..per_ms {
+                granted += u64::from(pacer.due(ms));
+            }
+        }
+        granted
+    }
+
+    #[test]
+    fn the_sweep_passes_over_the_table_once_per_period() {
+        let shard = shard(1 << 16);
+        let mut pacer = SweepPacer::new(&shard, 1024);
+        let start = 1_700_000_000_000;
+        // The first poll grants a whole pass's credit (one table: 64 slices of 1024).
+        assert_eq!(slices(&mut pacer, start, start + 1, 100), 64);
+        for second in 0..3 {
+            let from = start + 1 + second * SWEEP_PERIOD_MS;
+            let granted = slices(&mut pacer, from, from + SWEEP_PERIOD_MS, 10);
+            assert!((63..=65).contains(&granted), "second {second}: {granted}");
+        }
+    }
+
+    #[test]
+    fn a_clock_jump_costs_at_most_one_pass_spread_over_polls() {
+        let shard = shard(1 << 16);
+        let mut pacer = SweepPacer::new(&shard, 1024);
+        let t = 1_700_000_000_000;
+        slices(&mut pacer, t, t + 1, 100);
+        // An hour later: one pass (64 slices), one per poll, then nothing more.
+        let jumped = t + 3_600_000;
+        let granted: Vec<bool> = (0..100).map(|_| pacer.due(jumped)).collect();
+        assert!(granted[..64].iter().all(|&g| g));
+        assert!(granted[64..].iter().all(|&g| !g));
+    }
+
+    #[test]
+    fn a_small_table_is_swept_whole_once_per_period() {
+        // Capacity 64 with a budget of 1024: each slice is the whole table.
+        let shard = shard(64);
+        let mut pacer = SweepPacer::new(&shard, 1024);
+        let t = 1_700_000_000_000;
+        assert_eq!(slices(&mut pacer, t, t + 1, 10), 1);
+        let granted = slices(&mut pacer, t + 1, t + 1 + 10 * SWEEP_PERIOD_MS, 2);
+        assert!((9..=11).contains(&granted), "{granted}");
+    }
+
+    /// Frames with their times; a burst is a run of equal times (at most MAX_BURST).
+    struct Frames {
+        frames: Vec<(u64, Vec<u8>)>,
+        next: usize,
+    }
+
+    impl PacketSource for Frames {
+        fn poll_burst(
+            &mut self,
+            sink: &mut dyn FnMut(&[Packet<'_>]),
+        ) -> Result<BurstStatus, SourceError> {
+            let rest = &self.frames[self.next..];
+            if rest.is_empty() {
+                return Ok(BurstStatus::Ended);
+            }
+            let n = rest
+                .iter()
+                .take(MAX_BURST)
+                .take_while(|(us, _)| *us == rest[0].0)
+                .count();
+            let packets: Vec<Packet<'_>> = rest[..n]
+                .iter()
+                .map(|(us, frame)| Packet {
+                    data: frame,
+                    wire_len: frame.len() as u32,
+                    timestamp_us: *us,
+                    port: 0,
+                })
+                .collect();
+            sink(&packets);
+            self.next += n;
+            Ok(BurstStatus::Delivered(n))
+        }
+
+        fn stats(&self) -> SourceStats {
+            SourceStats::default()
+        }
+    }
+
+    fn udp_frame(src_port: u16) -> Vec<u8> {
+        let mut frame = Vec::new();
+        eth_ipv4_udp(
+            &mut frame,
+            SocketAddrV4::new([10, 0, 0, 1].into(), src_port),
+            SocketAddrV4::new([10, 0, 0, 2].into(), 53),
+            &FrameOptions::default(),
+        );
+        frame
+    }
+
+    #[test]
+    fn idle_flows_leave_through_the_paced_sweep_before_shutdown() {
+        let t0_us = 1_700_000_000_000_000u64;
+        // Ten flows at t0, then one packet of another flow every 100 ms for 10 s.
+        let mut frames: Vec<(u64, Vec<u8>)> =
+            (0..10).map(|p| (t0_us, udp_frame(1000 + p))).collect();
+        frames.extend((1..=100).map(|i| (t0_us + i * 100_000, udp_frame(2000))));
+        let cache = CacheConfig {
+            capacity: 1 << 12,
+            inactive_timeout_ms: 1_000,
+            ..CacheConfig::default()
+        };
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        let config = WorkerConfig::new(0, cache, Clock::Packet, Backpressure::Block);
+        let source = Frames { frames, next: 0 };
+        let mut worker = Worker::new(
+            config,
+            Box::new(source),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        );
+        while worker.poll_once().unwrap() != BurstStatus::Ended {}
+        // Before shutdown: the ten flows idled out at t0 + 1 s and the sweep found them
+        // (it passes over the table once a second of packet time).
+        let idle: Vec<FlowRecord> = from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(idle.len(), 10, "{idle:?}");
+        assert!(idle.iter().all(|r| r.end_reason == EndReason::Idle));
+        assert!(idle.iter().all(|r| r.key.src_port < 2000 && r.packets == 1));
+        // Shutdown: the live flow is flushed as forced.
+        let report = worker.finish(None);
+        assert_eq!(report.cache.records(), 11);
+        assert_eq!(report.cache.expired(EndReason::Forced), 1);
+    }
 }

@@ -1,0 +1,64 @@
+# Shared helpers of the bench/ scripts (sourced, not run).
+# shellcheck shell=bash
+
+# The tapflow binary: $TAPFLOW, else a release build of this checkout (built if missing).
+tapflow_bin() {
+    if [ -n "${TAPFLOW:-}" ]; then
+        echo "$TAPFLOW"
+        return
+    fi
+    local root target
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    target=${CARGO_TARGET_DIR:-$root/target}
+    if [ ! -x "$target/release/tapflow" ]; then
+        echo "bench: building tapflow (release) in $target" >&2
+        (cd "$root" && cargo build --release -p tapflow >&2) || exit 1
+    fi
+    echo "$target/release/tapflow"
+}
+
+# The 1-minute load average.
+load1() {
+    cut -d' ' -f1 /proc/loadavg
+}
+
+# A field of a one-line JSON object: json_field NAME < json
+json_field() {
+    sed -n "s/.*\"$1\": \"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+
+# The median of numbers on stdin, one per line.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Starts a UDP "collector" on 127.0.0.1 that binds a port and never reads it: the kernel
+# drops what overflows its buffer, so exporters send as they would to a busy collector, and
+# no collector process competes for the CPU. Prints the port; stop it with stop_sink.
+SINK_PID=""
+start_sink() {
+    local portfile
+    portfile=$(mktemp)
+    python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+time.sleep(86400)
+' >"$portfile" &
+    SINK_PID=$!
+    for _ in $(seq 50); do
+        [ -s "$portfile" ] && break
+        sleep 0.1
+    done
+    cat "$portfile"
+    rm -f "$portfile"
+}
+
+stop_sink() {
+    if [ -n "$SINK_PID" ]; then
+        kill "$SINK_PID" 2>/dev/null
+        wait "$SINK_PID" 2>/dev/null
+        SINK_PID=""
+    fi
+}
