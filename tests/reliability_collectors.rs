@@ -201,14 +201,6 @@ fn data_records(messages: &[Message]) -> usize {
     messages.iter().map(|m| m.data().count()).sum()
 }
 
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
@@ -260,7 +252,7 @@ fn a_restarting_tcp_collector_gets_a_new_connection_with_templates_first() {
     let down_at = Instant::now();
     let mut rss_while_down = Vec::new();
     while down_at.elapsed() < Duration::from_secs(4) {
-        rss_while_down.extend(vm_rss_kb(pid));
+        rss_while_down.extend(common::status_kb(pid, "VmRSS"));
         std::thread::sleep(Duration::from_millis(100));
     }
     let up_at = Instant::now();

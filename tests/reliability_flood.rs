@@ -139,15 +139,6 @@ fn tuple_of(frame: &[u8]) -> (FiveTuple, u64) {
     ((src, dst, sp, dp, proto), octets)
 }
 
-/// A value from /proc/PID/status in kB (VmHWM, VmRSS).
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Runs `child` to completion, reading its peak RSS (VmHWM) while it lives; returns its
 /// stdout, stderr, success and the last peak seen.
 fn run_measured(mut child: Child) -> (String, String, bool, u64) {
@@ -172,7 +163,7 @@ fn run_measured(mut child: Child) -> (String, String, bool, u64) {
         }
         // VmHWM only grows, so the last reading before exit is the peak but for the
         // process's last few milliseconds (the final summary).
-        if let Some(hwm) = status_kb(pid, "VmHWM") {
+        if let Some(hwm) = common::status_kb(pid, "VmHWM") {
             peak_kb = peak_kb.max(hwm);
         }
         if Instant::now() > deadline {

@@ -62,14 +62,6 @@ prometheus = false
     std::fs::write(path, text).unwrap();
 }
 
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn counter(stdout: &str, name: &str) -> u64 {
     let line = stdout
         .lines()
@@ -155,7 +147,7 @@ fn memory_stays_flat_under_constant_flow_churn() {
             child.try_wait().unwrap().is_none(),
             "tapflow run exited during the soak"
         );
-        samples.push(vm_rss_kb(pid).expect("VmRSS"));
+        samples.push(common::status_kb(pid, "VmRSS").expect("VmRSS"));
     }
     let datagrams_during_soak = received.load(Ordering::Relaxed);
 

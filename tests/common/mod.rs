@@ -217,6 +217,15 @@ impl BackgroundCollector {
     }
 }
 
+/// A value from /proc/PID/status in kB (VmHWM, VmRSS).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// nfdump's collector, on a loopback port of its own, writing into `dir`.
 pub struct Nfcapd {
     child: Child,
