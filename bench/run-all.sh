@@ -92,7 +92,7 @@ def table(title, select, memory=False, source=False):
     sel = [r for r in rows if select(r)]
     if not sel:
         return
-    print("\n" + title + "\n")
+    print("\n#### " + title + "\n")
     head = ["flows", "frame", "workers", "ceiling Mpps", "worker Mpps", "worker / ceiling",
             "ns/packet", "Gbps", "worker Mpps (wall)", "evicting packets",
             "runs: Mpps; ratio", "load"]

@@ -411,7 +411,8 @@ impl PacketSource for SyntheticSource {
     }
 }
 
-/// What the bench learns about a capture before replaying it.
+/// What the bench learns about a capture before replaying it (for the DPDK replay).
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, Default)]
 struct TraceInfo {
     packets: u64,
@@ -420,6 +421,7 @@ struct TraceInfo {
     flows: u64,
 }
 
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 impl TraceInfo {
     fn scan(path: &Path) -> Result<TraceInfo> {
         let mut source = FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?;
