@@ -43,7 +43,8 @@ fi
 [ -r "$pcap" ] || { echo "compare-peers: cannot read $pcap" >&2; exit 1; }
 pcap=$(cd "$(dirname "$pcap")" && pwd)/$(basename "$pcap")
 
-port=$(start_sink)
+start_sink
+port=$SINK_PORT
 [ -n "$port" ] || { echo "compare-peers: could not start the UDP sink" >&2; exit 1; }
 
 cat >"$work/pmacctd.conf" <<EOF

@@ -34,13 +34,15 @@ median() {
 
 # Starts a UDP "collector" on 127.0.0.1 that binds a port and never reads it: the kernel
 # drops what overflows its buffer, so exporters send as they would to a busy collector, and
-# no collector process competes for the CPU. Prints the port; stop it with stop_sink.
+# no collector process competes for the CPU. Sets SINK_PORT and SINK_PID; call it directly
+# (not in $(...), which would lose SINK_PID) and stop it with stop_sink.
 SINK_PID=""
+SINK_PORT=""
 start_sink() {
     local portfile
     portfile=$(mktemp)
     python3 -c '
-import socket, sys, time
+import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1], flush=True)
@@ -51,7 +53,7 @@ time.sleep(86400)
         [ -s "$portfile" ] && break
         sleep 0.1
     done
-    cat "$portfile"
+    SINK_PORT=$(cat "$portfile")
     rm -f "$portfile"
 }
 

@@ -118,6 +118,7 @@ fn a_full_cache_and_a_slow_collector_lose_no_packet_uncounted() {
     );
     assert_every_packet_accounted(&pcap, &report, export.packets_in);
     drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -133,6 +134,7 @@ fn a_gone_exporter_drops_and_counts_everything() {
     assert_eq!(w.records_dropped, report.cache.records(), "{report:?}");
     assert_eq!(w.octets_dropped, report.cache.octets, "{report:?}");
     assert_every_packet_accounted(&pcap, &report, 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A counter from `tapflow replay`'s final table, e.g. "packets received   1,234".
@@ -174,4 +176,5 @@ fn replay_with_a_cache_far_too_small_accounts_every_packet() {
     assert_eq!(received, frames, "{stdout}");
     assert_eq!(unaccounted, frames - ip_packets, "{stdout}");
     assert_eq!(received, unaccounted + sampled_out + in_records, "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
