@@ -138,14 +138,6 @@ fn a_gone_exporter_drops_and_counts_everything() {
 }
 
 /// A counter from `tapflow replay`'s final table, e.g. "packets received   1,234".
-fn counter(stdout: &str, name: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
-        .unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"));
-    line[name.len()..].trim().replace(',', "").parse().unwrap()
-}
-
 #[test]
 fn replay_with_a_cache_far_too_small_accounts_every_packet() {
     let dir = scratch_dir("overload-replay");
@@ -163,16 +155,16 @@ fn replay_with_a_cache_far_too_small_accounts_every_packet() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let frames = read_pcap_frames(&pcap).len() as u64;
     let (ip_packets, _) = sum(&ground_truth(&pcap));
-    let received = counter(&stdout, "packets received");
-    let unaccounted = counter(&stdout, "not in any flow");
-    let sampled_out = counter(&stdout, "sampled out");
-    let in_records = counter(&stdout, "packets in records");
+    let received = common::counter(&stdout, "packets received");
+    let unaccounted = common::counter(&stdout, "not in any flow");
+    let sampled_out = common::counter(&stdout, "sampled out");
+    let in_records = common::counter(&stdout, "packets in records");
     assert!(
-        counter(&stdout, "flows ended: lack_of_resources") > 0,
+        common::counter(&stdout, "flows ended: lack_of_resources") > 0,
         "{stdout}"
     );
     // A replay waits for the exporter instead of dropping.
-    assert_eq!(counter(&stdout, "records dropped (queue full)"), 0);
+    assert_eq!(common::counter(&stdout, "records dropped (queue full)"), 0);
     assert_eq!(received, frames, "{stdout}");
     assert_eq!(unaccounted, frames - ip_packets, "{stdout}");
     assert_eq!(received, unaccounted + sampled_out + in_records, "{stdout}");

@@ -20,15 +20,6 @@ use std::time::{Duration, Instant};
 use common::{generate_pcap, ground_truth, scratch_dir, sum, tapflow, text};
 use decode::{Decoder, Message};
 
-/// A counter from the final table, e.g. "packets received   1,234".
-fn counter(stdout: &str, name: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
-        .unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"));
-    line[name.len()..].trim().replace(',', "").parse().unwrap()
-}
-
 /// The numbers of a collector's row in the final table: records, datagrams, bytes,
 /// templates, send errors.
 fn collector_row(stdout: &str, name: &str) -> [u64; 5] {
@@ -68,15 +59,19 @@ fn an_absent_udp_collector_costs_send_errors_and_nothing_else() {
 
     let (ip_packets, octets) = sum(&ground_truth(&pcap));
     assert_eq!(
-        counter(&stdout, "packets received"),
-        counter(&stdout, "packets in file")
+        common::counter(&stdout, "packets received"),
+        common::counter(&stdout, "packets in file")
     );
     assert_eq!(
-        counter(&stdout, "packets in records"),
+        common::counter(&stdout, "packets in records"),
         ip_packets,
         "{stdout}"
     );
-    assert_eq!(counter(&stdout, "octets in records"), octets, "{stdout}");
+    assert_eq!(
+        common::counter(&stdout, "octets in records"),
+        octets,
+        "{stdout}"
+    );
     let [_, datagrams, _, _, send_errors] = collector_row(&stdout, &format!("ipfix/udp {address}"));
     assert!(datagrams > 0 && send_errors > 0, "{stdout}");
 }
@@ -297,8 +292,8 @@ fn a_restarting_tcp_collector_gets_a_new_connection_with_templates_first() {
     );
     // Every packet is still in a record handed to the exporter.
     assert_eq!(
-        counter(&stdout, "packets in records"),
-        counter(&stdout, "packets received") - counter(&stdout, "not in any flow"),
+        common::counter(&stdout, "packets in records"),
+        common::counter(&stdout, "packets received") - common::counter(&stdout, "not in any flow"),
         "{stdout}"
     );
     // The refused sends are reported; what reached the collector was accepted by the

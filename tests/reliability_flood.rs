@@ -180,14 +180,6 @@ fn run_measured(mut child: Child) -> (String, String, bool, u64) {
     )
 }
 
-fn counter(stdout: &str, name: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
-        .unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"));
-    line[name.len()..].trim().replace(',', "").parse().unwrap()
-}
-
 /// Per-flow totals and the number of flow records among IPFIX `datagrams`.
 fn ipfix_totals(datagrams: &[Vec<u8>]) -> (Totals, u64) {
     let mut decoder = Decoder::default();
@@ -247,17 +239,29 @@ fn flood(source: &str, rss_limit_kb: u64) {
     );
 
     // The cache evicted instead of growing, and said why.
-    let evicted = counter(&stdout, "flows ended: lack_of_resources");
+    let evicted = common::counter(&stdout, "flows ended: lack_of_resources");
     assert!(
         evicted > u64::from(SYN_FLOWS) - CACHE_SIZE as u64 * 2,
         "{stdout}"
     );
     // Every IP packet of the file is in some record, and the records reached the socket.
-    assert_eq!(counter(&stdout, "packets received"), frames, "{stdout}");
-    assert_eq!(counter(&stdout, "not in any flow"), 0, "{stdout}");
-    assert_eq!(counter(&stdout, "packets in records"), frames, "{stdout}");
+    assert_eq!(
+        common::counter(&stdout, "packets received"),
+        frames,
+        "{stdout}"
+    );
+    assert_eq!(common::counter(&stdout, "not in any flow"), 0, "{stdout}");
+    assert_eq!(
+        common::counter(&stdout, "packets in records"),
+        frames,
+        "{stdout}"
+    );
     let (totals, records) = ipfix_totals(&datagrams);
-    assert_eq!(records, counter(&stdout, "records to exporter"), "{stdout}");
+    assert_eq!(
+        records,
+        common::counter(&stdout, "records to exporter"),
+        "{stdout}"
+    );
     assert_eq!(totals.values().map(|t| t.0).sum::<u64>(), frames);
 
     // The large flows kept exact counts through the flood.

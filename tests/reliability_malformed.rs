@@ -624,15 +624,6 @@ fn ipfix_totals(datagrams: &[Vec<u8>]) -> Totals {
     totals
 }
 
-/// A counter from the final table, e.g. "packets received   1,234"; 0 when the row is
-/// absent (parse stops are listed only when non-zero).
-fn counter(stdout: &str, name: &str) -> Option<u64> {
-    stdout
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
-        .map(|line| line[name.len()..].trim().replace(',', "").parse().unwrap())
-}
-
 fn is_good_space(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(a) => a.octets()[0] == 10,
@@ -709,7 +700,7 @@ fn replay_and_check(source: &str, include_snapped: bool) {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
 
     assert_eq!(
-        counter(&stdout, "packets received"),
+        common::summary_counter(&stdout, "packets received"),
         Some(frames.len() as u64),
         "{stdout}"
     );
@@ -719,13 +710,13 @@ fn replay_and_check(source: &str, include_snapped: bool) {
         }
         let row = format!("parse stop: {}", reason.name());
         assert_eq!(
-            counter(&stdout, &row).unwrap_or(0),
+            common::summary_counter(&stdout, &row).unwrap_or(0),
             stops[reason as usize],
             "{row}\n{stdout}"
         );
     }
     assert_eq!(
-        counter(&stdout, "not in any flow"),
+        common::summary_counter(&stdout, "not in any flow"),
         Some(unaccounted),
         "{stdout}"
     );
@@ -745,7 +736,7 @@ fn replay_and_check(source: &str, include_snapped: bool) {
         &bad_flows,
         &actual_bad,
     );
-    let in_records = counter(&stdout, "packets in records").unwrap();
+    let in_records = common::summary_counter(&stdout, "packets in records").unwrap();
     assert_eq!(in_records, frames.len() as u64 - unaccounted, "{stdout}");
 }
 

@@ -62,14 +62,6 @@ prometheus = false
     std::fs::write(path, text).unwrap();
 }
 
-fn counter(stdout: &str, name: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
-        .unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"));
-    line[name.len()..].trim().replace(',', "").parse().unwrap()
-}
-
 #[test]
 fn memory_stays_flat_under_constant_flow_churn() {
     let secs: u64 = std::env::var("TAPFLOW_SOAK_SECS")
@@ -182,7 +174,7 @@ fn memory_stays_flat_under_constant_flow_churn() {
         *samples.iter().max().unwrap(),
     );
     let mean = samples.iter().sum::<u64>() / samples.len() as u64;
-    let received_packets = counter(&stdout, "packets received");
+    let received_packets = common::counter(&stdout, "packets received");
     eprintln!(
         "soak {secs} s: {received_packets} packets, {datagrams_during_soak} datagrams; \
          RSS kB min {low} mean {mean} max {high}; first-third max {first_max}, \
@@ -195,15 +187,22 @@ fn memory_stays_flat_under_constant_flow_churn() {
 
     // Churn really happened, and the shutdown lost nothing that was accounted.
     assert!(
-        counter(&stdout, "flows ended: lack_of_resources") > 0,
+        common::counter(&stdout, "flows ended: lack_of_resources") > 0,
         "{stdout}"
     );
-    assert!(counter(&stdout, "flows ended: end_of_flow") > 0, "{stdout}");
-    assert!(counter(&stdout, "flows ended: idle") + counter(&stdout, "flows ended: active") > 0);
+    assert!(
+        common::counter(&stdout, "flows ended: end_of_flow") > 0,
+        "{stdout}"
+    );
+    assert!(
+        common::counter(&stdout, "flows ended: idle")
+            + common::counter(&stdout, "flows ended: active")
+            > 0
+    );
     assert!(datagrams_during_soak > secs, "{stdout}");
-    let dropped = counter(&stdout, "records dropped (queue full)");
-    let accounted = received_packets - counter(&stdout, "not in any flow");
-    let in_records = counter(&stdout, "packets in records");
+    let dropped = common::counter(&stdout, "records dropped (queue full)");
+    let accounted = received_packets - common::counter(&stdout, "not in any flow");
+    let in_records = common::counter(&stdout, "packets in records");
     if dropped == 0 {
         assert_eq!(in_records, accounted, "{stdout}");
     } else {

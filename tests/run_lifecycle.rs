@@ -92,15 +92,6 @@ fn wait_output(mut child: Child) -> (String, String) {
     }
 }
 
-/// A counter from the final table, e.g. "packets received   1,234".
-fn counter(stdout: &str, name: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
-        .unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"));
-    line[name.len()..].trim().replace(',', "").parse().unwrap()
-}
-
 #[test]
 fn sigterm_midway_flushes_every_packet_to_the_collector() {
     let dir = scratch_dir("run-sigterm");
@@ -116,21 +107,24 @@ fn sigterm_midway_flushes_every_packet_to_the_collector() {
     let (stdout, _) = wait_output(child);
     let flows = nfcapd.stop_and_read();
 
-    let received = counter(&stdout, "packets received");
-    let unaccounted = counter(&stdout, "not in any flow");
-    let dropped = counter(&stdout, "records dropped (queue full)");
+    let received = common::counter(&stdout, "packets received");
+    let unaccounted = common::counter(&stdout, "not in any flow");
+    let dropped = common::counter(&stdout, "records dropped (queue full)");
     assert!(
         received > 6_000,
         "the port should have looped the file: {stdout}"
     );
     assert_eq!(dropped, 0, "{stdout}");
-    assert!(counter(&stdout, "flows ended: forced") > 0, "{stdout}");
+    assert!(
+        common::counter(&stdout, "flows ended: forced") > 0,
+        "{stdout}"
+    );
     let (packets, octets) = totals_from_nfdump(&flows)
         .values()
         .fold((0, 0), |(p, o), (dp, doct)| (p + dp, o + doct));
     assert_eq!(packets, received - unaccounted, "{stdout}");
-    assert_eq!(packets, counter(&stdout, "packets in records"));
-    assert_eq!(octets, counter(&stdout, "octets in records"));
+    assert_eq!(packets, common::counter(&stdout, "packets in records"));
+    assert_eq!(octets, common::counter(&stdout, "octets in records"));
 }
 
 /// Packets in the IPFIX flow records among `datagrams`.
@@ -174,11 +168,11 @@ fn sighup_moves_export_to_the_new_collector_losing_nothing() {
     );
     assert_eq!(
         to_first + to_second,
-        counter(&stdout, "packets in records"),
+        common::counter(&stdout, "packets in records"),
         "{stdout}"
     );
     assert_eq!(
         to_first + to_second,
-        counter(&stdout, "packets received") - counter(&stdout, "not in any flow")
+        common::counter(&stdout, "packets received") - common::counter(&stdout, "not in any flow")
     );
 }

@@ -217,6 +217,20 @@ impl BackgroundCollector {
     }
 }
 
+/// A counter from tapflow's final table, e.g. "packets received   1,234"; None when the
+/// row is absent (parse stops are listed only when non-zero).
+pub fn summary_counter(stdout: &str, name: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
+        .map(|line| line[name.len()..].trim().replace(',', "").parse().unwrap())
+}
+
+/// A counter from tapflow's final table that must be there.
+pub fn counter(stdout: &str, name: &str) -> u64 {
+    summary_counter(stdout, name).unwrap_or_else(|| panic!("no {name:?} in:\n{stdout}"))
+}
+
 /// A value from /proc/PID/status in kB (VmHWM, VmRSS).
 pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
