@@ -18,7 +18,7 @@ use std::path::Path;
 use common::{
     FiveTuple, Totals, UdpCollector, assert_same_flows, ground_truth, scratch_dir, tapflow, text,
 };
-use decode::{Decoder, Value};
+use decode::Decoder;
 use probe::parse::StopReason;
 use probe::pcap::PcapWriter;
 use probe::synth::{self, FrameOptions, Noise, tcp_flags};
@@ -601,24 +601,10 @@ fn ipfix_totals(datagrams: &[Vec<u8>]) -> Totals {
     let mut totals = Totals::new();
     for d in datagrams {
         for r in decoder.message(d).data() {
-            let num = |id: u16| match r.fields.get(&id) {
-                Some(Value::Num(n)) => *n,
-                other => panic!("field {id}: {other:?} in {r:?}"),
-            };
-            let addr = |v4: u16, v6: u16| match r.fields.get(&v4).or(r.fields.get(&v6)) {
-                Some(Value::Addr(a)) => *a,
-                other => panic!("address field {v4}/{v6}: {other:?}"),
-            };
-            let key = (
-                addr(8, 27),
-                addr(12, 28),
-                num(7) as u16,
-                num(11) as u16,
-                num(4) as u8,
-            );
+            let (key, (packets, octets)) = r.five_tuple_and_counts();
             let e = totals.entry(key).or_default();
-            e.0 += num(2);
-            e.1 += num(1);
+            e.0 += packets;
+            e.1 += octets;
         }
     }
     totals

@@ -13,7 +13,7 @@ use common::{
     Totals, UdpCollector, assert_same_flows, generate_pcap, ground_truth, scratch_dir, tapflow,
     text,
 };
-use decode::{Decoder, Value};
+use decode::Decoder;
 
 /// Per-flow totals from decoded v5, v9 or IPFIX datagrams (flow data records only).
 fn totals_from_datagrams(version: &str, datagrams: &[Vec<u8>]) -> Totals {
@@ -37,24 +37,10 @@ fn totals_from_datagrams(version: &str, datagrams: &[Vec<u8>]) -> Totals {
         }
         let message = decoder.message(d);
         for r in message.records.iter().filter(|r| !r.options) {
-            let num = |id: u16| match r.fields.get(&id) {
-                Some(Value::Num(n)) => *n,
-                other => panic!("field {id}: {other:?} in {r:?}"),
-            };
-            let addr = |v4: u16, v6: u16| match r.fields.get(&v4).or(r.fields.get(&v6)) {
-                Some(Value::Addr(a)) => *a,
-                other => panic!("address field {v4}/{v6}: {other:?}"),
-            };
-            let key = (
-                addr(8, 27),
-                addr(12, 28),
-                num(7) as u16,
-                num(11) as u16,
-                num(4) as u8,
-            );
+            let (key, (packets, octets)) = r.five_tuple_and_counts();
             let e = totals.entry(key).or_default();
-            e.0 += num(2);
-            e.1 += num(1);
+            e.0 += packets;
+            e.1 += octets;
         }
     }
     totals

@@ -116,6 +116,31 @@ pub struct Record {
     pub fields: BTreeMap<u16, Value>,
 }
 
+impl Record {
+    /// A flow record's addresses, ports and protocol, with its packets and octets.
+    #[allow(clippy::type_complexity)]
+    pub fn five_tuple_and_counts(&self) -> ((IpAddr, IpAddr, u16, u16, u8), (u64, u64)) {
+        let num = |id: u16| match self.fields.get(&id) {
+            Some(Value::Num(n)) => *n,
+            other => panic!("field {id}: {other:?} in {self:?}"),
+        };
+        let addr = |v4: u16, v6: u16| match self.fields.get(&v4).or(self.fields.get(&v6)) {
+            Some(Value::Addr(a)) => *a,
+            other => panic!("address field {v4}/{v6}: {other:?}"),
+        };
+        (
+            (
+                addr(8, 27),
+                addr(12, 28),
+                num(7) as u16,
+                num(11) as u16,
+                num(4) as u8,
+            ),
+            (num(2), num(1)),
+        )
+    }
+}
+
 /// One decoded v9 or IPFIX message.
 #[derive(Clone, Debug, Default)]
 pub struct Message {
