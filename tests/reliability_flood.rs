@@ -29,12 +29,12 @@ const CACHE_SIZE: usize = 4096;
 const START_US: u64 = 1_700_000_000_000_000;
 
 /// Peak resident memory allowed to the replay. What tapflow holds, worst case: the cache
-/// (4096 x 88 bytes = 0.4 MB), the export queue and the recycling queue (1024 batches each,
+/// (4096 x 68 bytes = 0.3 MB), the export queue and the recycling queue (1024 batches each,
 /// of up to 320 records of 96 bytes: 2 x 31 MB), the capture reader's burst buffer and
 /// per-collector datagram buffers (well under 1 MB), plus the debug binary and its
 /// libraries (about 20 MB, DPDK's shared objects mapped). 128 MB covers that with margin,
-/// and is far below what keeping every flow would take (a million flows at 88 bytes in a
-/// table sized for them, 2^21 x 88 = 176 MB, plus their records).
+/// and is far below what keeping every flow would take (a million flows at 68 bytes in a
+/// table sized for them, 2^21 x 68 = 143 MB, plus their records).
 const PEAK_RSS_LIMIT_KB: u64 = 128 * 1024;
 
 fn large_v4() -> (SocketAddrV4, SocketAddrV4) {

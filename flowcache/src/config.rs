@@ -15,7 +15,8 @@ pub struct CacheConfig {
     /// A flow ends (idle) once this long has passed since its last packet.
     pub inactive_timeout_ms: u64,
     /// A flow ends (active) once this long has passed since its first packet; the next
-    /// packet starts a new record, so a long flow is exported in pieces.
+    /// packet starts a new record, so a long flow is exported in pieces. Both timeouts are
+    /// at most [`crate::MAX_TIMEOUT_MS`] (about 12 days).
     pub active_timeout_ms: u64,
     /// End a TCP flow on a packet carrying FIN or RST.
     pub tcp_end_expiry: bool,
@@ -47,6 +48,8 @@ pub enum CacheConfigError {
     BucketSize(usize),
     InactiveTimeoutZero,
     ActiveTimeoutZero,
+    /// A timeout longer than [`crate::MAX_TIMEOUT_MS`]; the value in ms.
+    TimeoutTooLong(u64),
     ExpiryBudgetZero,
 }
 
@@ -67,6 +70,13 @@ impl fmt::Display for CacheConfigError {
             }
             CacheConfigError::ActiveTimeoutZero => {
                 write!(f, "active timeout must be at least 1 ms")
+            }
+            CacheConfigError::TimeoutTooLong(ms) => {
+                write!(
+                    f,
+                    "timeout of {ms} ms is too long (at most {} ms, about 12 days)",
+                    crate::MAX_TIMEOUT_MS
+                )
             }
             CacheConfigError::ExpiryBudgetZero => {
                 write!(f, "expiry budget must be at least 1 entry per call")
@@ -90,6 +100,11 @@ impl CacheConfig {
         }
         if self.active_timeout_ms == 0 {
             return Err(CacheConfigError::ActiveTimeoutZero);
+        }
+        for timeout in [self.inactive_timeout_ms, self.active_timeout_ms] {
+            if timeout > crate::MAX_TIMEOUT_MS {
+                return Err(CacheConfigError::TimeoutTooLong(timeout));
+            }
         }
         if self.expiry_budget == 0 {
             return Err(CacheConfigError::ExpiryBudgetZero);
@@ -150,6 +165,13 @@ mod tests {
                     ..ok
                 },
                 "active timeout",
+            ),
+            (
+                CacheConfig {
+                    active_timeout_ms: crate::MAX_TIMEOUT_MS + 1,
+                    ..ok
+                },
+                "too long",
             ),
             (
                 CacheConfig {

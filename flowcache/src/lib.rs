@@ -2,7 +2,7 @@
 mod aggregate;
 mod config;
 mod hash;
-mod prefetch;
+mod hint;
 mod record;
 mod sampler;
 mod shard;
@@ -14,4 +14,4 @@ pub use record::{
     AggregateRecord, EndReason, FlowKey, FlowRecord, Observation, SamplingAlgorithm, SamplingInfo,
 };
 pub use sampler::{DEFAULT_RANDOM_SEED, Sampler, SamplerSpec, SamplerSpecError};
-pub use shard::{CacheStats, ENTRY_BYTES, FlowShard};
+pub use shard::{CacheStats, ENTRY_BYTES, FlowShard, HINT_TRUST_MS, MAX_TIMEOUT_MS};

@@ -1,11 +1,15 @@
 //! One worker's flow cache: a preallocated set-associative table.
 //!
-//! A flow's hash picks one bucket of 8 or 16 slots. Each bucket has a header of one cache
-//! line (two for 16 slots), apart from the entries: per slot a 32-bit tag (a slice of the
-//! hash; 0 marks a free slot) and a 32-bit deadline hint. A lookup reads the header and
-//! then only the entries whose tag matches; the sweep reads headers and only the entries
-//! whose hint says they may be due. A burst is hashed first, each bucket's header
-//! prefetched as soon as its hash is known, then each packet's likely entry prefetched.
+//! A flow's hash picks one bucket of 8 or 16 slots. Each bucket has a header apart from
+//! the entries: per slot a 16-bit tag (a slice of the hash; 0 marks a free slot) and a
+//! 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one cache line. Each entry is
+//! one cache line too (64 bytes, aligned). A lookup reads the header and then only the
+//! entries whose tag matches; the sweep reads headers and only the entries whose hint says
+//! they may be due. So a packet of a known flow costs two cache lines, both prefetched:
+//! a burst is hashed first, each bucket's header prefetched as soon as its hash is known,
+//! then each packet's likely entry. [`FlowShard::prepare_burst`],
+//! [`FlowShard::prefetch_entries`] and [`FlowShard::update_prepared`] split those steps so
+//! a caller can overlap them with other work (a worker receives its next burst meanwhile).
 //!
 //! # Expiry rules
 //!
@@ -15,23 +19,38 @@
 //! - at a packet for it stamped at or after its deadline: the flow is exported with its
 //!   time reason and the packet starts a new record (so a long flow comes out in pieces
 //!   each shorter than the active timeout, counters restarting);
+//! - at a packet that would take its counters past what an entry holds (2^32 - 1 packets
+//!   or 2^40 - 1 octets in one record): exported as active, the packet starts a new record;
 //! - in [`FlowShard::expire`] run at a `now` at or after its deadline, with the same reason;
 //! - after a TCP packet with FIN or RST when `tcp_end_expiry` is on: the packet is counted
 //!   and the flow exported as end of flow; the next packet of the 5-tuple starts a new one;
 //! - when a new flow needs a slot in a full bucket: first every flow of the bucket already
 //!   past its deadline at the packet's time is exported (time reason); if none was, the one
 //!   with the oldest `last` (ties: smallest key) is evicted as lack of resources;
-//! - in [`FlowShard::flush`], as forced.
+//! - in [`FlowShard::flush`] (or piecewise, [`FlowShard::flush_some`]), as forced.
 //!
 //! Every decision depends only on packet times and the flow's state, never on when the
 //! sweep reached a slot. So, for packets in time order and sweeps never run at a `now`
 //! later than the next packet's time, the multiset of records is the same however the
 //! packets are split into bursts and however often `expire` runs; in particular a replay
 //! gives the same records at any speed.
+//!
+//! # Time in 32 bits
+//!
+//! Entries keep packet times as the low 32 bits of their millisecond timestamp, decoded
+//! against the shard's clock (the latest `now` it was given): exact while every stored time
+//! is less than 2^32 ms (49 days) older than the clock. Three rules keep it so: timeouts are
+//! at most [`MAX_TIMEOUT_MS`] (12.4 days); an observation more than that older than the
+//! clock is accounted at the clock minus that (counted in `stale_timestamps`); and when the
+//! clock has moved on more than [`HINT_TRUST_MS`] since the sweep last covered the whole
+//! table (a clock jump, or a caller that never sweeps), the next call first sweeps the
+//! whole table reading every entry, so no flow can sit forgotten while its times age out.
+//! The same rule keeps the 16-bit hints (units of 1.024 s, wrapping every 18.6 hours)
+//! unambiguous.
 
 use crate::SamplingInfo;
 use crate::hash::flow_hash;
-use crate::prefetch::prefetch_read;
+use crate::hint::{advise_huge_pages, prefetch_read};
 use crate::{CacheConfig, CacheConfigError, EndReason, FlowKey, FlowRecord, Observation};
 
 const TCP: u8 = 6;
@@ -41,38 +60,57 @@ const TCP_RST: u8 = 0x04;
 /// Observations hashed and prefetched together; longer bursts are taken in chunks.
 const CHUNK: usize = 64;
 
+/// How many packets ahead of its update [`FlowShard::update_interleaved`] requests an entry:
+/// enough updates to cover a DRAM access, few enough to stay within the miss buffers.
+pub const PREFETCH_DISTANCE: usize = 8;
+
 /// How far ahead of itself (in header lines) the sweep prefetches.
 const SWEEP_PREFETCH_LINES: usize = 8;
 
-/// A flow's state in a slot. `#[repr(C)]`, 80 bytes; the key comes first so a lookup's key
-/// comparison touches the entry's first cache line.
-#[repr(C)]
+/// Longest inactive or active timeout a shard accepts (2^30 ms, about 12.4 days), and how
+/// far before the shard's clock an observation may be stamped and still keep its own time.
+pub const MAX_TIMEOUT_MS: u64 = 1 << 30;
+
+/// How far the clock may move past the start of the last complete sweep pass before the
+/// shard re-reads every entry (2^23 ms, about 2.3 hours). Normally a pass takes a second.
+pub const HINT_TRUST_MS: u64 = 1 << 23;
+
+/// How far before the clock a deadline hint may lie (2^22 ms, about 70 minutes).
+const HINT_FLOOR_MS: u64 = 1 << 22;
+
+/// Largest octet count one record holds (40 bits, about 1.1 TB).
+const MAX_OCTETS: u64 = (1 << 40) - 1;
+
+/// A flow's state in a slot: one cache line. The key comes first; packet times are the low
+/// 32 bits of their ms timestamps (see "Time in 32 bits"); octets are 40 bits split in two.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     key: FlowKey,
     tcp_flags: u8,
     min_ttl: u8,
     max_ttl: u8,
-    _pad: u8,
-    packets: u64,
-    octets: u64,
-    first_ms: u64,
-    last_ms: u64,
+    octets_high: u8,
+    packets: u32,
+    octets_low: u32,
+    first: u32,
+    last: u32,
 }
 
-/// Memory per cache slot: the 80-byte entry, its 4-byte tag and its 4-byte deadline hint.
+/// Memory per cache slot: the 64-byte entry, its 2-byte tag and its 2-byte deadline hint.
 /// A shard of capacity C (after rounding) holds `C * ENTRY_BYTES` bytes, allocated once in
 /// [`FlowShard::new`].
-pub const ENTRY_BYTES: usize = size_of::<Entry>() + 2 * size_of::<u32>();
+pub const ENTRY_BYTES: usize = size_of::<Entry>() + 2 * size_of::<u16>();
 
-const _: () = assert!(size_of::<Entry>() == 80);
+const _: () = assert!(size_of::<Entry>() == 64);
 const _: () = assert!(ENTRY_BYTES <= 128);
 
-/// Sixteen words of a bucket header, cache-line aligned. A bucket of B slots has a header
-/// of 2B words: B tags, then B deadline hints; one line for B = 8, two for B = 16.
+/// Thirty-two words of bucket headers, cache-line aligned. A bucket of B slots has a header
+/// of 2B words: B tags, then B deadline hints; a line holds one 16-slot bucket or two
+/// 8-slot ones, so tags and hints of a bucket always share its line.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default)]
-struct HeaderLine([u32; 16]);
+struct HeaderLine([u16; 32]);
 
 /// A shard's counters. Sum shards with [`CacheStats::merge`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,6 +130,14 @@ pub struct CacheStats {
     /// Observations older than their flow's last packet (out-of-order input); counted into
     /// the flow normally.
     pub reordered: u64,
+    /// Observations stamped more than [`MAX_TIMEOUT_MS`] before the shard's clock,
+    /// accounted at the clock minus that.
+    pub stale_timestamps: u64,
+    /// Records ended early because their packet or octet counter was full (exported as
+    /// active, included in `expired[Active]`).
+    pub counter_splits: u64,
+    /// Whole-table sweeps forced by a clock that moved on too far between passes.
+    pub resyncs: u64,
 }
 
 impl CacheStats {
@@ -114,6 +160,9 @@ impl CacheStats {
         self.evictions += other.evictions;
         self.future_timestamps += other.future_timestamps;
         self.reordered += other.reordered;
+        self.stale_timestamps += other.stale_timestamps;
+        self.counter_splits += other.counter_splits;
+        self.resyncs += other.resyncs;
     }
 }
 
@@ -131,6 +180,17 @@ pub struct FlowShard {
     expiry_budget: usize,
     len: usize,
     sweep_cursor: usize,
+    /// Where the next `flush_some` resumes.
+    flush_cursor: usize,
+    /// The latest packet time accounted, or `now` swept at: stored times are decoded
+    /// against it.
+    clock_ms: u64,
+    /// The clock when the sweep last started a pass at bucket 0, and when the last
+    /// complete pass started: every bucket was visited since `trusted_ms`.
+    pass_started_ms: u64,
+    trusted_ms: u64,
+    /// Whether the kernel took the advice to back the entries with huge pages.
+    huge_pages: bool,
     sampling: SamplingInfo,
     stats: CacheStats,
 }
@@ -155,9 +215,17 @@ impl FlowShard {
         config.validate()?;
         let buckets = config.bucket_count();
         let slots = buckets * config.bucket_size;
+        // Advised before the first write, so the pages are huge from the start.
+        let mut headers = Vec::with_capacity((slots * 2).div_ceil(32));
+        let mut entries = Vec::with_capacity(slots);
+        let huge_pages = advise_huge_pages(&entries);
+        advise_huge_pages(&headers);
+        headers.resize(headers.capacity(), HeaderLine::default());
+        entries.resize(slots, Entry::default());
         Ok(FlowShard {
-            headers: vec![HeaderLine::default(); slots / 8],
-            entries: vec![Entry::default(); slots],
+            headers,
+            entries,
+            huge_pages,
             bucket_mask: buckets - 1,
             bucket_size: config.bucket_size,
             inactive_timeout_ms: config.inactive_timeout_ms,
@@ -166,6 +234,10 @@ impl FlowShard {
             expiry_budget: config.expiry_budget,
             len: 0,
             sweep_cursor: 0,
+            flush_cursor: 0,
+            clock_ms: 0,
+            pass_started_ms: 0,
+            trusted_ms: 0,
             sampling,
             stats: CacheStats::default(),
         })
@@ -180,12 +252,12 @@ impl FlowShard {
         inactive_timeout_ms: u64,
         active_timeout_ms: u64,
     ) -> Result<(), CacheConfigError> {
-        if inactive_timeout_ms == 0 {
-            return Err(CacheConfigError::InactiveTimeoutZero);
+        CacheConfig {
+            inactive_timeout_ms,
+            active_timeout_ms,
+            ..CacheConfig::default()
         }
-        if active_timeout_ms == 0 {
-            return Err(CacheConfigError::ActiveTimeoutZero);
-        }
+        .validate()?;
         self.inactive_timeout_ms = inactive_timeout_ms;
         self.active_timeout_ms = active_timeout_ms;
         for slot in 0..self.entries.len() {
@@ -224,6 +296,13 @@ impl FlowShard {
         self.entries.len() * size_of::<Entry>() + self.headers.len() * size_of::<HeaderLine>()
     }
 
+    /// Whether the table was offered transparent huge pages and the kernel accepted
+    /// (Linux with THP `madvise` or `always`; tables of 4 MB or more). The kernel may still
+    /// back parts with small pages when it has no huge ones free.
+    pub fn huge_pages_advised(&self) -> bool {
+        self.huge_pages
+    }
+
     pub fn sampling(&self) -> SamplingInfo {
         self.sampling
     }
@@ -252,13 +331,10 @@ impl FlowShard {
     ) {
         let mut hashes = [0u64; CHUNK];
         for chunk in observations.chunks(CHUNK) {
-            // Each bucket's header is requested as soon as its hash is known, so the
-            // hashing of the rest of the chunk overlaps the memory latency.
-            for (hash, obs) in hashes.iter_mut().zip(chunk) {
-                *hash = flow_hash(&obs.key);
-                self.prefetch_header(*hash);
-            }
-            self.update_chunk(chunk, &hashes[..chunk.len()], now_ms, expired);
+            let hashes = &mut hashes[..chunk.len()];
+            self.prepare_burst(chunk, hashes);
+            self.prefetch_entries(hashes);
+            self.update_prepared(chunk, hashes, now_ms, expired);
         }
     }
 
@@ -278,64 +354,157 @@ impl FlowShard {
         assert_eq!(observations.len(), hashes.len(), "one hash per observation");
         let mut wide = [0u64; CHUNK];
         for (chunk, chunk_hashes) in observations.chunks(CHUNK).zip(hashes.chunks(CHUNK)) {
+            let wide = &mut wide[..chunk.len()];
             for ((w, &h), obs) in wide.iter_mut().zip(chunk_hashes).zip(chunk) {
-                // Bucket from the hash's low bits. A symmetric RSS key gives both directions
-                // of a conversation one hash; folding the ports into the tag keeps them from
-                // matching each other's tag (and costing a key comparison) in their bucket.
-                let ports = u32::from(obs.key.src_port) << 16 | u32::from(obs.key.dst_port);
-                *w = u64::from(h ^ ports) << 32 | u64::from(h);
+                *w = widen_nic_hash(h, &obs.key);
                 self.prefetch_header(*w);
             }
-            self.update_chunk(chunk, &wide[..chunk.len()], now_ms, expired);
+            self.prefetch_entries(wide);
+            self.update_prepared(chunk, wide, now_ms, expired);
         }
     }
 
-    fn update_chunk(
+    /// First step of a pipelined update: hashes each observation's key into `hashes` (one
+    /// per observation) and starts loading its bucket header. Only reads the table.
+    ///
+    /// # Panics
+    /// If the slices differ in length.
+    #[inline]
+    pub fn prepare_burst(&self, observations: &[Observation], hashes: &mut [u64]) {
+        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
+        // Each header is requested as soon as its hash is known, so hashing the rest of
+        // the burst overlaps the memory latency.
+        for (hash, obs) in hashes.iter_mut().zip(observations) {
+            *hash = flow_hash(&obs.key);
+            self.prefetch_header(*hash);
+        }
+    }
+
+    /// Hashes each observation's key into `hashes`, touching no memory of the table: for
+    /// [`FlowShard::update_interleaved`], which spreads the header prefetches out.
+    ///
+    /// # Panics
+    /// If the slices differ in length.
+    #[inline]
+    pub fn hash_burst(observations: &[Observation], hashes: &mut [u64]) {
+        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
+        for (hash, obs) in hashes.iter_mut().zip(observations) {
+            *hash = flow_hash(&obs.key);
+        }
+    }
+
+    /// Accounts a held burst (hashed, its headers prefetched a while ago) as
+    /// [`FlowShard::update_prepared`] does, while keeping a steady stream of loads going:
+    /// each held packet's entry is requested [`PREFETCH_DISTANCE`] packets before its
+    /// update, and one header of the `next` burst per update. At the end the first entries
+    /// of `next` are requested, so they load while the caller receives its next burst.
+    /// A few loads in flight all the time beat a whole burst's worth at once: past the
+    /// CPU's miss buffers a prefetch stalls like a load.
+    ///
+    /// # Panics
+    /// If `observations` and `hashes` differ in length.
+    pub fn update_interleaved(
         &mut self,
-        chunk: &[Observation],
+        observations: &[Observation],
         hashes: &[u64],
         now_ms: u64,
+        next: &[u64],
         expired: &mut Vec<FlowRecord>,
     ) {
+        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
         match self.bucket_size {
-            8 => self.update_chunk_in::<8>(chunk, hashes, now_ms, expired),
-            _ => self.update_chunk_in::<16>(chunk, hashes, now_ms, expired),
+            8 => self.update_interleaved_in::<8>(observations, hashes, now_ms, next, expired),
+            _ => self.update_interleaved_in::<16>(observations, hashes, now_ms, next, expired),
         }
     }
 
-    fn update_chunk_in<const B: usize>(
+    fn update_interleaved_in<const B: usize>(
         &mut self,
-        chunk: &[Observation],
+        observations: &[Observation],
         hashes: &[u64],
         now_ms: u64,
+        next: &[u64],
         expired: &mut Vec<FlowRecord>,
     ) {
-        // With the headers on their way, find each packet's likely slot (its key's, or the
-        // free one it would take) and prefetch that entry. Only a hint: the update below
-        // looks again, as earlier packets of the chunk may change the bucket.
-        for &hash in hashes {
-            let bucket = self.bucket_of(hash);
-            let tags = self.tags::<B>(bucket);
-            let candidates = mask_of(tags, tag_of(hash)) | mask_of(tags, 0);
-            if candidates != 0 {
-                // 80-byte entries straddle two cache lines; the counters lie in the second.
-                let entry = &self.entries[bucket * B + candidates.trailing_zeros() as usize];
-                prefetch_read(&entry.key);
-                prefetch_read(&entry.last_ms);
+        let n = observations.len();
+        for i in 0..n.max(next.len()) {
+            if let Some(&hash) = next.get(i) {
+                self.prefetch_header(hash);
+            }
+            if let Some(&hash) = hashes.get(i + PREFETCH_DISTANCE) {
+                self.prefetch_entry::<B>(hash);
+            }
+            if i < n {
+                self.update_one::<B>(&observations[i], hashes[i], now_ms, expired);
             }
         }
-        for (obs, &hash) in chunk.iter().zip(hashes) {
-            self.update_one::<B>(obs, hash, now_ms, expired);
+        for &hash in next.iter().take(PREFETCH_DISTANCE) {
+            self.prefetch_entry::<B>(hash);
+        }
+    }
+
+    /// Starts loading the entry `hash` will likely use (its key's, or the free slot it
+    /// would take): reads the bucket's header, so that should be on its way already.
+    #[inline(always)]
+    fn prefetch_entry<const B: usize>(&self, hash: u64) {
+        let bucket = self.bucket_of(hash);
+        let (tags, _) = self.header::<B>(bucket);
+        let candidates = mask_of(tags, tag_of(hash)) | mask_of(tags, 0);
+        if candidates != 0 {
+            let slot = bucket * B + candidates.trailing_zeros() as usize;
+            prefetch_read(&self.entries[slot]);
+        }
+    }
+
+    /// Second step: with the headers loaded (or on their way), starts loading the entry
+    /// each hash will likely use (its key's, or the free slot it would take). Only a hint:
+    /// the update looks again, as earlier packets may change the bucket.
+    #[inline]
+    pub fn prefetch_entries(&self, hashes: &[u64]) {
+        match self.bucket_size {
+            8 => self.prefetch_entries_in::<8>(hashes),
+            _ => self.prefetch_entries_in::<16>(hashes),
+        }
+    }
+
+    /// Last step: accounts the observations, in order, with the hashes
+    /// [`FlowShard::prepare_burst`] gave them. Correct whether or not the prefetches of the
+    /// earlier steps have completed, or were made at all.
+    ///
+    /// # Panics
+    /// If the slices differ in length.
+    pub fn update_prepared(
+        &mut self,
+        observations: &[Observation],
+        hashes: &[u64],
+        now_ms: u64,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
+        match self.bucket_size {
+            8 => {
+                for (obs, &hash) in observations.iter().zip(hashes) {
+                    self.update_one::<8>(obs, hash, now_ms, expired);
+                }
+            }
+            _ => {
+                for (obs, &hash) in observations.iter().zip(hashes) {
+                    self.update_one::<16>(obs, hash, now_ms, expired);
+                }
+            }
+        }
+    }
+
+    fn prefetch_entries_in<const B: usize>(&self, hashes: &[u64]) {
+        for &hash in hashes {
+            self.prefetch_entry::<B>(hash);
         }
     }
 
     #[inline(always)]
     fn prefetch_header(&self, hash: u64) {
-        let first_line = self.bucket_of(hash) * self.bucket_size / 8;
-        prefetch_read(&self.headers[first_line]);
-        if self.bucket_size == 16 {
-            prefetch_read(&self.headers[first_line + 1]);
-        }
+        let word = self.bucket_of(hash) * self.bucket_size * 2;
+        prefetch_read(&self.headers[word / 32]);
     }
 
     #[inline]
@@ -343,72 +512,121 @@ impl FlowShard {
         hash as usize & self.bucket_mask
     }
 
-    /// The bucket's tags: its header's first B words.
+    /// The bucket's tags and hints.
     #[inline(always)]
-    fn tags<const B: usize>(&self, bucket: usize) -> &[u32; B] {
-        match self.headers[bucket * B / 8].0[..B].try_into() {
-            Ok(tags) => tags,
-            Err(_) => unreachable!("a bucket's tags fill the start of its header"),
-        }
-    }
-
-    #[inline(always)]
-    fn tags_and_hints<const B: usize>(&self, bucket: usize) -> (&[u32; B], &[u32; B]) {
-        // B = 8: one line, tags then hints. B = 16: a line of tags, then a line of hints.
-        let first = bucket * B / 8;
-        let tags = &self.headers[first].0[..B];
-        let hints = &self.headers[first + B / 16].0[B % 16..B % 16 + B];
-        match (tags.try_into(), hints.try_into()) {
+    fn header<const B: usize>(&self, bucket: usize) -> (&[u16; B], &[u16; B]) {
+        let word = bucket * 2 * B;
+        let line = &self.headers[word / 32].0;
+        let at = word % 32;
+        match (
+            line[at..at + B].try_into(),
+            line[at + B..at + 2 * B].try_into(),
+        ) {
             (Ok(tags), Ok(hints)) => (tags, hints),
-            _ => unreachable!("a header holds B tags then B hints"),
+            _ => unreachable!("a header line holds whole buckets"),
         }
     }
 
-    /// Header line and word of a slot's tag; its hint is `B` words further on.
+    /// Header line and word of a slot's tag; its hint is `bucket_size` words further on.
     #[inline(always)]
     fn header_word(&self, slot: usize) -> (usize, usize) {
-        let word = 2 * slot - slot % self.bucket_size;
-        (word / 16, word % 16)
+        // Bucket sizes are powers of two: a mask, not a division.
+        let word = 2 * slot - (slot & (self.bucket_size - 1));
+        (word / 32, word % 32)
     }
 
     #[inline(always)]
-    fn tag(&self, slot: usize) -> u32 {
+    fn tag(&self, slot: usize) -> u16 {
         let (line, word) = self.header_word(slot);
         self.headers[line].0[word]
     }
 
     #[inline(always)]
-    fn set_tag(&mut self, slot: usize, tag: u32) {
+    fn set_tag(&mut self, slot: usize, tag: u16) {
         let (line, word) = self.header_word(slot);
         self.headers[line].0[word] = tag;
     }
 
     /// Records the deadline of the flow in `slot` beside its tag, so the sweep can pass
-    /// over live flows without reading their entries.
+    /// over live flows without reading their entries. A flow long due is hinted at
+    /// [`HINT_FLOOR_MS`] before the clock, so no hint lies further in the past than 16 bits
+    /// tell apart, and a sweep at a `now` up to that much before the clock is still exact.
     #[inline(always)]
     fn set_hint(&mut self, slot: usize) {
-        let hint = hint_of(self.deadline(&self.entries[slot]));
-        let word = 2 * slot - slot % self.bucket_size + self.bucket_size;
-        self.headers[word / 16].0[word % 16] = hint;
+        let floor = self.clock_ms.saturating_sub(HINT_FLOOR_MS);
+        let deadline = self.deadline(&self.entries[slot]).max(floor);
+        let (line, word) = self.header_word(slot);
+        self.headers[line].0[word + self.bucket_size] = hint_of(deadline);
+    }
+
+    /// A stored time, decoded against the clock.
+    #[inline(always)]
+    fn time(&self, stored: u32) -> u64 {
+        self.clock_ms - u64::from((self.clock_ms as u32).wrapping_sub(stored))
     }
 
     #[inline]
     fn deadline(&self, e: &Entry) -> u64 {
-        let idle_at = e.last_ms.saturating_add(self.inactive_timeout_ms);
-        let active_at = e.first_ms.saturating_add(self.active_timeout_ms);
+        let idle_at = self.time(e.last) + self.inactive_timeout_ms;
+        let active_at = self.time(e.first) + self.active_timeout_ms;
         idle_at.min(active_at)
     }
 
     /// The end reason of a flow past its deadline.
     #[inline]
     fn time_reason(&self, e: &Entry) -> EndReason {
-        let idle_at = e.last_ms.saturating_add(self.inactive_timeout_ms);
-        let active_at = e.first_ms.saturating_add(self.active_timeout_ms);
+        let idle_at = self.time(e.last) + self.inactive_timeout_ms;
+        let active_at = self.time(e.first) + self.active_timeout_ms;
         if idle_at <= active_at {
             EndReason::Idle
         } else {
             EndReason::Active
         }
+    }
+
+    /// Moves the clock to `now_ms` if it is later. If the sweep has not covered the whole
+    /// table for too long a stretch of the clock, first re-reads every entry (see "Time in
+    /// 32 bits"): stored times and hints are decoded against the old clock while it still
+    /// can.
+    #[inline(always)]
+    fn advance_clock(&mut self, now_ms: u64, expired: &mut Vec<FlowRecord>) {
+        if now_ms <= self.clock_ms {
+            return;
+        }
+        if now_ms - self.trusted_ms > HINT_TRUST_MS {
+            self.resync(now_ms, expired);
+        }
+        self.clock_ms = now_ms;
+    }
+
+    #[cold]
+    fn resync(&mut self, now_ms: u64, expired: &mut Vec<FlowRecord>) {
+        if self.len > 0 {
+            self.stats.resyncs += 1;
+            for slot in 0..self.entries.len() {
+                if self.tag(slot) == 0 {
+                    continue;
+                }
+                let entry = self.entries[slot];
+                if now_ms >= self.deadline(&entry) {
+                    self.emit(&entry, self.time_reason(&entry), expired);
+                    self.set_tag(slot, 0);
+                    self.len -= 1;
+                }
+            }
+            // Survivors are not due at `now_ms`, so their times lie within the timeouts of
+            // it; re-encode nothing, but hint them against the new clock.
+            self.clock_ms = now_ms;
+            for slot in 0..self.entries.len() {
+                if self.tag(slot) != 0 {
+                    self.set_hint(slot);
+                }
+            }
+        }
+        self.clock_ms = now_ms;
+        self.trusted_ms = now_ms;
+        self.pass_started_ms = now_ms;
+        self.sweep_cursor = 0;
     }
 
     #[inline(always)]
@@ -419,12 +637,22 @@ impl FlowShard {
         now_ms: u64,
         expired: &mut Vec<FlowRecord>,
     ) {
-        let time = if obs.timestamp_ms > now_ms {
+        let mut time = if obs.timestamp_ms > now_ms {
             self.stats.future_timestamps += 1;
             now_ms
         } else {
             obs.timestamp_ms
         };
+        // The clock follows packet times (not the call's `now`), so packets of one burst
+        // that spans a long gap keep their own times.
+        if time > self.clock_ms {
+            self.advance_clock(time, expired);
+        }
+        let oldest = self.clock_ms.saturating_sub(MAX_TIMEOUT_MS);
+        if time < oldest {
+            self.stats.stale_timestamps += 1;
+            time = oldest;
+        }
         self.stats.packets += 1;
         self.stats.octets += u64::from(obs.octets);
         let ends_flow = self.tcp_end_expiry
@@ -434,7 +662,7 @@ impl FlowShard {
         let bucket = self.bucket_of(hash);
         let base = bucket * B;
         let tag = tag_of(hash);
-        let tags = self.tags::<B>(bucket);
+        let (tags, _) = self.header::<B>(bucket);
         let free_slots = mask_of(tags, 0);
         let mut matches = mask_of(tags, tag);
         let mut found = None;
@@ -449,13 +677,10 @@ impl FlowShard {
 
         if let Some(slot) = found {
             let entry = &self.entries[slot];
-            if time >= self.deadline(entry) {
-                let entry = *entry;
-                self.emit(&entry, self.time_reason(&entry), expired);
-                self.entries[slot] = Entry::start(obs, time);
-                self.stats.flows_created += 1;
+            if time >= self.deadline(entry) || entry.is_full_for(obs) {
+                self.restart(slot, obs, time, expired);
             } else {
-                if time < entry.last_ms {
+                if time < self.time(entry.last) {
                     self.stats.reordered += 1;
                 }
                 self.entries[slot].add(obs, time);
@@ -488,6 +713,28 @@ impl FlowShard {
         self.len += 1;
     }
 
+    /// Ends the record in `slot` (its time reason, or active when its counters are full)
+    /// and starts a new one with this packet.
+    #[cold]
+    fn restart(
+        &mut self,
+        slot: usize,
+        obs: &Observation,
+        time: u64,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        let entry = self.entries[slot];
+        let reason = if time >= self.deadline(&entry) {
+            self.time_reason(&entry)
+        } else {
+            self.stats.counter_splits += 1;
+            EndReason::Active
+        };
+        self.emit(&entry, reason, expired);
+        self.entries[slot] = Entry::start(obs, time);
+        self.stats.flows_created += 1;
+    }
+
     /// Frees a slot of the full bucket at `base` for a packet at `time`: exports the flows
     /// already past their deadline, or else evicts the least recently used one.
     #[cold]
@@ -506,7 +753,7 @@ impl FlowShard {
             return slot;
         }
         let victim = (base..base + self.bucket_size)
-            .min_by_key(|&slot| (self.entries[slot].last_ms, self.entries[slot].key))
+            .min_by_key(|&slot| (self.time(self.entries[slot].last), self.entries[slot].key))
             .unwrap_or(base);
         let entry = self.entries[victim];
         self.emit(&entry, EndReason::LackOfResources, expired);
@@ -521,10 +768,10 @@ impl FlowShard {
         self.stats.expired[reason as usize] += 1;
         expired.push(FlowRecord {
             key: entry.key,
-            packets: entry.packets,
-            octets: entry.octets,
-            first_ms: entry.first_ms,
-            last_ms: entry.last_ms,
+            packets: u64::from(entry.packets),
+            octets: entry.octets(),
+            first_ms: self.time(entry.first),
+            last_ms: self.time(entry.last),
             tcp_flags: entry.tcp_flags,
             min_ttl: entry.min_ttl,
             max_ttl: entry.max_ttl,
@@ -537,12 +784,14 @@ impl FlowShard {
     /// buckets, wrapping around the table) and exports every flow whose deadline is at or
     /// before `now_ms`, idle or active. Returns how many it exported.
     pub fn expire(&mut self, now_ms: u64, expired: &mut Vec<FlowRecord>) -> usize {
+        self.advance_clock(now_ms, expired);
         self.sweep(self.expiry_budget, now_ms, expired)
     }
 
     /// A full sweep of the table at `now_ms` (the work of `capacity / expiry_budget` calls
     /// of [`FlowShard::expire`]): afterwards no flow past its deadline remains.
     pub fn expire_all(&mut self, now_ms: u64, expired: &mut Vec<FlowRecord>) -> usize {
+        self.advance_clock(now_ms, expired);
         self.sweep(self.entries.len(), now_ms, expired)
     }
 
@@ -565,16 +814,22 @@ impl FlowShard {
         let mut count = 0;
         for _ in 0..budget.div_ceil(B).min(buckets) {
             let bucket = self.sweep_cursor;
+            if bucket == 0 {
+                self.pass_started_ms = now_ms.min(self.clock_ms);
+            }
             self.sweep_cursor = (bucket + 1) & self.bucket_mask;
+            if self.sweep_cursor == 0 {
+                // A whole pass done: every bucket was visited since it started.
+                self.trusted_ms = self.pass_started_ms;
+            }
             // Headers are read in order; ask for the ones a few buckets on already.
-            prefetch_read(&self.headers[(bucket * B / 8 + SWEEP_PREFETCH_LINES) % lines]);
+            prefetch_read(&self.headers[(bucket * 2 * B / 32 + SWEEP_PREFETCH_LINES) % lines]);
             // A flow can be due only if its hint (deadline rounded down) is not after now's.
-            let (tags, hints) = self.tags_and_hints::<B>(bucket);
+            let (tags, hints) = self.header::<B>(bucket);
             let occupied = !mask_of(tags, 0);
-            let hinted_due = hints
-                .iter()
-                .enumerate()
-                .fold(0u32, |m, (i, &h)| m | u32::from(h <= now_hint) << i);
+            let hinted_due = hints.iter().enumerate().fold(0u32, |m, (i, &h)| {
+                m | u32::from((now_hint.wrapping_sub(h) as i16) >= 0) << i
+            });
             let mut due = occupied & hinted_due;
             while due != 0 {
                 let slot = bucket * B + due.trailing_zeros() as usize;
@@ -593,36 +848,69 @@ impl FlowShard {
 
     /// Forced end: exports every flow (reason forced) and leaves the shard empty.
     pub fn flush(&mut self, expired: &mut Vec<FlowRecord>) {
-        for slot in 0..self.entries.len() {
+        while !self.flush_some(usize::MAX, expired) {}
+    }
+
+    /// Forced end in pieces: exports at most `max_records` flows (reason forced), resuming
+    /// where the last call stopped, so a caller can ship each piece before the next and
+    /// never holds a whole table of records at once. True once the shard is empty.
+    pub fn flush_some(&mut self, max_records: usize, expired: &mut Vec<FlowRecord>) -> bool {
+        let mut left = max_records;
+        while self.len > 0 && left > 0 && self.flush_cursor < self.entries.len() {
+            let slot = self.flush_cursor;
+            self.flush_cursor += 1;
             if self.tag(slot) != 0 {
                 let entry = self.entries[slot];
                 self.emit(&entry, EndReason::Forced, expired);
                 self.set_tag(slot, 0);
+                self.len -= 1;
+                left -= 1;
             }
         }
-        self.len = 0;
+        if self.len > 0 && self.flush_cursor < self.entries.len() {
+            return false;
+        }
+        // Flows a caller added between pieces, behind the cursor, are found by a new round.
+        if self.len > 0 {
+            self.flush_cursor = 0;
+            return false;
+        }
+        self.flush_cursor = 0;
         self.sweep_cursor = 0;
+        true
     }
 }
 
-/// A deadline rounded down to units of 1.024 s, as 32 bits (enough until the year 2109).
+/// The 64-bit hash a shard files a NIC hash under. Bucket from the hash's low bits; the tag
+/// from its high bits, where the ports are folded in: a symmetric RSS key gives both
+/// directions of a conversation one hash, and folding keeps them from matching each other's
+/// tag (and costing a key comparison) in their bucket.
+#[inline]
+fn widen_nic_hash(hash: u32, key: &FlowKey) -> u64 {
+    let ports = u32::from(key.src_port) << 16 | u32::from(key.dst_port);
+    let mixed = (hash ^ ports).wrapping_mul(0x9e37_79b9);
+    u64::from(mixed) << 32 | u64::from(hash)
+}
+
+/// A deadline in units of 1.024 s, modulo 2^16 (18.6 hours); compared by wrapping
+/// difference, so it is unambiguous within 9.3 hours either side of the clock.
 #[inline(always)]
-fn hint_of(deadline_ms: u64) -> u32 {
-    (deadline_ms >> 10).min(u64::from(u32::MAX)) as u32
+fn hint_of(deadline_ms: u64) -> u16 {
+    (deadline_ms >> 10) as u16
 }
 
 /// Bit `i` set iff `tags[i] == tag`; written branch-free so it compiles to vector compares.
 #[inline(always)]
-fn mask_of<const B: usize>(tags: &[u32; B], tag: u32) -> u32 {
+fn mask_of<const B: usize>(tags: &[u16; B], tag: u16) -> u32 {
     tags.iter()
         .enumerate()
         .fold(0, |mask, (i, &t)| mask | u32::from(t == tag) << i)
 }
 
-/// The tag stored for a hash: its high half, with 0 (free slot) moved to 1.
+/// The tag stored for a hash: its top 16 bits, with 0 (free slot) moved to 1.
 #[inline]
-fn tag_of(hash: u64) -> u32 {
-    ((hash >> 32) as u32).max(1)
+fn tag_of(hash: u64) -> u16 {
+    ((hash >> 48) as u16).max(1)
 }
 
 impl Entry {
@@ -633,22 +921,189 @@ impl Entry {
             tcp_flags: obs.tcp_flags,
             min_ttl: obs.ttl,
             max_ttl: obs.ttl,
-            _pad: 0,
+            octets_high: 0,
             packets: 1,
-            octets: u64::from(obs.octets),
-            first_ms: time,
-            last_ms: time,
+            octets_low: obs.octets,
+            first: time as u32,
+            last: time as u32,
         }
     }
 
+    #[inline(always)]
+    fn octets(&self) -> u64 {
+        u64::from(self.octets_high) << 32 | u64::from(self.octets_low)
+    }
+
+    /// Whether counting `obs` would overflow the packet or octet counter.
+    #[inline(always)]
+    fn is_full_for(&self, obs: &Observation) -> bool {
+        self.packets == u32::MAX || self.octets() + u64::from(obs.octets) > MAX_OCTETS
+    }
+
+    /// Counts `obs` at `time`, which lies within the timeouts of the flow's times (the
+    /// caller checked the deadline), so comparing the stored 32-bit times by wrapping
+    /// difference orders them correctly.
     #[inline]
     fn add(&mut self, obs: &Observation, time: u64) {
+        let t = time as u32;
         self.packets += 1;
-        self.octets += u64::from(obs.octets);
-        self.first_ms = self.first_ms.min(time);
-        self.last_ms = self.last_ms.max(time);
+        let octets = self.octets() + u64::from(obs.octets);
+        self.octets_low = octets as u32;
+        self.octets_high = (octets >> 32) as u8;
+        if (t.wrapping_sub(self.first) as i32) < 0 {
+            self.first = t;
+        }
+        if (t.wrapping_sub(self.last) as i32) > 0 {
+            self.last = t;
+        }
         self.tcp_flags |= obs.tcp_flags;
         self.min_ttl = self.min_ttl.min(obs.ttl);
         self.max_ttl = self.max_ttl.max(obs.ttl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(port: u16, time: u64, octets: u32) -> Observation {
+        let mut key = FlowKey {
+            src_port: port,
+            dst_port: 53,
+            protocol: 17,
+            ip_version: 4,
+            ..FlowKey::default()
+        };
+        key.src_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        Observation {
+            key,
+            octets,
+            tcp_flags: 0,
+            ttl: 64,
+            timestamp_ms: time,
+        }
+    }
+
+    const T0: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_full_packet_counter_ends_the_record_as_active_and_loses_nothing() {
+        let mut s = FlowShard::new(&CacheConfig::default(), SamplingInfo::default());
+        let mut out = Vec::new();
+        s.update(&observation(1, T0, 100), T0, &mut out);
+        // Stand in for four billion packets: the counter one short of full.
+        let slot = (0..s.entries.len()).find(|&i| s.tag(i) != 0).unwrap();
+        s.entries[slot].packets = u32::MAX - 1;
+        s.update(&observation(1, T0 + 1, 100), T0 + 1, &mut out);
+        assert!(out.is_empty());
+        s.update(&observation(1, T0 + 2, 100), T0 + 2, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].packets, u64::from(u32::MAX));
+        assert_eq!(out[0].end_reason, EndReason::Active);
+        assert_eq!((out[0].first_ms, out[0].last_ms), (T0, T0 + 1));
+        assert_eq!(s.stats().counter_splits, 1);
+        s.flush(&mut out);
+        assert_eq!(out[1].packets, 1);
+        assert_eq!(out[1].first_ms, T0 + 2);
+    }
+
+    #[test]
+    fn a_full_octet_counter_ends_the_record_as_active() {
+        let mut s = FlowShard::new(&CacheConfig::default(), SamplingInfo::default());
+        let mut out = Vec::new();
+        s.update(&observation(1, T0, 1500), T0, &mut out);
+        let slot = (0..s.entries.len()).find(|&i| s.tag(i) != 0).unwrap();
+        let near_full = MAX_OCTETS - 1000;
+        s.entries[slot].octets_low = near_full as u32;
+        s.entries[slot].octets_high = (near_full >> 32) as u8;
+        s.update(&observation(1, T0 + 1, 1000), T0 + 1, &mut out);
+        assert!(out.is_empty(), "exactly full still fits");
+        s.update(&observation(1, T0 + 2, 1), T0 + 2, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].octets, MAX_OCTETS);
+        assert_eq!(out[0].end_reason, EndReason::Active);
+    }
+
+    #[test]
+    fn times_decode_exactly_across_a_32_bit_wrap() {
+        // 2^32 ms boundaries: a flow straddling one keeps exact first and last times.
+        let wrap = (T0 >> 32 << 32) + (1 << 32);
+        let mut s = FlowShard::new(&CacheConfig::default(), SamplingInfo::default());
+        let mut out = Vec::new();
+        for (i, t) in [wrap - 3, wrap - 1, wrap, wrap + 5].into_iter().enumerate() {
+            s.update(&observation(1, t, 10 + i as u32), t, &mut out);
+        }
+        s.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].first_ms, out[0].last_ms), (wrap - 3, wrap + 5));
+        assert_eq!(out[0].packets, 4);
+    }
+
+    #[test]
+    fn a_clock_jump_past_the_hint_horizon_rereads_the_table() {
+        let config = CacheConfig {
+            inactive_timeout_ms: 15_000,
+            active_timeout_ms: 10 * 86_400_000,
+            ..CacheConfig::default()
+        };
+        let mut s = FlowShard::new(&config, SamplingInfo::default());
+        let mut out = Vec::new();
+        s.update(&observation(1, T0, 10), T0, &mut out);
+        s.expire_all(T0, &mut out);
+        // Twenty days on, with no sweep in between: a 16-bit hint has wrapped many times
+        // and a 32-bit time would too; the flow still leaves exactly, as idle.
+        let later = T0 + 20 * 86_400_000;
+        s.update(&observation(2, later, 10), later, &mut out);
+        assert_eq!(s.stats().resyncs, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end_reason, EndReason::Idle);
+        assert_eq!((out[0].first_ms, out[0].last_ms), (T0, T0));
+        s.flush(&mut out);
+        assert_eq!(out[1].first_ms, later);
+    }
+
+    #[test]
+    fn observations_far_older_than_the_clock_are_clamped_and_counted() {
+        let mut s = FlowShard::new(&CacheConfig::default(), SamplingInfo::default());
+        let mut out = Vec::new();
+        s.update(&observation(1, T0, 10), T0, &mut out);
+        let ancient = T0 - 100 * 86_400_000;
+        s.update(&observation(2, ancient, 10), T0, &mut out);
+        assert_eq!(s.stats().stale_timestamps, 1);
+        s.flush(&mut out);
+        let old = out.iter().find(|r| r.key.src_port == 2).unwrap();
+        assert_eq!(old.first_ms, T0 - MAX_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn flush_some_hands_out_the_table_in_pieces() {
+        let mut s = FlowShard::new(
+            &CacheConfig {
+                capacity: 4096,
+                ..CacheConfig::default()
+            },
+            SamplingInfo::default(),
+        );
+        let mut out = Vec::new();
+        for port in 0..1000 {
+            s.update(&observation(port, T0, 10), T0, &mut out);
+        }
+        let mut pieces = 0;
+        loop {
+            let mut piece = Vec::new();
+            let done = s.flush_some(300, &mut piece);
+            assert!(piece.len() <= 300);
+            out.extend(piece);
+            pieces += 1;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(pieces, 4);
+        assert_eq!(out.len(), 1000);
+        assert!(s.is_empty());
+        let mut ports: Vec<u16> = out.iter().map(|r| r.key.src_port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, (0..1000).collect::<Vec<u16>>());
     }
 }

@@ -200,6 +200,19 @@ prop_compose! {
 /// Packets in time order over `keys` flows; gaps straddle the timeouts, flags include
 /// FIN and RST now and then.
 fn packets(keys: u8, max_len: usize) -> impl Strategy<Value = Vec<Observation>> {
+    packets_with_gaps(
+        keys,
+        max_len,
+        prop_oneof![6 => 0u64..5, 3 => 5u64..40, 1 => 40u64..120].boxed(),
+    )
+}
+
+/// Like [`packets`], with the gaps between packets drawn from `gaps` (ms).
+fn packets_with_gaps(
+    keys: u8,
+    max_len: usize,
+    gaps: BoxedStrategy<u64>,
+) -> impl Strategy<Value = Vec<Observation>> {
     let protocols = proptest::collection::vec(
         prop_oneof![4 => Just(6u8), 3 => Just(17u8), 1 => Just(1u8)],
         keys as usize,
@@ -207,7 +220,7 @@ fn packets(keys: u8, max_len: usize) -> impl Strategy<Value = Vec<Observation>> 
     let steps = proptest::collection::vec(
         (
             0..keys,
-            prop_oneof![6 => 0u64..5, 3 => 5u64..40, 1 => 40u64..120],
+            gaps,
             20u32..1500,
             prop_oneof![8 => Just(0x10u8), 1 => Just(0x02), 1 => Just(0x11), 1 => Just(0x14), 1 => Just(0x04)],
             1u8..=255,
@@ -342,5 +355,35 @@ proptest! {
 
         prop_assert_eq!(sorted(a), sorted(b));
         prop_assert_eq!(shard_a.stats(), shard_b.stats());
+    }
+
+    #[test]
+    fn clock_jumps_of_hours_and_days_change_nothing(
+        inactive in prop_oneof![1u64..60_000, 3_600_000u64..7_200_000],
+        active in prop_oneof![1u64..600_000, 86_400_000u64..864_000_000],
+        tcp_end in any::<bool>(),
+        packets in packets_with_gaps(
+            6,
+            120,
+            // Milliseconds, seconds, hours (past the hint horizon) and days (past 2^32 ms
+            // in a few steps) between packets.
+            prop_oneof![5 => 0u64..5, 2 => 1_000u64..60_000, 1 => 3_600_000u64..10_800_000,
+                        1 => 86_400_000u64..1_728_000_000].boxed(),
+        ),
+        s in schedule(),
+        tail in prop_oneof![0u64..100, 86_400_000u64..172_800_000],
+    ) {
+        let c = CacheConfig {
+            capacity: 1024,
+            bucket_size: 16,
+            inactive_timeout_ms: inactive,
+            active_timeout_ms: active,
+            tcp_end_expiry: tcp_end,
+            expiry_budget: 64,
+        };
+        let end = packets.last().map_or(T0, |p| p.timestamp_ms) + tail;
+        let (records, shard) = run_shard(&packets, &c, &s, end);
+        prop_assert_eq!(sorted(records), sorted(reference(&packets, &c, end)));
+        prop_assert_eq!(shard.len(), 0);
     }
 }
