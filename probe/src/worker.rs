@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use flowcache::{CacheConfig, CacheStats, FlowRecord, FlowShard, Observation, Sampler};
+use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler};
 
-use crate::parse::{ParsedPacket, StopReason, parse_frame_with_wire_len};
+use crate::parse::{StopReason, parse_frame_into};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
 /// Where a worker's notion of "now" comes from.
@@ -177,8 +177,9 @@ pub struct Worker {
     recycled: Receiver<Vec<FlowRecord>>,
     stats: WorkerStats,
     pending: Vec<FlowRecord>,
-    /// One burst's kept packets, reused: filled by index, never pushed.
-    observations: Box<[Observation; MAX_BURST]>,
+    /// The last burst's kept packets, hashed and prefetched but not yet accounted, and the
+    /// buffer the next burst is parsed into (see [`BurstPipeline`]).
+    pipeline: Box<BurstPipeline>,
     now_ms: u64,
     last_tick_ms: u64,
     sweep: SweepPacer,
@@ -234,6 +235,88 @@ impl SweepPacer {
     }
 }
 
+/// One burst's kept packets with their flow hashes, filled by index, never pushed.
+#[derive(Clone, Copy, Debug)]
+struct PreparedBurst {
+    observations: [Observation; MAX_BURST],
+    hashes: [u64; MAX_BURST],
+    len: usize,
+    now_ms: u64,
+}
+
+/// Two bursts in flight through the flow cache, so its memory latency overlaps other work
+/// instead of stalling the worker. A burst is parsed and hashed as it arrives; its bucket
+/// headers are requested one by one while the previous burst is accounted; it is accounted
+/// after the next burst was received and parsed, each entry requested a few packets before
+/// its update ([`FlowShard::update_interleaved`]). Bursts are
+/// accounted in arrival order, each with its own `now`, so the records are the same as
+/// without the pipeline; the held burst is accounted before anything that must see every
+/// packet: a sweep, an idle poll, a snapshot, shutdown.
+#[derive(Debug)]
+struct BurstPipeline {
+    bursts: [PreparedBurst; 2],
+    /// Index of the burst being filled; the other one is held (when its `len` > 0).
+    filling: usize,
+}
+
+impl BurstPipeline {
+    fn new() -> Box<BurstPipeline> {
+        let empty = PreparedBurst {
+            observations: [Observation::default(); MAX_BURST],
+            hashes: [0; MAX_BURST],
+            len: 0,
+            now_ms: 0,
+        };
+        Box::new(BurstPipeline {
+            bursts: [empty; 2],
+            filling: 0,
+        })
+    }
+
+    /// The burst to fill and the held one.
+    #[inline]
+    fn split(&mut self) -> (&mut PreparedBurst, &mut PreparedBurst) {
+        let [a, b] = &mut self.bursts;
+        if self.filling == 0 { (a, b) } else { (b, a) }
+    }
+
+    /// Accounts the held burst, if any.
+    #[inline]
+    fn drain(&mut self, shard: &mut FlowShard, expired: &mut Vec<FlowRecord>) {
+        let (_, held) = self.split();
+        if held.len > 0 {
+            let n = held.len;
+            shard.update_prepared(
+                &held.observations[..n],
+                &held.hashes[..n],
+                held.now_ms,
+                expired,
+            );
+            held.len = 0;
+        }
+    }
+
+    /// Takes a freshly parsed burst (in the filling buffer, `len` set): hashes it, accounts
+    /// the held burst while requesting the fresh burst's headers one per update, and holds
+    /// the fresh burst.
+    #[inline]
+    fn advance(&mut self, shard: &mut FlowShard, expired: &mut Vec<FlowRecord>) {
+        let (fresh, held) = self.split();
+        let n = fresh.len;
+        FlowShard::hash_burst(&fresh.observations[..n], &mut fresh.hashes[..n]);
+        let h = held.len;
+        shard.update_interleaved(
+            &held.observations[..h],
+            &held.hashes[..h],
+            held.now_ms,
+            &fresh.hashes[..n],
+            expired,
+        );
+        held.len = 0;
+        self.filling ^= 1;
+    }
+}
+
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
@@ -283,26 +366,26 @@ fn parse_burst(
     for (packet, _) in packets.iter().zip(0..MAX_BURST) {
         counters.packets += 1;
         counters.bytes += u64::from(packet.wire_len);
-        let parsed: ParsedPacket = parse_frame_with_wire_len(packet.data, packet.wire_len);
-        if parsed.stop != StopReason::Complete {
-            counters.parse_stops[parsed.stop as usize] += 1;
+        // The key is parsed straight into its slot (see `parse_frame_into`); a packet that
+        // is not kept leaves the slot to the next one.
+        let observation = &mut observations[kept];
+        observation.key = FlowKey {
+            input_port: packet.port,
+            ..FlowKey::default()
+        };
+        let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
+        if meta.stop != StopReason::Complete {
+            counters.parse_stops[meta.stop as usize] += 1;
             counters.incomplete += 1;
         }
-        if !parsed.stop.accounted() {
+        if !meta.stop.accounted() {
             counters.unaccounted += 1;
             continue;
         }
-        // Written to its slot whole, then patched there: patching a copy of the key and
-        // copying that would make the wide loads wait on the narrow store of the port.
-        let observation = &mut observations[kept];
-        *observation = Observation {
-            key: parsed.key,
-            octets: parsed.octets,
-            tcp_flags: parsed.tcp_flags,
-            ttl: parsed.ttl,
-            timestamp_ms: packet.timestamp_us / 1_000,
-        };
-        observation.key.input_port = packet.port;
+        observation.octets = meta.octets;
+        observation.tcp_flags = meta.tcp_flags;
+        observation.ttl = meta.ttl;
+        observation.timestamp_ms = packet.timestamp_us / 1_000;
         if sampler.keep(&observation.key) {
             kept += 1;
         } else {
@@ -332,7 +415,7 @@ impl Worker {
             recycled,
             stats: WorkerStats::default(),
             pending,
-            observations: Box::new([Observation::default(); MAX_BURST]),
+            pipeline: BurstPipeline::new(),
             now_ms: 0,
             last_tick_ms: 0,
             sweep,
@@ -393,7 +476,7 @@ impl Worker {
             shard,
             stats,
             pending,
-            observations,
+            pipeline,
             now_ms,
             ..
         } = self;
@@ -412,13 +495,20 @@ impl Worker {
             // frames would still be counted and accounted, a burst's worth at a time.
             for chunk in burst.chunks(MAX_BURST) {
                 let mut counters = BurstCounters::default();
-                let kept = parse_burst(chunk, sampler, observations, &mut counters);
+                let (fresh, _) = pipeline.split();
+                let kept = parse_burst(chunk, sampler, &mut fresh.observations, &mut counters);
                 counters.add_to(stats);
                 if kept > 0 {
-                    shard.update_burst(&observations[..kept], now, pending);
+                    fresh.len = kept;
+                    fresh.now_ms = now;
+                    pipeline.advance(shard, pending);
                 }
             }
         })?;
+        if !matches!(status, BurstStatus::Delivered(n) if n > 0) {
+            // Nothing new is coming to push the held burst through: account it now.
+            self.pipeline.drain(&mut self.shard, &mut self.pending);
+        }
         if let Some(progress) = &self.progress {
             progress.store(self.stats.packets, Ordering::Relaxed);
         }
@@ -428,6 +518,8 @@ impl Worker {
         }
         let now = self.now_ms;
         if now != 0 && self.sweep.due(now) {
+            // The sweep must see the held packets: one of them may keep a flow alive.
+            self.pipeline.drain(&mut self.shard, &mut self.pending);
             self.shard.expire(now, &mut self.pending);
         }
         if self.pending.len() >= self.config.batch_records {
@@ -440,6 +532,7 @@ impl Worker {
                 self.ship(self.config.backpressure);
             }
             self.last_tick_ms = now;
+            self.pipeline.drain(&mut self.shard, &mut self.pending);
             self.publish_snapshot();
         }
         Ok(status)
@@ -503,19 +596,34 @@ impl Worker {
     }
 
     fn finish(mut self, error: Option<String>) -> WorkerReport {
+        self.pipeline.drain(&mut self.shard, &mut self.pending);
         // Flows already past their deadline leave with their time reason, whatever the
         // sweep's pace; then every other flow is flushed as forced.
+        // Shutdown loses nothing: the flows wait for room in the queue, in batches of the
+        // usual size, taken from the shard a slice at a time so that a large table never
+        // exists twice in memory (once as entries, once as records).
+        let batch = self.config.batch_records.max(1);
         if self.now_ms != 0 {
-            self.shard.expire_all(self.now_ms, &mut self.pending);
+            // One whole pass of the sweep, in its usual slices.
+            let slices = self
+                .shard
+                .capacity()
+                .div_ceil(self.config.cache.expiry_budget.max(1));
+            for _ in 0..slices {
+                self.shard.expire(self.now_ms, &mut self.pending);
+                if self.pending.len() >= batch {
+                    self.ship(Backpressure::Block);
+                }
+            }
         }
-        self.shard.flush(&mut self.pending);
-        // Shutdown loses nothing: the flushed flows wait for room in the queue, in batches
-        // of the usual size.
-        let flushed = std::mem::take(&mut self.pending);
-        for chunk in flushed.chunks(self.config.batch_records.max(1)) {
-            self.pending.extend_from_slice(chunk);
+        loop {
             self.ship(Backpressure::Block);
+            let room = batch.saturating_sub(self.pending.len()).max(1);
+            if self.shard.flush_some(room, &mut self.pending) {
+                break;
+            }
         }
+        self.ship(Backpressure::Block);
         self.publish_snapshot();
         let report = WorkerReport {
             id: self.config.id,

@@ -279,11 +279,65 @@ pub fn parse_frame_with_wire_len(frame: &[u8], wire_len: u32) -> ParsedPacket {
 
 fn parse(frame: &[u8], wire_len: usize) -> ParsedPacket {
     let mut out = ParsedPacket::default();
-    out.stop = parse_into(frame, wire_len, &mut out);
+    let meta = parse_meta(frame, wire_len, &mut out.key);
+    out.octets = meta.octets;
+    out.tcp_flags = meta.tcp_flags;
+    out.ttl = meta.ttl;
+    out.stop = meta.stop;
     out
 }
 
-fn parse_into(frame: &[u8], wire_len: usize, out: &mut ParsedPacket) -> StopReason {
+/// What [`parse_frame_into`] returns beside the key it writes: small enough to come back
+/// in registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// IPv4 total length, or IPv6 payload length + 40.
+    pub octets: u32,
+    /// TCP flags byte; 0 for other protocols or when the TCP header was not parsed.
+    pub tcp_flags: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// Where and why parsing stopped; when `stop.accounted()` is false the other fields
+    /// (and the key) hold whatever was parsed before the stop.
+    pub stop: StopReason,
+}
+
+/// [`parse_frame_with_wire_len`] writing the flow key straight into the caller's `key`,
+/// which must be all zeros but for `input_port` (left alone). For the hot path: a result
+/// returned by value is read back wide right after the parser's narrow stores into it,
+/// and such a load waits for the stores to commit; written in place, the key is next read
+/// a whole burst later.
+#[inline]
+pub fn parse_frame_into(frame: &[u8], wire_len: u32, key: &mut FlowKey) -> PacketMeta {
+    parse_meta(frame, (wire_len as usize).max(frame.len()), key)
+}
+
+#[inline]
+fn parse_meta(frame: &[u8], wire_len: usize, key: &mut FlowKey) -> PacketMeta {
+    let mut out = Sink {
+        key,
+        octets: 0,
+        tcp_flags: 0,
+        ttl: 0,
+    };
+    let stop = parse_into(frame, wire_len, &mut out);
+    PacketMeta {
+        octets: out.octets,
+        tcp_flags: out.tcp_flags,
+        ttl: out.ttl,
+        stop,
+    }
+}
+
+/// Where the parser writes: the caller's key, and the counters' fields.
+struct Sink<'a> {
+    key: &'a mut FlowKey,
+    octets: u32,
+    tcp_flags: u8,
+    ttl: u8,
+}
+
+fn parse_into(frame: &[u8], wire_len: usize, out: &mut Sink<'_>) -> StopReason {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return StopReason::TruncatedL2;
     };
@@ -311,7 +365,7 @@ fn parse_into(frame: &[u8], wire_len: usize, out: &mut ParsedPacket) -> StopReas
 }
 
 #[inline]
-fn parse_ipv4(l3: &[u8], l3_on_wire: usize, out: &mut ParsedPacket) -> StopReason {
+fn parse_ipv4(l3: &[u8], l3_on_wire: usize, out: &mut Sink<'_>) -> StopReason {
     let ip = Ipv4Packet::new_unchecked(l3);
     match ip.check_len() {
         Ok(()) => {}
@@ -326,7 +380,7 @@ fn parse_ipv4(l3: &[u8], l3_on_wire: usize, out: &mut ParsedPacket) -> StopReaso
         return StopReason::BadIpHeader;
     }
     let protocol = ip.protocol();
-    let key = &mut out.key;
+    let key = &mut *out.key;
     key.ip_version = 4;
     key.src_addr[..4].copy_from_slice(&ip.src_addr());
     key.dst_addr[..4].copy_from_slice(&ip.dst_addr());
@@ -344,7 +398,7 @@ fn parse_ipv4(l3: &[u8], l3_on_wire: usize, out: &mut ParsedPacket) -> StopReaso
 }
 
 #[inline]
-fn parse_ipv6(l3: &[u8], l3_on_wire: usize, out: &mut ParsedPacket) -> StopReason {
+fn parse_ipv6(l3: &[u8], l3_on_wire: usize, out: &mut Sink<'_>) -> StopReason {
     let ip = Ipv6Packet::new_unchecked(l3);
     if ip.check_len().is_err() {
         return StopReason::TruncatedL3;
@@ -357,7 +411,7 @@ fn parse_ipv6(l3: &[u8], l3_on_wire: usize, out: &mut ParsedPacket) -> StopReaso
     if header_len + payload_len > l3_on_wire {
         return StopReason::BadIpHeader;
     }
-    let key = &mut out.key;
+    let key = &mut *out.key;
     key.ip_version = 6;
     key.src_addr = ip.src_addr();
     key.dst_addr = ip.dst_addr();
@@ -408,9 +462,9 @@ fn parse_l4(
     protocol: IpProtocol,
     l4: &[u8],
     declared_len: usize,
-    out: &mut ParsedPacket,
+    out: &mut Sink<'_>,
 ) -> StopReason {
-    let key = &mut out.key;
+    let key = &mut *out.key;
     match protocol {
         IpProtocol::TCP => {
             let tcp = TcpHeader::new_unchecked(l4);
