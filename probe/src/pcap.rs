@@ -21,7 +21,7 @@
 //! disagrees with its trailer) is an error: the file is corrupt, not cut.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
@@ -849,8 +849,9 @@ fn parse_interface(body: &[u8], big_endian: bool) -> Interface {
 
 /// The native capture file reader: a [`PacketSource`] over a pcap or pcapng file.
 ///
-/// Frames are read into one reusable burst buffer, so once it has grown to the largest
-/// burst the reader allocates nothing.
+/// Classic pcap records lying whole in the 1 MB read buffer are lent to the sink in place;
+/// other records (pcapng, a record split across reads) are copied into one reusable burst
+/// buffer, so once it has grown to the largest burst the reader allocates nothing.
 pub struct FileSource {
     reader: Reader,
     port: u16,
@@ -918,6 +919,71 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    /// Classic pcap's fast path: lends the sink up to a burst of records lying whole in the
+    /// read buffer, without copying them out. Returns 0 when the buffer holds no whole
+    /// record (end of file, a record split across reads, an oversized claim): the copying
+    /// path then handles that record, with its errors and end-of-file rules.
+    fn poll_buffered(&mut self, sink: &mut dyn FnMut(&[Packet<'_>])) -> Result<usize, SourceError> {
+        let Format::Pcap { big_endian, nanos } = self.reader.format else {
+            return Ok(0);
+        };
+        let Reader {
+            input,
+            position,
+            stats: file_stats,
+            path,
+            ..
+        } = &mut self.reader;
+        let buffered = match input.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                return Err(SourceError::new(format!(
+                    "{}: read error at byte {position}: {}",
+                    path.display(),
+                    io_message(&err)
+                )));
+            }
+        };
+        let mut packets = [Packet::default(); MAX_BURST];
+        let mut count = 0;
+        let mut used = 0;
+        while count < MAX_BURST && buffered.len() - used >= 16 {
+            let header = &buffered[used..used + 16];
+            let captured = u32_at(header, 8, big_endian) as usize;
+            if captured > MAX_CAPTURED_LEN || buffered.len() - used - 16 < captured {
+                break;
+            }
+            let secs = u64::from(u32_at(header, 0, big_endian));
+            let fraction = u64::from(u32_at(header, 4, big_endian));
+            let wire_len = u32_at(header, 12, big_endian).max(captured as u32);
+            let micros = if nanos { fraction / 1_000 } else { fraction };
+            let data = &buffered[used + 16..used + 16 + captured];
+            packets[count] = Packet {
+                data,
+                wire_len,
+                timestamp_us: secs * 1_000_000 + micros,
+                port: self.port,
+            };
+            file_stats.packets += 1;
+            file_stats.wire_bytes += u64::from(wire_len);
+            if (captured as u64) < u64::from(wire_len) {
+                file_stats.snapped_packets += 1;
+            }
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += u64::from(wire_len);
+            used += 16 + captured;
+            count += 1;
+        }
+        if count > 0 {
+            sink(&packets[..count]);
+        }
+        input.consume(used);
+        *position += used as u64;
+        Ok(count)
+    }
+}
+
 impl PacketSource for FileSource {
     fn poll_burst(
         &mut self,
@@ -929,6 +995,14 @@ impl PacketSource for FileSource {
         }
         if self.ended {
             return Ok(BurstStatus::Ended);
+        }
+        match self.poll_buffered(sink) {
+            Ok(0) => {}
+            Ok(count) => return Ok(BurstStatus::Delivered(count)),
+            Err(err) => {
+                self.ended = true;
+                return Err(err);
+            }
         }
         self.burst.clear();
         let mut metas = [RecordMeta::default(); MAX_BURST];

@@ -148,6 +148,9 @@ pub struct WorkerReport {
     pub source: SourceStats,
     /// Set when the source failed; the cache was still flushed.
     pub error: Option<String>,
+    /// The source ran to its end (a replay read the whole file), rather than failing or
+    /// being stopped.
+    pub source_ended: bool,
 }
 
 /// A worker's counters as last published, for the statistics log line and the metrics
@@ -454,17 +457,21 @@ impl Worker {
     /// (every flow leaves with EndReason::Forced) and reports.
     pub fn run(mut self, quit: &AtomicBool) -> WorkerReport {
         let mut error = None;
+        let mut ended = false;
         while !quit.load(Ordering::Relaxed) {
             match self.poll_once() {
                 Ok(BurstStatus::Delivered(_)) => {}
-                Ok(BurstStatus::Ended) => break,
+                Ok(BurstStatus::Ended) => {
+                    ended = true;
+                    break;
+                }
                 Err(e) => {
                     error = Some(e.message);
                     break;
                 }
             }
         }
-        self.finish(error)
+        self.finish(error, ended)
     }
 
     /// One iteration: a burst, a paced expiry slice, and shipping what expired.
@@ -595,7 +602,7 @@ impl Worker {
         };
     }
 
-    fn finish(mut self, error: Option<String>) -> WorkerReport {
+    fn finish(mut self, error: Option<String>, source_ended: bool) -> WorkerReport {
         self.pipeline.drain(&mut self.shard, &mut self.pending);
         // Flows already past their deadline leave with their time reason, whatever the
         // sweep's pace; then every other flow is flushed as forced.
@@ -631,6 +638,7 @@ impl Worker {
             cache: *self.shard.stats(),
             source: self.source.stats(),
             error,
+            source_ended,
         };
         // The final report always blocks: the exporter must learn the worker is done.
         let _ = self
@@ -800,7 +808,7 @@ mod tests {
         assert!(idle.iter().all(|r| r.end_reason == EndReason::Idle));
         assert!(idle.iter().all(|r| r.key.src_port < 2000 && r.packets == 1));
         // Shutdown: the live flow is flushed as forced.
-        let report = worker.finish(None);
+        let report = worker.finish(None, true);
         assert_eq!(report.cache.records(), 11);
         assert_eq!(report.cache.expired(EndReason::Forced), 1);
     }
