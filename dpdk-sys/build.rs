@@ -28,6 +28,7 @@ const FUNCTIONS: &[&str] = &[
     "rte_mempool_in_use_count",
     "rte_mempool_lookup",
     "rte_lcore_.*",
+    "rte_get_main_lcore",
     "rte_socket_id",
     "rte_strerror",
     "rte_get_tsc_hz",

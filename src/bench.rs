@@ -42,6 +42,7 @@ use probe::synth::{FrameLen, FrameOptions, ProtocolMix, TrafficSpec};
 use probe::worker::{Backpressure, Clock, Worker, WorkerConfig, WorkerStats, wall_clock_ms};
 use probe::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
+use crate::pipeline::ThreadPlacement;
 use crate::summary::{Table, thousands};
 
 /// Shortest warm-up of a phase, even when every flow was delivered sooner.
@@ -586,6 +587,7 @@ fn run_synthetic(args: &BenchArgs, flows: u64, load_before: String) -> Result<Ou
         (0..args.workers).map(make).collect(),
         flows,
         args.ceiling_duration,
+        &ThreadPlacement::default(),
         |source: &mut SyntheticSource, meter: &mut Meter| loop {
             let mut seen = 0usize;
             let status = source
@@ -605,7 +607,7 @@ fn run_synthetic(args: &BenchArgs, flows: u64, load_before: String) -> Result<Ou
         .map(|w| Box::new(make(w)) as Box<dyn PacketSource + Send>)
         .collect();
     let cache = cache_config(args, flows);
-    let run = run_workers(args, sources, flows, cache)?;
+    let run = run_workers(args, sources, flows, cache, &ThreadPlacement::default())?;
     Ok(Outcome {
         source: "synthetic",
         workers: args.workers,
@@ -635,12 +637,15 @@ fn run_pcap(args: &BenchArgs, path: &Path, load_before: String) -> Result<Outcom
     let info = TraceInfo::scan(path)?;
     let rig = dpdk_rig::open(path, args.workers, &info, &args.eal_args)?;
     let dpdk_memory_bytes = rig.memory_bytes;
+    // Every phase on the same cores, as `tapflow run` binds its workers.
+    let placement = ThreadPlacement::on_lcores(&rig.lcore_cpus, args.workers);
     let ceiling_secs = args.ceiling_duration;
     // Ceiling: receive and free, on the same queues the workers will use.
     let (queues, ceiling) = run_phase(
         rig.queues,
         info.packets,
         ceiling_secs,
+        &placement,
         |queue: &mut RxQueue, meter: &mut Meter| {
             let _ = queue.eal().register_current_thread();
             let mut batch = MbufBatch::new();
@@ -662,6 +667,7 @@ fn run_pcap(args: &BenchArgs, path: &Path, load_before: String) -> Result<Outcom
         sources,
         info.packets,
         ceiling_secs,
+        &placement,
         |source: &mut DpdkSource, meter: &mut Meter| loop {
             let status = source.poll_burst(&mut |_| {}).map_err(|e| anyhow!("{e}"))?;
             let BurstStatus::Delivered(n) = status else {
@@ -677,7 +683,7 @@ fn run_pcap(args: &BenchArgs, path: &Path, load_before: String) -> Result<Outcom
         .map(|s| Box::new(s) as Box<dyn PacketSource + Send>)
         .collect();
     let cache = cache_config(args, info.flows);
-    let run = run_workers(args, sources, info.packets, cache)?;
+    let run = run_workers(args, sources, info.packets, cache, &placement)?;
     let mean_frame = info.mean_frame();
     let with_bytes = |mut phase: PhaseResult| {
         phase.gbps = phase.mpps * 1e6 * mean_frame * 8.0 / 1e9;
@@ -730,6 +736,7 @@ mod dpdk_rig {
     #[derive(Debug)]
     pub struct Rig {
         pub queues: Vec<RxQueue>,
+        pub lcore_cpus: probe::dpdk::LcoreCpus,
         /// DPDK memory reserved (`-m`), bytes.
         pub memory_bytes: u64,
         _eal: Eal,
@@ -788,6 +795,7 @@ mod dpdk_rig {
         }
         Ok(Rig {
             queues,
+            lcore_cpus: eal.lcore_cpus(),
             memory_bytes: u64::from(memory_mb) << 20,
             _eal: eal,
         })
@@ -800,6 +808,7 @@ fn run_phase<T: Send>(
     items: Vec<T>,
     warm_packets: u64,
     secs: f64,
+    placement: &ThreadPlacement,
     body: impl Fn(&mut T, &mut Meter) -> Result<()> + Sync,
 ) -> Result<(Vec<T>, Vec<Measured>)> {
     let duration = Duration::from_secs_f64(secs);
@@ -809,9 +818,11 @@ fn run_phase<T: Send>(
             .enumerate()
             .map(|(i, mut item)| {
                 let body = &body;
+                let cpu = placement.workers.get(i).copied();
                 std::thread::Builder::new()
                     .name(format!("tapflow-bench-{i}"))
                     .spawn_scoped(scope, move || {
+                        ThreadPlacement::bind(cpu, &format!("bench thread {i}"));
                         let mut meter = Meter::new(warm_packets, duration);
                         body(&mut item, &mut meter)?;
                         let measured = meter.result.ok_or_else(|| anyhow!("no measurement"))?;
@@ -849,6 +860,7 @@ fn run_workers(
     sources: Vec<Box<dyn PacketSource + Send>>,
     warm_packets: u64,
     cache: CacheConfig,
+    placement: &ThreadPlacement,
 ) -> Result<WorkersRun> {
     cache.validate().map_err(|e| anyhow!("{e}"))?;
     let slots = cache.bucket_count() * cache.bucket_size;
@@ -900,14 +912,19 @@ fn run_workers(
             recycled.clone(),
         );
         let quit = quit.clone();
+        let cpu = placement.workers.get(id).copied();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tapflow-worker-{id}"))
-                .spawn(move || worker.run(&quit))
+                .spawn(move || {
+                    ThreadPlacement::bind(cpu, &format!("worker {id}"));
+                    worker.run(&quit)
+                })
                 .context("cannot start a worker thread")?,
         );
     }
     drop(to_exporter);
+    ThreadPlacement::bind(placement.exporter, "the exporter");
     let export = exporter.run(from_workers, recycle, workers);
     for thread in threads {
         thread

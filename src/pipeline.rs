@@ -85,8 +85,11 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         clock: Clock::Packet,
     };
 
-    let source: Box<dyn PacketSource + Send> = match args.source {
-        SourceKind::File => Box::new(FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?),
+    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match args.source {
+        SourceKind::File => (
+            Box::new(FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?),
+            ThreadPlacement::default(),
+        ),
         SourceKind::Dpdk => dpdk_replay_source(path, total.unwrap_or(0), &args.eal_args)?,
     };
 
@@ -99,6 +102,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         clock: Clock::Packet,
         backpressure: Backpressure::Block,
         queue_batches: EXPORT_QUEUE_BATCHES,
+        placement,
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -122,7 +126,7 @@ fn dpdk_replay_source(
     path: &Path,
     total: u64,
     extra_eal_args: &[String],
-) -> Result<Box<dyn PacketSource + Send>> {
+) -> Result<(Box<dyn PacketSource + Send>, ThreadPlacement)> {
     use probe::dpdk_source::{DpdkPortConfig, DpdkSource, EalArgs};
     let vdev = format!("net_pcap0,rx_pcap={}", path.display());
     let mut eal_args = EalArgs::sandbox().vdev(&vdev);
@@ -132,7 +136,8 @@ fn dpdk_replay_source(
     let eal = eal_args.init().map_err(|e| anyhow!("{e}"))?;
     let config = DpdkPortConfig::new("net_pcap0").expected_packets(Some(total));
     let source = DpdkSource::open(&eal, &config).map_err(|e| anyhow!("{e}"))?;
-    Ok(Box::new(source))
+    let placement = ThreadPlacement::on_lcores(&eal.lcore_cpus(), 1);
+    Ok((Box::new(source), placement))
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -140,7 +145,7 @@ fn dpdk_replay_source(
     _path: &Path,
     _total: u64,
     _extra_eal_args: &[String],
-) -> Result<Box<dyn PacketSource + Send>> {
+) -> Result<(Box<dyn PacketSource + Send>, ThreadPlacement)> {
     bail!("this tapflow was built without DPDK; use --source file")
 }
 
@@ -167,6 +172,53 @@ pub struct PipelineHandles {
     pub done: Arc<AtomicBool>,
 }
 
+/// Which CPU each of a run's threads is bound to; empty: none is (the scheduler places
+/// them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadPlacement {
+    pub exporter: Option<u32>,
+    /// Worker `i` on `workers[i]`.
+    pub workers: Vec<u32>,
+}
+
+impl ThreadPlacement {
+    /// The exporter on the main lcore, worker `i` on the `i`-th worker lcore; nothing bound
+    /// (and a warning) when there are fewer worker lcores than workers, since two pollers
+    /// on one core would each run at half speed.
+    #[cfg(feature = "dpdk")]
+    pub fn on_lcores(cpus: &probe::dpdk::LcoreCpus, workers: usize) -> ThreadPlacement {
+        if cpus.workers.len() < workers {
+            log::warn!(
+                "{workers} worker(s) but {} worker lcore(s) besides the main one: threads are                  not bound to cores; give [dpdk] lcores one core more than the workers",
+                cpus.workers.len()
+            );
+            return ThreadPlacement::default();
+        }
+        ThreadPlacement {
+            exporter: cpus.main,
+            workers: cpus.workers[..workers].to_vec(),
+        }
+    }
+
+    pub fn bind(cpu: Option<u32>, what: &str) {
+        let Some(cpu) = cpu else { return };
+        match bind_current_thread(cpu) {
+            Ok(()) => log::debug!("{what} bound to CPU {cpu}"),
+            Err(e) => log::warn!("{what} runs unbound: {e}"),
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn bind_current_thread(cpu: u32) -> Result<()> {
+    probe::dpdk::pin_current_thread(cpu).map_err(|e| anyhow!("{e}"))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn bind_current_thread(_cpu: u32) -> Result<()> {
+    bail!("this tapflow was built without DPDK, which binds threads to cores")
+}
+
 /// Everything one run needs besides its sources.
 #[derive(Debug)]
 pub struct PipelineSpec {
@@ -178,6 +230,7 @@ pub struct PipelineSpec {
     pub clock: Clock,
     pub backpressure: Backpressure,
     pub queue_batches: usize,
+    pub placement: ThreadPlacement,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -196,6 +249,7 @@ pub fn run_pipeline(
         clock,
         backpressure,
         queue_batches,
+        placement,
     } = spec;
     let quit = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -228,9 +282,13 @@ pub fn run_pipeline(
         .with_progress(progress)
         .with_snapshot(snapshot);
         let quit = quit.clone();
+        let cpu = placement.workers.get(id).copied();
         let thread = std::thread::Builder::new()
             .name(format!("tapflow-worker-{id}"))
-            .spawn(move || worker.run(&quit))
+            .spawn(move || {
+                ThreadPlacement::bind(cpu, &format!("worker {id}"));
+                worker.run(&quit)
+            })
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
@@ -243,6 +301,8 @@ pub fn run_pipeline(
         done: done.clone(),
     });
     drop(to_exporter);
+    // Bound after the workers were spawned, so they do not inherit the exporter's CPU.
+    ThreadPlacement::bind(placement.exporter, "the exporter");
     let progress = Progress::start(counters, expected_packets);
     let report = exporter.run(from_workers, recycle, workers);
     progress.finish();
@@ -385,4 +445,30 @@ pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
         args.output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(all(test, feature = "dpdk"))]
+mod tests {
+    use super::*;
+    use probe::dpdk::LcoreCpus;
+
+    #[test]
+    fn workers_go_to_worker_lcores_and_the_exporter_to_the_main_one() {
+        let cpus = LcoreCpus {
+            main: Some(2),
+            workers: vec![3, 5, 7],
+        };
+        assert_eq!(
+            ThreadPlacement::on_lcores(&cpus, 2),
+            ThreadPlacement {
+                exporter: Some(2),
+                workers: vec![3, 5],
+            }
+        );
+        // More workers than worker lcores: nothing is bound rather than doubling up.
+        assert_eq!(
+            ThreadPlacement::on_lcores(&cpus, 4),
+            ThreadPlacement::default()
+        );
+    }
 }

@@ -21,7 +21,9 @@ use tapflow::config::{CollectorSection, Config, Transport};
 use tapflow::metrics::{self, Metrics, MetricsServer};
 use tapflow::sdnotify;
 
-use crate::pipeline::{PipelineHandles, PipelineSpec, print_report_tables, run_pipeline};
+use crate::pipeline::{
+    PipelineHandles, PipelineSpec, ThreadPlacement, print_report_tables, run_pipeline,
+};
 use crate::summary::thousands;
 
 pub fn check_config(path: &Path) -> Result<ExitCode> {
@@ -96,7 +98,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     if verbose == 0 {
         log::set_max_level(config.logging.level.to_level_filter());
     }
-    let sources = open_ports(&config)?;
+    let (sources, placement) = open_ports(&config)?;
     let spec = sampler_spec(&config)?;
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
@@ -128,6 +130,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         clock: Clock::Wall,
         backpressure: Backpressure::Drop,
         queue_batches: config.export.queue_batches,
+        placement,
     };
     let metrics = Arc::new(Metrics::new());
     let server = match config.stats.prometheus {
@@ -172,7 +175,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
 }
 
 #[cfg(feature = "dpdk")]
-fn open_ports(config: &Config) -> Result<Vec<Box<dyn PacketSource + Send>>> {
+fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
     use probe::dpdk::Eal;
     use probe::dpdk_source::{DpdkPortConfig, DpdkSource};
     let eal = Eal::init(&config.eal_args()).map_err(|e| anyhow!("{e}"))?;
@@ -196,11 +199,16 @@ fn open_ports(config: &Config) -> Result<Vec<Box<dyn PacketSource + Send>>> {
             sources.len()
         );
     }
-    Ok(sources)
+    let placement = if config.workers.pin {
+        ThreadPlacement::on_lcores(&eal.lcore_cpus(), sources.len())
+    } else {
+        ThreadPlacement::default()
+    };
+    Ok((sources, placement))
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn open_ports(_config: &Config) -> Result<Vec<Box<dyn PacketSource + Send>>> {
+fn open_ports(_config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
     bail!("this tapflow was built without DPDK: `run` needs it (use `replay --source file`)")
 }
 

@@ -326,6 +326,29 @@ impl Eal {
         Ok(current_lcore())
     }
 
+    /// The CPUs of the EAL's lcores (`-l`; every core when not given): the main lcore's,
+    /// and the worker lcores' in lcore order. tapflow runs its exporter on the first and
+    /// one worker on each of the others.
+    pub fn lcore_cpus(&self) -> LcoreCpus {
+        // SAFETY: the EAL is initialised (we hold it); these read its lcore configuration,
+        // which does not change after init.
+        let main = unsafe { sys::rte_get_main_lcore() };
+        let cpu_of = |lcore: u32| {
+            // SAFETY: as above; any lcore id below RTE_MAX_LCORE is valid to ask about.
+            let cpu = unsafe { sys::rte_lcore_to_cpu_id(lcore as c_int) };
+            u32::try_from(cpu).ok()
+        };
+        let workers = (0..sys::RTE_MAX_LCORE)
+            // SAFETY: as above.
+            .filter(|&lcore| lcore != main && unsafe { sys::rte_lcore_is_enabled(lcore) } != 0)
+            .filter_map(cpu_of)
+            .collect();
+        LcoreCpus {
+            main: cpu_of(main),
+            workers,
+        }
+    }
+
     /// The TSC mapped to wall time (for live ports), anchored now.
     pub fn tsc_clock(&self) -> TscClock {
         TscClock::new(self)
@@ -374,6 +397,40 @@ fn log_to_stderr() {
         libc::setvbuf(stream, ptr::null_mut(), libc::_IOLBF, 0);
         sys::rte_openlog_stream(stream.cast());
     }
+}
+
+/// Where the EAL's lcores run: see [`Eal::lcore_cpus`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LcoreCpus {
+    /// The main lcore's CPU.
+    pub main: Option<u32>,
+    /// The worker lcores' CPUs, in lcore order.
+    pub workers: Vec<u32>,
+}
+
+/// Binds the calling thread to one CPU, as DPDK binds its lcore threads: a poll-mode worker
+/// that the scheduler moves between cores loses its caches and competes with whatever it
+/// lands beside.
+pub fn pin_current_thread(cpu: u32) -> Result<(), DpdkError> {
+    let cpu = cpu as usize;
+    // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(DpdkError::new(format!(
+            "CPU {cpu} is beyond the CPU set's size"
+        )));
+    }
+    // SAFETY: `cpu` is within the set's bits (checked above); CPU_SET only writes the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the size matches the set we pass.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(DpdkError::new(format!(
+            "cannot bind a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 struct CpuAffinity(libc::cpu_set_t);

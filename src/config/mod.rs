@@ -190,8 +190,13 @@ impl Config {
         line(
             "workers",
             &format!(
-                "{workers}{how}, bursts of {} packets",
-                self.workers.batch_size
+                "{workers}{how}, bursts of {} packets, {}",
+                self.workers.batch_size,
+                if self.workers.pin {
+                    "each bound to a worker lcore"
+                } else {
+                    "not bound to cores"
+                }
             ),
         );
 

@@ -191,6 +191,9 @@ pub struct WorkersSection {
     pub count: WorkerCount,
     /// Packets received per burst (at most [`MAX_BATCH_SIZE`]).
     pub batch_size: u16,
+    /// Bind each worker to a worker lcore of `[dpdk] lcores` and the exporter to the main
+    /// lcore (when there are enough lcores for the workers).
+    pub pin: bool,
 }
 
 /// Largest `batch_size`: the data plane's largest rx burst.
@@ -201,6 +204,7 @@ impl Default for WorkersSection {
         WorkersSection {
             count: WorkerCount::Auto,
             batch_size: 32,
+            pin: true,
         }
     }
 }
