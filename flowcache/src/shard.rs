@@ -50,7 +50,7 @@
 
 use crate::SamplingInfo;
 use crate::hash::flow_hash;
-use crate::hint::{advise_huge_pages, prefetch_read};
+use crate::hint::{advise_huge_pages, eq_mask, prefetch_read};
 use crate::{CacheConfig, CacheConfigError, EndReason, FlowKey, FlowRecord, Observation};
 
 const TCP: u8 = 6;
@@ -899,12 +899,10 @@ fn hint_of(deadline_ms: u64) -> u16 {
     (deadline_ms >> 10) as u16
 }
 
-/// Bit `i` set iff `tags[i] == tag`; written branch-free so it compiles to vector compares.
+/// Bit `i` set iff `tags[i] == tag`.
 #[inline(always)]
 fn mask_of<const B: usize>(tags: &[u16; B], tag: u16) -> u32 {
-    tags.iter()
-        .enumerate()
-        .fold(0, |mask, (i, &t)| mask | u32::from(t == tag) << i)
+    eq_mask(tags, tag)
 }
 
 /// The tag stored for a hash: its top 16 bits, with 0 (free slot) moved to 1.
