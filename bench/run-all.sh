@@ -8,7 +8,6 @@
 #   single worker, DPDK pcap driver (infinite_rx):  1k, 100k, 1M flows x 64- and 1000-byte
 #   single worker, synthetic source:                1k, 100k, 1M, 10M flows x 64 and 1000
 #   scaling 1 -> 2 workers:                         pcap 100k flows, synthetic 1M flows
-#   transparent huge pages for the flow table:      synthetic 10M flows
 #   softflowd and pmacctd on the same files:        bench/compare-peers.sh, two traces
 #
 # Each configuration runs REPEAT times (default 3); the run with the median worker rate is
@@ -67,7 +66,6 @@ for frame in 60 1000; do
 done
 bench "scaling" "" --pcap "$(trace 100000 60)" --workers 2
 bench "scaling" "" --synthetic 1000000 --workers 2
-bench "thp" "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" --synthetic 10000000 --cache-size 16777216
 
 python3 - "$results" <<'EOF'
 import json, sys
@@ -99,7 +97,7 @@ def table(title, select, memory=False, source=False):
     if memory:
         head[10:10] = ["table", "bytes/flow", "RSS", "peak RSS"]
     if source:
-        head[0:0] = ["source", "huge pages"]
+        head[0:0] = ["source"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in sel:
@@ -114,7 +112,7 @@ def table(title, select, memory=False, source=False):
                             "%d MB" % (r["rss_bytes"] >> 20),
                             "%d MB" % (r["peak_rss_bytes"] >> 20)]
         if source:
-            cells[0:0] = [r["source"], "yes" if "hugetlb" in r["env"] else "no"]
+            cells[0:0] = [r["source"]]
         print("| " + " | ".join(cells) + " |")
 
 def is_64(r):
@@ -126,8 +124,6 @@ table("Scaling, 1 and 2 workers", lambda r: r["label"] == "scaling" or (
     r["label"] in ("pcap", "synthetic") and is_64(r)
     and ((r["source"] == "dpdk-pcap" and r["flows"] == 100000)
          or (r["source"] == "synthetic" and r["flows"] == 1000000))), source=True)
-table("Transparent huge pages for the flow table (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)",
-      lambda r: r["flows"] == 10000000 and is_64(r), memory=True, source=True)
 EOF
 
 if [ "$PEERS" = 1 ]; then
