@@ -60,7 +60,7 @@ time.sleep(86400)
 stop_sink() {
     if [ -n "$SINK_PID" ]; then
         kill "$SINK_PID" 2>/dev/null
-        wait "$SINK_PID" 2>/dev/null
+        wait "$SINK_PID" 2>/dev/null || true
         SINK_PID=""
     fi
 }

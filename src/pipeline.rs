@@ -189,7 +189,8 @@ impl ThreadPlacement {
     pub fn on_lcores(cpus: &probe::dpdk::LcoreCpus, workers: usize) -> ThreadPlacement {
         if cpus.workers.len() < workers {
             log::warn!(
-                "{workers} worker(s) but {} worker lcore(s) besides the main one: threads are                  not bound to cores; give [dpdk] lcores one core more than the workers",
+                "{workers} worker(s) but {} worker lcore(s) besides the main one: threads are \
+                 not bound to cores; give [dpdk] lcores one core more than the workers",
                 cpus.workers.len()
             );
             return ThreadPlacement::default();

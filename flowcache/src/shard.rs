@@ -315,6 +315,7 @@ impl FlowShard {
     /// accounted at `now_ms` (and counted in `future_timestamps`). Records that end here
     /// (time reasons met by this packet, FIN/RST, evictions) are pushed to `expired`.
     pub fn update(&mut self, obs: &Observation, now_ms: u64, expired: &mut Vec<FlowRecord>) {
+        self.count(std::slice::from_ref(obs));
         let hash = flow_hash(&obs.key);
         match self.bucket_size {
             8 => self.update_one::<8>(obs, hash, now_ms, expired),
@@ -427,6 +428,7 @@ impl FlowShard {
         expired: &mut Vec<FlowRecord>,
     ) {
         let n = observations.len();
+        self.count(observations);
         for i in 0..n.max(next.len()) {
             if let Some(&hash) = next.get(i) {
                 self.prefetch_header(hash);
@@ -481,6 +483,7 @@ impl FlowShard {
         expired: &mut Vec<FlowRecord>,
     ) {
         assert_eq!(observations.len(), hashes.len(), "one hash per observation");
+        self.count(observations);
         match self.bucket_size {
             8 => {
                 for (obs, &hash) in observations.iter().zip(hashes) {
@@ -584,6 +587,17 @@ impl FlowShard {
         }
     }
 
+    /// Counts observations into the packet and octet totals, once per burst: a counter
+    /// in memory bumped per packet would chain every update to the previous one's store.
+    #[inline(always)]
+    fn count(&mut self, observations: &[Observation]) {
+        self.stats.packets += observations.len() as u64;
+        self.stats.octets += observations
+            .iter()
+            .map(|o| u64::from(o.octets))
+            .sum::<u64>();
+    }
+
     /// Moves the clock to `now_ms` if it is later. If the sweep has not covered the whole
     /// table for too long a stretch of the clock, first re-reads every entry (see "Time in
     /// 32 bits"): stored times and hints are decoded against the old clock while it still
@@ -653,8 +667,6 @@ impl FlowShard {
             self.stats.stale_timestamps += 1;
             time = oldest;
         }
-        self.stats.packets += 1;
-        self.stats.octets += u64::from(obs.octets);
         let ends_flow = self.tcp_end_expiry
             && obs.key.protocol == TCP
             && obs.tcp_flags & (TCP_FIN | TCP_RST) != 0;
