@@ -113,6 +113,12 @@ pub const CACHE_EVICTIONS: Family = counter(
     &[],
     "Flows ended early because their cache bucket was full.",
 );
+pub const CACHE_CORRECTIONS: Family = counter(
+    "tapflow_cache_corrections_total",
+    &["kind"],
+    "Packets or records the flow caches had to adjust: future_timestamp, stale_timestamp, \
+     reordered, counter_split, resync.",
+);
 pub const EXPORT_RECORDS: Family = counter(
     "tapflow_export_records_total",
     &["collector"],
@@ -163,6 +169,7 @@ pub const STANDARD_FAMILIES: &[Family] = &[
     FLOWS_CREATED,
     FLOWS_EXPIRED,
     CACHE_EVICTIONS,
+    CACHE_CORRECTIONS,
     EXPORT_RECORDS,
     EXPORT_DATAGRAMS,
     EXPORT_BYTES,

@@ -343,6 +343,18 @@ fn print_replay_summary(
     print_report_tables(report, file_packets, args.aggregate.is_some());
 }
 
+/// What the flow caches adjusted, by the `kind` label of
+/// `tapflow_cache_corrections_total`: clock and counter edge cases, each still accounted.
+pub fn cache_corrections(cache: &flowcache::CacheStats) -> [(&'static str, u64); 5] {
+    [
+        ("future_timestamp", cache.future_timestamps),
+        ("stale_timestamp", cache.stale_timestamps),
+        ("reordered", cache.reordered),
+        ("counter_split", cache.counter_splits),
+        ("resync", cache.resyncs),
+    ]
+}
+
 /// The counter table and the per-collector table that end every run.
 pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: bool) {
     let mut source = SourceStats::default();
@@ -376,6 +388,12 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
             format!("flows ended: {}", reason.name()),
             thousands(cache.expired(reason)),
         ]);
+    }
+    // Rare, so shown only when they happened (METRICS.md explains each).
+    for (kind, count) in cache_corrections(&cache) {
+        if count > 0 {
+            t.row([format!("cache correction: {kind}"), thousands(count)]);
+        }
     }
     t.row([
         "records to exporter".to_string(),

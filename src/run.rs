@@ -314,6 +314,9 @@ impl Supervisor {
             );
         }
         m.set(&metrics::CACHE_EVICTIONS, &[], totals.cache.evictions);
+        for (kind, count) in crate::pipeline::cache_corrections(&totals.cache) {
+            m.set(&metrics::CACHE_CORRECTIONS, &[kind], count);
+        }
         m.set(
             &metrics::EXPORT_QUEUE_DROPPED_RECORDS,
             &[],
