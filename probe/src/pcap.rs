@@ -230,6 +230,42 @@ struct RecordMeta {
     timestamp_us: u64,
 }
 
+/// A classic pcap record header (16 bytes), decoded.
+#[derive(Clone, Copy, Debug)]
+struct PcapRecordHeader {
+    captured: usize,
+    /// At least `captured`: a capture never holds more than the wire carried.
+    wire_len: u32,
+    timestamp_us: u64,
+}
+
+impl PcapRecordHeader {
+    #[inline]
+    fn read(header: &[u8], big_endian: bool, nanos: bool) -> PcapRecordHeader {
+        let secs = u64::from(u32_at(header, 0, big_endian));
+        let fraction = u64::from(u32_at(header, 4, big_endian));
+        let captured = u32_at(header, 8, big_endian) as usize;
+        let micros = if nanos { fraction / 1_000 } else { fraction };
+        PcapRecordHeader {
+            captured,
+            wire_len: u32_at(header, 12, big_endian).max(captured as u32),
+            timestamp_us: secs * 1_000_000 + micros,
+        }
+    }
+}
+
+impl FileStats {
+    /// Counts a delivered packet of `captured` bytes that was `wire_len` on the wire.
+    #[inline]
+    fn count_delivered(&mut self, captured: usize, wire_len: u32) {
+        self.packets += 1;
+        self.wire_bytes += u64::from(wire_len);
+        if (captured as u64) < u64::from(wire_len) {
+            self.snapped_packets += 1;
+        }
+    }
+}
+
 /// One step of the reader.
 enum Step {
     Packet(RecordMeta),
@@ -496,11 +532,7 @@ impl Reader {
     }
 
     fn deliver(&mut self, meta: RecordMeta) -> Step {
-        self.stats.packets += 1;
-        self.stats.wire_bytes += u64::from(meta.wire_len);
-        if (meta.captured as u64) < u64::from(meta.wire_len) {
-            self.stats.snapped_packets += 1;
-        }
+        self.stats.count_delivered(meta.captured, meta.wire_len);
         Step::Packet(meta)
     }
 
@@ -517,10 +549,8 @@ impl Reader {
             Fill::Eof => return Ok(Step::End),
             Fill::Partial => return Ok(self.truncated_tail()),
         }
-        let secs = u64::from(u32_at(&header, 0, big_endian));
-        let fraction = u64::from(u32_at(&header, 4, big_endian));
-        let captured = u32_at(&header, 8, big_endian) as usize;
-        let wire_len = u32_at(&header, 12, big_endian);
+        let record = PcapRecordHeader::read(&header, big_endian, nanos);
+        let captured = record.captured;
         if captured > MAX_CAPTURED_LEN {
             return Err(self.error(format_args!(
                 "record at byte {record_start} claims {captured} captured bytes (more than \
@@ -531,12 +561,11 @@ impl Reader {
         if !self.take(captured, out)? {
             return Ok(self.truncated_tail());
         }
-        let micros = if nanos { fraction / 1_000 } else { fraction };
         Ok(self.deliver(RecordMeta {
             start,
             captured,
-            wire_len: wire_len.max(captured as u32),
-            timestamp_us: secs * 1_000_000 + micros,
+            wire_len: record.wire_len,
+            timestamp_us: record.timestamp_us,
         }))
     }
 
@@ -928,50 +957,34 @@ impl FileSource {
         let Format::Pcap { big_endian, nanos } = self.reader.format else {
             return Ok(0);
         };
+        if let Err(err) = self.reader.input.fill_buf() {
+            return Err(self.reader.io_error(&err));
+        }
         let Reader {
             input,
             position,
             stats: file_stats,
-            path,
             ..
         } = &mut self.reader;
-        let buffered = match input.fill_buf() {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                return Err(SourceError::new(format!(
-                    "{}: read error at byte {position}: {}",
-                    path.display(),
-                    io_message(&err)
-                )));
-            }
-        };
+        let buffered = input.buffer();
         let mut packets = [Packet::default(); MAX_BURST];
         let mut count = 0;
         let mut used = 0;
         while count < MAX_BURST && buffered.len() - used >= 16 {
-            let header = &buffered[used..used + 16];
-            let captured = u32_at(header, 8, big_endian) as usize;
+            let record = PcapRecordHeader::read(&buffered[used..used + 16], big_endian, nanos);
+            let captured = record.captured;
             if captured > MAX_CAPTURED_LEN || buffered.len() - used - 16 < captured {
                 break;
             }
-            let secs = u64::from(u32_at(header, 0, big_endian));
-            let fraction = u64::from(u32_at(header, 4, big_endian));
-            let wire_len = u32_at(header, 12, big_endian).max(captured as u32);
-            let micros = if nanos { fraction / 1_000 } else { fraction };
-            let data = &buffered[used + 16..used + 16 + captured];
             packets[count] = Packet {
-                data,
-                wire_len,
-                timestamp_us: secs * 1_000_000 + micros,
+                data: &buffered[used + 16..used + 16 + captured],
+                wire_len: record.wire_len,
+                timestamp_us: record.timestamp_us,
                 port: self.port,
             };
-            file_stats.packets += 1;
-            file_stats.wire_bytes += u64::from(wire_len);
-            if (captured as u64) < u64::from(wire_len) {
-                file_stats.snapped_packets += 1;
-            }
+            file_stats.count_delivered(captured, record.wire_len);
             self.stats.rx_packets += 1;
-            self.stats.rx_bytes += u64::from(wire_len);
+            self.stats.rx_bytes += u64::from(record.wire_len);
             used += 16 + captured;
             count += 1;
         }
