@@ -24,36 +24,32 @@ const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 /// Asks the kernel to back the not yet touched allocation behind `buffer` (its whole
 /// capacity) with transparent huge pages. A flow table is read at random: with 4 KB pages
 /// nearly every packet also misses the TLB, which costs about as much as the cache miss
-/// itself (BENCHMARKS.md). Returns whether the kernel took the advice; refusal (THP off,
-/// not Linux) only costs speed.
-pub(crate) fn advise_huge_pages<T>(buffer: &Vec<T>) -> bool {
+/// itself (BENCHMARKS.md). Refusal (THP off, not Linux) only costs speed, so it is not
+/// reported.
+pub(crate) fn advise_huge_pages<T>(buffer: &Vec<T>) {
     let bytes = buffer.capacity() * size_of::<T>();
-    if bytes < HUGE_PAGE_MIN_BYTES {
-        return false;
+    if bytes >= HUGE_PAGE_MIN_BYTES {
+        advise(buffer.as_ptr().cast(), bytes);
     }
-    advise(buffer.as_ptr().cast(), bytes)
 }
 
 #[cfg(target_os = "linux")]
-fn advise(start: *const u8, bytes: usize) -> bool {
+fn advise(start: *const u8, bytes: usize) {
     // madvise wants a page-aligned start: advise the whole pages inside the allocation.
     let page = 4096usize;
     let first = (start as usize).next_multiple_of(page);
     let end = (start as usize + bytes) & !(page - 1);
     if end <= first {
-        return false;
+        return;
     }
     // SAFETY: the range lies inside one live allocation this process owns (the Vec's
     // buffer, page-aligned inward), and MADV_HUGEPAGE only changes how the kernel backs
     // those pages, never their contents or mapping: no Rust reference is invalidated.
-    let rc = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-    rc == 0
+    unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise(_start: *const u8, _bytes: usize) -> bool {
-    false
-}
+fn advise(_start: *const u8, _bytes: usize) {}
 
 /// Bit `i` set iff `words[i] == value`, for a bucket's 8 or 16 tags: two (or one) SSE2
 /// compares and a byte mask, where the portable fold compiles to a few dozen instructions.

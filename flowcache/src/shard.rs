@@ -189,8 +189,6 @@ pub struct FlowShard {
     /// complete pass started: every bucket was visited since `trusted_ms`.
     pass_started_ms: u64,
     trusted_ms: u64,
-    /// Whether the kernel took the advice to back the entries with huge pages.
-    huge_pages: bool,
     sampling: SamplingInfo,
     stats: CacheStats,
 }
@@ -218,14 +216,13 @@ impl FlowShard {
         // Advised before the first write, so the pages are huge from the start.
         let mut headers = Vec::with_capacity((slots * 2).div_ceil(32));
         let mut entries = Vec::with_capacity(slots);
-        let huge_pages = advise_huge_pages(&entries);
+        advise_huge_pages(&entries);
         advise_huge_pages(&headers);
         headers.resize(headers.capacity(), HeaderLine::default());
         entries.resize(slots, Entry::default());
         Ok(FlowShard {
             headers,
             entries,
-            huge_pages,
             bucket_mask: buckets - 1,
             bucket_size: config.bucket_size,
             inactive_timeout_ms: config.inactive_timeout_ms,
@@ -260,11 +257,7 @@ impl FlowShard {
         .validate()?;
         self.inactive_timeout_ms = inactive_timeout_ms;
         self.active_timeout_ms = active_timeout_ms;
-        for slot in 0..self.entries.len() {
-            if self.tag(slot) != 0 {
-                self.set_hint(slot);
-            }
-        }
+        self.rehint_all();
         Ok(())
     }
 
@@ -294,13 +287,6 @@ impl FlowShard {
     /// Bytes the table occupies.
     pub fn memory_bytes(&self) -> usize {
         self.entries.len() * size_of::<Entry>() + self.headers.len() * size_of::<HeaderLine>()
-    }
-
-    /// Whether the table was offered transparent huge pages and the kernel accepted
-    /// (Linux with THP `madvise` or `always`; tables of 4 MB or more). The kernel may still
-    /// back parts with small pages when it has no huge ones free.
-    pub fn huge_pages_advised(&self) -> bool {
-        self.huge_pages
     }
 
     pub fn sampling(&self) -> SamplingInfo {
@@ -485,16 +471,20 @@ impl FlowShard {
         assert_eq!(observations.len(), hashes.len(), "one hash per observation");
         self.count(observations);
         match self.bucket_size {
-            8 => {
-                for (obs, &hash) in observations.iter().zip(hashes) {
-                    self.update_one::<8>(obs, hash, now_ms, expired);
-                }
-            }
-            _ => {
-                for (obs, &hash) in observations.iter().zip(hashes) {
-                    self.update_one::<16>(obs, hash, now_ms, expired);
-                }
-            }
+            8 => self.update_prepared_in::<8>(observations, hashes, now_ms, expired),
+            _ => self.update_prepared_in::<16>(observations, hashes, now_ms, expired),
+        }
+    }
+
+    fn update_prepared_in<const B: usize>(
+        &mut self,
+        observations: &[Observation],
+        hashes: &[u64],
+        now_ms: u64,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        for (obs, &hash) in observations.iter().zip(hashes) {
+            self.update_one::<B>(obs, hash, now_ms, expired);
         }
     }
 
@@ -615,32 +605,56 @@ impl FlowShard {
 
     #[cold]
     fn resync(&mut self, now_ms: u64, expired: &mut Vec<FlowRecord>) {
-        if self.len > 0 {
+        // An empty table (the very first call, say) has nothing to re-read.
+        let occupied = self.len > 0;
+        if occupied {
             self.stats.resyncs += 1;
             for slot in 0..self.entries.len() {
-                if self.tag(slot) == 0 {
-                    continue;
-                }
-                let entry = self.entries[slot];
-                if now_ms >= self.deadline(&entry) {
-                    self.emit(&entry, self.time_reason(&entry), expired);
-                    self.set_tag(slot, 0);
-                    self.len -= 1;
-                }
-            }
-            // Survivors are not due at `now_ms`, so their times lie within the timeouts of
-            // it; re-encode nothing, but hint them against the new clock.
-            self.clock_ms = now_ms;
-            for slot in 0..self.entries.len() {
                 if self.tag(slot) != 0 {
-                    self.set_hint(slot);
+                    self.retire_if_due(slot, now_ms, expired);
                 }
             }
         }
+        // Survivors are not due at `now_ms`, so their times lie within the timeouts of it;
+        // re-encode nothing, but hint them against the new clock.
         self.clock_ms = now_ms;
+        if occupied {
+            self.rehint_all();
+        }
         self.trusted_ms = now_ms;
         self.pass_started_ms = now_ms;
         self.sweep_cursor = 0;
+    }
+
+    /// Recomputes every occupied slot's deadline hint (new timeouts, or a new clock).
+    fn rehint_all(&mut self) {
+        for slot in 0..self.entries.len() {
+            if self.tag(slot) != 0 {
+                self.set_hint(slot);
+            }
+        }
+    }
+
+    /// Exports the flow in `slot` with `reason` and frees the slot.
+    #[inline]
+    fn retire(&mut self, slot: usize, reason: EndReason, expired: &mut Vec<FlowRecord>) {
+        let entry = self.entries[slot];
+        self.emit(&entry, reason, expired);
+        self.set_tag(slot, 0);
+        self.len -= 1;
+    }
+
+    /// Retires the flow in `slot` with its time reason if it is due at `time`; says whether
+    /// it was.
+    #[inline]
+    fn retire_if_due(&mut self, slot: usize, time: u64, expired: &mut Vec<FlowRecord>) -> bool {
+        let entry = &self.entries[slot];
+        if time < self.deadline(entry) {
+            return false;
+        }
+        let reason = self.time_reason(entry);
+        self.retire(slot, reason, expired);
+        true
     }
 
     #[inline(always)]
@@ -698,10 +712,7 @@ impl FlowShard {
                 self.entries[slot].add(obs, time);
             }
             if ends_flow {
-                let entry = self.entries[slot];
-                self.emit(&entry, EndReason::EndOfFlow, expired);
-                self.set_tag(slot, 0);
-                self.len -= 1;
+                self.retire(slot, EndReason::EndOfFlow, expired);
             } else {
                 self.set_hint(slot);
             }
@@ -753,11 +764,7 @@ impl FlowShard {
     fn make_room(&mut self, base: usize, time: u64, expired: &mut Vec<FlowRecord>) -> usize {
         let mut free = None;
         for slot in base..base + self.bucket_size {
-            let entry = self.entries[slot];
-            if time >= self.deadline(&entry) {
-                self.emit(&entry, self.time_reason(&entry), expired);
-                self.set_tag(slot, 0);
-                self.len -= 1;
+            if self.retire_if_due(slot, time, expired) {
                 free.get_or_insert(slot);
             }
         }
@@ -767,11 +774,8 @@ impl FlowShard {
         let victim = (base..base + self.bucket_size)
             .min_by_key(|&slot| (self.time(self.entries[slot].last), self.entries[slot].key))
             .unwrap_or(base);
-        let entry = self.entries[victim];
-        self.emit(&entry, EndReason::LackOfResources, expired);
+        self.retire(victim, EndReason::LackOfResources, expired);
         self.stats.evictions += 1;
-        self.set_tag(victim, 0);
-        self.len -= 1;
         victim
     }
 
@@ -846,11 +850,7 @@ impl FlowShard {
             while due != 0 {
                 let slot = bucket * B + due.trailing_zeros() as usize;
                 due &= due - 1;
-                let entry = self.entries[slot];
-                if now_ms >= self.deadline(&entry) {
-                    self.emit(&entry, self.time_reason(&entry), expired);
-                    self.set_tag(slot, 0);
-                    self.len -= 1;
+                if self.retire_if_due(slot, now_ms, expired) {
                     count += 1;
                 }
             }
@@ -872,19 +872,16 @@ impl FlowShard {
             let slot = self.flush_cursor;
             self.flush_cursor += 1;
             if self.tag(slot) != 0 {
-                let entry = self.entries[slot];
-                self.emit(&entry, EndReason::Forced, expired);
-                self.set_tag(slot, 0);
-                self.len -= 1;
+                self.retire(slot, EndReason::Forced, expired);
                 left -= 1;
             }
         }
-        if self.len > 0 && self.flush_cursor < self.entries.len() {
-            return false;
-        }
-        // Flows a caller added between pieces, behind the cursor, are found by a new round.
         if self.len > 0 {
-            self.flush_cursor = 0;
+            // Flows a caller added between pieces, behind the cursor, are found by a new
+            // round.
+            if self.flush_cursor == self.entries.len() {
+                self.flush_cursor = 0;
+            }
             return false;
         }
         self.flush_cursor = 0;

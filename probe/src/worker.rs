@@ -251,10 +251,10 @@ struct PreparedBurst {
 /// instead of stalling the worker. A burst is parsed and hashed as it arrives; its bucket
 /// headers are requested one by one while the previous burst is accounted; it is accounted
 /// after the next burst was received and parsed, each entry requested a few packets before
-/// its update ([`FlowShard::update_interleaved`]). Bursts are
-/// accounted in arrival order, each with its own `now`, so the records are the same as
-/// without the pipeline; the held burst is accounted before anything that must see every
-/// packet: a sweep, an idle poll, a snapshot, shutdown.
+/// its update ([`FlowShard::update_interleaved`]). Bursts are accounted in arrival order,
+/// each with its own `now`, so the records are the same as without the pipeline; the held
+/// burst is accounted before anything that must see every packet: a sweep, an idle poll,
+/// a snapshot, shutdown.
 #[derive(Debug)]
 struct BurstPipeline {
     bursts: [PreparedBurst; 2],
