@@ -1,7 +1,9 @@
 //! The crate's only unsafe code: hints to the CPU (prefetch a cache line) and to the kernel
-//! (back the table with huge pages), which change no result, and the SIMD compare of a
-//! bucket's tags.
+//! (back the table with huge pages), which change no result, and the SIMD compares of a
+//! bucket's tags and of two flow keys.
 #![allow(unsafe_code)]
+
+use crate::FlowKey;
 
 /// Asks the CPU to start loading the cache line holding `item`. No effect on results.
 #[inline(always)]
@@ -86,9 +88,46 @@ pub(crate) fn eq_mask<const B: usize>(words: &[u16; B], value: u16) -> u32 {
         .fold(0, |mask, (i, &t)| mask | u32::from(t == value) << i)
 }
 
+/// Whether two keys are equal (as `==`), in three overlapping 16-byte SSE2 compares and
+/// no branch: the cache compares a key on every packet, and the derived comparison takes a
+/// branch per field.
+#[inline(always)]
+pub(crate) fn keys_equal(a: &FlowKey, b: &FlowKey) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{
+            __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+        };
+        const LAST: usize = size_of::<FlowKey>() - 16;
+        let (pa, pb) = (
+            (a as *const FlowKey).cast::<u8>(),
+            (b as *const FlowKey).cast::<u8>(),
+        );
+        // SAFETY: SSE2 is part of the x86_64 baseline. FlowKey is repr(C), 44 bytes of
+        // integer fields with no padding (asserted in record.rs), so every byte is
+        // initialised; the loads read bytes 0..16, 16..32 and 28..44 of each key, all
+        // inside it, and loadu has no alignment requirement.
+        let mask = unsafe {
+            let eq = |at: usize| {
+                _mm_cmpeq_epi8(
+                    _mm_loadu_si128(pa.add(at).cast::<__m128i>()),
+                    _mm_loadu_si128(pb.add(at).cast::<__m128i>()),
+                )
+            };
+            _mm_movemask_epi8(_mm_and_si128(_mm_and_si128(eq(0), eq(16)), eq(LAST)))
+        };
+        mask == 0xffff
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        a == b
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::eq_mask;
+    use super::{eq_mask, keys_equal};
+    use crate::FlowKey;
 
     #[test]
     fn eq_mask_matches_a_plain_scan() {
@@ -112,5 +151,47 @@ mod tests {
             assert_eq!(eq_mask(&words16, value), plain(&words16));
             assert_eq!(eq_mask(&words8, value), plain(&words8));
         }
+    }
+
+    #[test]
+    fn keys_equal_matches_the_derived_comparison_byte_by_byte() {
+        let mut key = FlowKey {
+            src_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst_addr: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            src_port: 443,
+            dst_port: 51000,
+            vlan: 100,
+            input_port: 2,
+            protocol: 6,
+            tos: 0x10,
+            ip_version: 6,
+            _reserved: 0,
+        };
+        assert!(keys_equal(&key, &key.clone()));
+        // A difference in any one field (every byte of each is covered by some load)
+        // makes the keys unequal, as `==` says.
+        let changes: [fn(&mut FlowKey); 12] = [
+            |k| k.src_addr[0] ^= 1,
+            |k| k.src_addr[15] ^= 0x80,
+            |k| k.dst_addr[0] ^= 1,
+            |k| k.dst_addr[15] ^= 0x80,
+            |k| k.src_port ^= 0x100,
+            |k| k.dst_port ^= 1,
+            |k| k.vlan ^= 0x8000,
+            |k| k.input_port ^= 1,
+            |k| k.protocol ^= 0x11,
+            |k| k.tos ^= 4,
+            |k| k.ip_version = 4,
+            |k| k._reserved = 1,
+        ];
+        for change in changes {
+            let mut other = key;
+            change(&mut other);
+            assert_ne!(key, other);
+            assert!(!keys_equal(&key, &other), "{other:?}");
+            assert!(!keys_equal(&other, &key));
+        }
+        key.ip_version = 4;
+        assert!(keys_equal(&key, &{ key }));
     }
 }

@@ -50,7 +50,7 @@
 
 use crate::SamplingInfo;
 use crate::hash::flow_hash;
-use crate::hint::{advise_huge_pages, eq_mask, prefetch_read};
+use crate::hint::{advise_huge_pages, eq_mask, keys_equal, prefetch_read};
 use crate::{CacheConfig, CacheConfigError, EndReason, FlowKey, FlowRecord, Observation};
 
 const TCP: u8 = 6;
@@ -552,10 +552,18 @@ impl FlowShard {
         self.headers[line].0[word + self.bucket_size] = hint_of(deadline);
     }
 
+    /// [`FlowShard::set_hint`] with the deadline already known, in a bucket of `B`.
+    #[inline(always)]
+    fn store_hint<const B: usize>(&mut self, slot: usize, deadline_ms: u64) {
+        let floor = self.clock_ms.saturating_sub(HINT_FLOOR_MS);
+        let word = 2 * slot - (slot & (B - 1)) + B;
+        self.headers[word / 32].0[word % 32] = hint_of(deadline_ms.max(floor));
+    }
+
     /// A stored time, decoded against the clock.
     #[inline(always)]
     fn time(&self, stored: u32) -> u64 {
-        self.clock_ms - u64::from((self.clock_ms as u32).wrapping_sub(stored))
+        decode_time(self.clock_ms, stored)
     }
 
     #[inline]
@@ -691,32 +699,13 @@ impl FlowShard {
         let (tags, _) = self.header::<B>(bucket);
         let free_slots = mask_of(tags, 0);
         let mut matches = mask_of(tags, tag);
-        let mut found = None;
         while matches != 0 {
             let slot = base + matches.trailing_zeros() as usize;
-            if self.entries[slot].key == obs.key {
-                found = Some(slot);
-                break;
+            if keys_equal(&self.entries[slot].key, &obs.key) {
+                self.update_found::<B>(slot, obs, time, ends_flow, expired);
+                return;
             }
             matches &= matches - 1;
-        }
-
-        if let Some(slot) = found {
-            let entry = &self.entries[slot];
-            if time >= self.deadline(entry) || entry.is_full_for(obs) {
-                self.restart(slot, obs, time, expired);
-            } else {
-                if time < self.time(entry.last) {
-                    self.stats.reordered += 1;
-                }
-                self.entries[slot].add(obs, time);
-            }
-            if ends_flow {
-                self.retire(slot, EndReason::EndOfFlow, expired);
-            } else {
-                self.set_hint(slot);
-            }
-            return;
         }
 
         self.stats.flows_created += 1;
@@ -734,6 +723,44 @@ impl FlowShard {
         self.set_tag(slot, tag);
         self.set_hint(slot);
         self.len += 1;
+    }
+
+    /// Counts `obs` at `time` into the live flow in `slot`. The common case (the flow goes
+    /// on) decodes the stored times once and derives the new deadline from them, rather
+    /// than decoding again for the hint.
+    #[inline(always)]
+    fn update_found<const B: usize>(
+        &mut self,
+        slot: usize,
+        obs: &Observation,
+        time: u64,
+        ends_flow: bool,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        let clock = self.clock_ms;
+        let entry = &mut self.entries[slot];
+        let last = decode_time(clock, entry.last);
+        let first = decode_time(clock, entry.first);
+        let deadline = (last + self.inactive_timeout_ms).min(first + self.active_timeout_ms);
+        if time >= deadline || entry.is_full_for(obs) {
+            self.restart(slot, obs, time, expired);
+        } else {
+            if time < last {
+                self.stats.reordered += 1;
+            }
+            entry.add(obs, time);
+            if !ends_flow {
+                let deadline = (last.max(time) + self.inactive_timeout_ms)
+                    .min(first.min(time) + self.active_timeout_ms);
+                self.store_hint::<B>(slot, deadline);
+                return;
+            }
+        }
+        if ends_flow {
+            self.retire(slot, EndReason::EndOfFlow, expired);
+        } else {
+            self.set_hint(slot);
+        }
     }
 
     /// Ends the record in `slot` (its time reason, or active when its counters are full)
@@ -899,6 +926,12 @@ fn widen_nic_hash(hash: u32, key: &FlowKey) -> u64 {
     let ports = u32::from(key.src_port) << 16 | u32::from(key.dst_port);
     let mixed = (hash ^ ports).wrapping_mul(0x9e37_79b9);
     u64::from(mixed) << 32 | u64::from(hash)
+}
+
+/// A stored 32-bit time, as the latest time at or before `clock_ms` with those low bits.
+#[inline(always)]
+fn decode_time(clock_ms: u64, stored: u32) -> u64 {
+    clock_ms - u64::from((clock_ms as u32).wrapping_sub(stored))
 }
 
 /// A deadline in units of 1.024 s, modulo 2^16 (18.6 hours); compared by wrapping
