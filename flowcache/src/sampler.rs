@@ -150,6 +150,21 @@ impl Sampler {
         }
     }
 
+    /// Whether every packet goes on to the cache (no sampling): a caller may then skip
+    /// [`Sampler::keep`] per packet and report the burst with [`Sampler::kept_all`].
+    #[inline]
+    pub fn keeps_all(&self) -> bool {
+        matches!(self.spec, SamplerSpec::None)
+    }
+
+    /// Counts `packets` kept without asking [`Sampler::keep`] (only when
+    /// [`Sampler::keeps_all`]).
+    #[inline]
+    pub fn kept_all(&mut self, packets: u64) {
+        debug_assert!(self.keeps_all(), "only an unsampled sampler keeps unasked");
+        self.sampled_in += packets;
+    }
+
     /// Whether the packet with this key goes on to the cache. Counts it either way.
     #[inline]
     pub fn keep(&mut self, key: &FlowKey) -> bool {

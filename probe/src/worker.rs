@@ -366,6 +366,7 @@ fn parse_burst(
     counters: &mut BurstCounters,
 ) -> usize {
     let mut kept = 0;
+    let keep_all = sampler.keeps_all();
     for (packet, _) in packets.iter().zip(0..MAX_BURST) {
         counters.packets += 1;
         counters.bytes += u64::from(packet.wire_len);
@@ -389,11 +390,14 @@ fn parse_burst(
         observation.tcp_flags = meta.tcp_flags;
         observation.ttl = meta.ttl;
         observation.timestamp_ms = packet.timestamp_us / 1_000;
-        if sampler.keep(&observation.key) {
+        if keep_all || sampler.keep(&observation.key) {
             kept += 1;
         } else {
             counters.sampled_out += 1;
         }
+    }
+    if keep_all {
+        sampler.kept_all(kept as u64);
     }
     kept
 }
