@@ -258,11 +258,17 @@ impl FileStats {
     /// Counts a delivered packet of `captured` bytes that was `wire_len` on the wire.
     #[inline]
     fn count_delivered(&mut self, captured: usize, wire_len: u32) {
-        self.packets += 1;
-        self.wire_bytes += u64::from(wire_len);
-        if (captured as u64) < u64::from(wire_len) {
-            self.snapped_packets += 1;
-        }
+        let snapped = u64::from((captured as u64) < u64::from(wire_len));
+        self.count_burst(1, u64::from(wire_len), snapped);
+    }
+
+    /// Counts `packets` delivered together: `wire_bytes` on the wire, `snapped` of them
+    /// captured short.
+    #[inline]
+    fn count_burst(&mut self, packets: u64, wire_bytes: u64, snapped: u64) {
+        self.packets += packets;
+        self.wire_bytes += wire_bytes;
+        self.snapped_packets += snapped;
     }
 }
 
@@ -954,9 +960,33 @@ impl FileSource {
     /// record (end of file, a record split across reads, an oversized claim): the copying
     /// path then handles that record, with its errors and end-of-file rules.
     fn poll_buffered(&mut self, sink: &mut dyn FnMut(&[Packet<'_>])) -> Result<usize, SourceError> {
-        let Format::Pcap { big_endian, nanos } = self.reader.format else {
-            return Ok(0);
-        };
+        // One copy of the loop per byte order and time unit, so a record's decoding has no
+        // branches.
+        match self.reader.format {
+            Format::Pcap {
+                big_endian: false,
+                nanos: false,
+            } => self.poll_buffered_in::<false, false>(sink),
+            Format::Pcap {
+                big_endian: false,
+                nanos: true,
+            } => self.poll_buffered_in::<false, true>(sink),
+            Format::Pcap {
+                big_endian: true,
+                nanos: false,
+            } => self.poll_buffered_in::<true, false>(sink),
+            Format::Pcap {
+                big_endian: true,
+                nanos: true,
+            } => self.poll_buffered_in::<true, true>(sink),
+            _ => Ok(0),
+        }
+    }
+
+    fn poll_buffered_in<const BIG_ENDIAN: bool, const NANOS: bool>(
+        &mut self,
+        sink: &mut dyn FnMut(&[Packet<'_>]),
+    ) -> Result<usize, SourceError> {
         if let Err(err) = self.reader.input.fill_buf() {
             return Err(self.reader.io_error(&err));
         }
@@ -970,25 +1000,35 @@ impl FileSource {
         let mut packets = [Packet::default(); MAX_BURST];
         let mut count = 0;
         let mut used = 0;
-        while count < MAX_BURST && buffered.len() - used >= 16 {
-            let record = PcapRecordHeader::read(&buffered[used..used + 16], big_endian, nanos);
+        let mut wire_bytes = 0;
+        let mut snapped = 0;
+        while count < MAX_BURST {
+            let Some(header) = buffered.get(used..used + 16) else {
+                break;
+            };
+            let record = PcapRecordHeader::read(header, BIG_ENDIAN, NANOS);
             let captured = record.captured;
-            if captured > MAX_CAPTURED_LEN || buffered.len() - used - 16 < captured {
+            if captured > MAX_CAPTURED_LEN {
                 break;
             }
+            let Some(data) = buffered.get(used + 16..used + 16 + captured) else {
+                break;
+            };
             packets[count] = Packet {
-                data: &buffered[used + 16..used + 16 + captured],
+                data,
                 wire_len: record.wire_len,
                 timestamp_us: record.timestamp_us,
                 port: self.port,
             };
-            file_stats.count_delivered(captured, record.wire_len);
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += u64::from(record.wire_len);
+            wire_bytes += u64::from(record.wire_len);
+            snapped += u64::from((captured as u64) < u64::from(record.wire_len));
             used += 16 + captured;
             count += 1;
         }
         if count > 0 {
+            file_stats.count_burst(count as u64, wire_bytes, snapped);
+            self.stats.rx_packets += count as u64;
+            self.stats.rx_bytes += wire_bytes;
             sink(&packets[..count]);
         }
         input.consume(used);
