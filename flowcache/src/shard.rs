@@ -742,16 +742,19 @@ impl FlowShard {
         let last = decode_time(clock, entry.last);
         let first = decode_time(clock, entry.first);
         let deadline = (last + self.inactive_timeout_ms).min(first + self.active_timeout_ms);
-        if time >= deadline || entry.is_full_for(obs) {
+        let octets = entry.octets() + u64::from(obs.octets);
+        if time >= deadline || entry.packets == u32::MAX || octets > MAX_OCTETS {
+            // Due, or a counter would overflow: `restart` tells which.
             self.restart(slot, obs, time, expired);
         } else {
             if time < last {
                 self.stats.reordered += 1;
             }
-            entry.add(obs, time);
+            let (first, last) = (first.min(time), last.max(time));
+            entry.count(obs, octets, first, last);
             if !ends_flow {
-                let deadline = (last.max(time) + self.inactive_timeout_ms)
-                    .min(first.min(time) + self.active_timeout_ms);
+                let deadline =
+                    (last + self.inactive_timeout_ms).min(first + self.active_timeout_ms);
                 self.store_hint::<B>(slot, deadline);
                 return;
             }
@@ -974,28 +977,16 @@ impl Entry {
         u64::from(self.octets_high) << 32 | u64::from(self.octets_low)
     }
 
-    /// Whether counting `obs` would overflow the packet or octet counter.
+    /// Counts `obs` into the entry: `octets` is the new octet total (at most
+    /// [`MAX_OCTETS`]), `first` and `last` the flow's times with this packet, all within
+    /// the timeouts of the clock.
     #[inline(always)]
-    fn is_full_for(&self, obs: &Observation) -> bool {
-        self.packets == u32::MAX || self.octets() + u64::from(obs.octets) > MAX_OCTETS
-    }
-
-    /// Counts `obs` at `time`, which lies within the timeouts of the flow's times (the
-    /// caller checked the deadline), so comparing the stored 32-bit times by wrapping
-    /// difference orders them correctly.
-    #[inline]
-    fn add(&mut self, obs: &Observation, time: u64) {
-        let t = time as u32;
+    fn count(&mut self, obs: &Observation, octets: u64, first: u64, last: u64) {
         self.packets += 1;
-        let octets = self.octets() + u64::from(obs.octets);
         self.octets_low = octets as u32;
         self.octets_high = (octets >> 32) as u8;
-        if (t.wrapping_sub(self.first) as i32) < 0 {
-            self.first = t;
-        }
-        if (t.wrapping_sub(self.last) as i32) > 0 {
-            self.last = t;
-        }
+        self.first = first as u32;
+        self.last = last as u32;
         self.tcp_flags |= obs.tcp_flags;
         self.min_ttl = self.min_ttl.min(obs.ttl);
         self.max_ttl = self.max_ttl.max(obs.ttl);

@@ -495,10 +495,11 @@ impl Worker {
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
             // The clock, once per burst: the burst's latest packet time, or the wall's.
             let now = match clock {
-                Clock::Packet => burst
-                    .iter()
-                    .map(|p| p.timestamp_us / 1_000)
-                    .fold(*now_ms, u64::max),
+                // Flooring commutes with max: one division a burst.
+                Clock::Packet => {
+                    let latest_us = burst.iter().map(|p| p.timestamp_us).max().unwrap_or(0);
+                    (latest_us / 1_000).max(*now_ms)
+                }
                 Clock::Wall => (*now_ms).max(wall_clock_ms()),
             };
             *now_ms = now;
