@@ -62,7 +62,9 @@ const CHUNK: usize = 64;
 
 /// How many packets ahead of its update [`FlowShard::update_interleaved`] requests an entry:
 /// enough updates to cover a DRAM access, few enough to stay within the miss buffers.
-pub const PREFETCH_DISTANCE: usize = 8;
+/// Measured with the `update_interleaved` criterion bench against `update_burst` in the
+/// same run (8, 16, 24, 32): 16 is best at 100k and 1M flows (BENCHMARKS.md).
+pub const PREFETCH_DISTANCE: usize = 16;
 
 /// How far ahead of itself (in header lines) the sweep prefetches.
 const SWEEP_PREFETCH_LINES: usize = 8;
