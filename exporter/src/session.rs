@@ -335,16 +335,16 @@ impl ExportSession {
         match self.config.version {
             ExportVersion::V5 => self.encode_v5(records, now_ms, emit),
             ExportVersion::V9 | ExportVersion::Ipfix => {
+                let ipv4 = (self.templates.ipv4, record_len(self.templates.ipv4));
+                let ipv6 = (self.templates.ipv6, record_len(self.templates.ipv6));
                 for r in records {
-                    let template = if r.key.ip_version == 6 {
-                        (ie::template_id::IPV6_FLOW, self.templates.ipv6)
+                    let (set_id, (fields, len)) = if r.key.ip_version == 6 {
+                        (ie::template_id::IPV6_FLOW, ipv6)
                     } else {
-                        (ie::template_id::IPV4_FLOW, self.templates.ipv4)
+                        (ie::template_id::IPV4_FLOW, ipv4)
                     };
-                    self.reserve_record(template.0, record_len(template.1), now_ms, emit);
-                    for field in template.1 {
-                        self.write_flow_field(field, r);
-                    }
+                    self.reserve_record(set_id, len, now_ms, emit);
+                    self.write_flow_record(fields, len, r);
                     self.message.data += 1;
                 }
                 self.finish_message(emit);
@@ -561,20 +561,9 @@ impl ExportSession {
     }
 
     fn write_sampling_field(&mut self, f: &Ie, sampling: SamplingInfo) {
-        match f.id {
-            id::SAMPLING_INTERVAL => put_uint(&mut self.buf, u64::from(sampling.interval), f.len),
-            id::SAMPLING_ALGORITHM => put_uint(
-                &mut self.buf,
-                u64::from(sampling_algorithm_code(sampling.algorithm)),
-                f.len,
-            ),
-            id::SAMPLING_PACKET_INTERVAL => put_uint(&mut self.buf, 1, f.len),
-            id::SAMPLING_PACKET_SPACE => put_uint(
-                &mut self.buf,
-                u64::from(sampling.interval.max(1) - 1),
-                f.len,
-            ),
-            _ => unreachable_field(&mut self.buf, f),
+        match sampling_value(f.id, sampling) {
+            Some(v) => put_uint(&mut self.buf, v, f.len),
+            None => unreachable_field(&mut self.buf, f),
         }
     }
 
@@ -709,45 +698,78 @@ impl ExportSession {
         });
     }
 
-    fn write_flow_field(&mut self, f: &Ie, r: &FlowRecord) {
+    /// Appends one flow record laid out as `fields` (`len` bytes in all): the record's
+    /// bytes are reserved at once and each field written in place, where pushing field by
+    /// field cost a capacity check, and for run-time sizes a memcpy call, per field.
+    fn write_flow_record(&mut self, fields: &[Ie], len: usize, r: &FlowRecord) {
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        let mut at = start;
+        for f in fields {
+            let end = at + usize::from(f.len);
+            let value = self.flow_field_value(f, r);
+            let slot = &mut self.buf[at..end];
+            match value {
+                FieldValue::Uint(v) => put_uint_into(slot, v),
+                // Whole-array copies for addresses, so no memcpy call.
+                FieldValue::Bytes(bytes) => {
+                    if let (Ok(to), Ok(from)) = (
+                        <&mut [u8; 4]>::try_from(&mut *slot),
+                        <&[u8; 4]>::try_from(bytes),
+                    ) {
+                        *to = *from;
+                    } else if let (Ok(to), Ok(from)) = (
+                        <&mut [u8; 16]>::try_from(&mut *slot),
+                        <&[u8; 16]>::try_from(bytes),
+                    ) {
+                        *to = *from;
+                    } else {
+                        let n = slot.len().min(bytes.len());
+                        slot[..n].copy_from_slice(&bytes[..n]);
+                    }
+                }
+            }
+            at = end;
+        }
+    }
+
+    fn flow_field_value<'r>(&mut self, f: &Ie, r: &'r FlowRecord) -> FieldValue<'r> {
+        use FieldValue::{Bytes, Uint};
         let k = &r.key;
-        let out = &mut self.buf;
         match f.id {
-            id::SOURCE_IPV4_ADDRESS => out.extend_from_slice(&k.src_addr[..4]),
-            id::DESTINATION_IPV4_ADDRESS => out.extend_from_slice(&k.dst_addr[..4]),
-            id::SOURCE_IPV6_ADDRESS => out.extend_from_slice(&k.src_addr),
-            id::DESTINATION_IPV6_ADDRESS => out.extend_from_slice(&k.dst_addr),
-            id::SOURCE_TRANSPORT_PORT => put_uint(out, u64::from(k.src_port), f.len),
-            id::DESTINATION_TRANSPORT_PORT => put_uint(out, u64::from(k.dst_port), f.len),
+            id::SOURCE_IPV4_ADDRESS => Bytes(&k.src_addr[..4]),
+            id::DESTINATION_IPV4_ADDRESS => Bytes(&k.dst_addr[..4]),
+            id::SOURCE_IPV6_ADDRESS => Bytes(&k.src_addr),
+            id::DESTINATION_IPV6_ADDRESS => Bytes(&k.dst_addr),
+            id::SOURCE_TRANSPORT_PORT => Uint(u64::from(k.src_port)),
+            id::DESTINATION_TRANSPORT_PORT => Uint(u64::from(k.dst_port)),
             id::ICMP_TYPE_CODE_IPV4 => {
                 // The key keeps ICMP type << 8 | code in the destination port.
                 let icmp = matches!(k.protocol, 1 | 58);
-                put_uint(out, if icmp { u64::from(k.dst_port) } else { 0 }, f.len)
+                Uint(if icmp { u64::from(k.dst_port) } else { 0 })
             }
-            id::PROTOCOL_IDENTIFIER => put_uint(out, u64::from(k.protocol), f.len),
-            id::IP_CLASS_OF_SERVICE => put_uint(out, u64::from(k.tos), f.len),
-            id::TCP_CONTROL_BITS => put_uint(out, u64::from(r.tcp_flags), f.len),
-            id::PACKET_DELTA_COUNT => put_uint(out, r.packets, f.len),
-            id::OCTET_DELTA_COUNT => put_uint(out, r.octets, f.len),
-            id::FLOW_START_MILLISECONDS => put_uint(out, r.first_ms, f.len),
-            id::FLOW_END_MILLISECONDS => put_uint(out, r.last_ms, f.len),
-            id::FIRST_SWITCHED => {
-                let t = self.uptime(r.first_ms);
-                put_uint(&mut self.buf, u64::from(t), f.len)
-            }
-            id::LAST_SWITCHED => {
-                let t = self.uptime(r.last_ms);
-                put_uint(&mut self.buf, u64::from(t), f.len)
-            }
-            id::INGRESS_INTERFACE => put_uint(out, u64::from(k.input_port), f.len),
-            id::VLAN_ID => put_uint(out, u64::from(k.vlan), f.len),
-            id::MINIMUM_TTL => put_uint(out, u64::from(r.min_ttl), f.len),
-            id::MAXIMUM_TTL => put_uint(out, u64::from(r.max_ttl), f.len),
-            id::FLOW_END_REASON => put_uint(out, r.end_reason as u64, f.len),
-            id::SAMPLING_INTERVAL | id::SAMPLING_ALGORITHM => {
-                self.write_sampling_field(f, r.sampling)
-            }
-            _ => unreachable_field(out, f),
+            id::PROTOCOL_IDENTIFIER => Uint(u64::from(k.protocol)),
+            id::IP_CLASS_OF_SERVICE => Uint(u64::from(k.tos)),
+            id::TCP_CONTROL_BITS => Uint(u64::from(r.tcp_flags)),
+            id::PACKET_DELTA_COUNT => Uint(r.packets),
+            id::OCTET_DELTA_COUNT => Uint(r.octets),
+            id::FLOW_START_MILLISECONDS => Uint(r.first_ms),
+            id::FLOW_END_MILLISECONDS => Uint(r.last_ms),
+            id::FIRST_SWITCHED => Uint(u64::from(self.uptime(r.first_ms))),
+            id::LAST_SWITCHED => Uint(u64::from(self.uptime(r.last_ms))),
+            id::INGRESS_INTERFACE => Uint(u64::from(k.input_port)),
+            id::VLAN_ID => Uint(u64::from(k.vlan)),
+            id::MINIMUM_TTL => Uint(u64::from(r.min_ttl)),
+            id::MAXIMUM_TTL => Uint(u64::from(r.max_ttl)),
+            id::FLOW_END_REASON => Uint(r.end_reason as u64),
+            _ => match sampling_value(f.id, r.sampling) {
+                Some(v) => Uint(v),
+                None => {
+                    // Zero-filled in release, as `unreachable_field` does.
+                    debug_assert!(false, "no encoder for {f:?}");
+                    Uint(0)
+                }
+            },
         }
     }
 
@@ -953,7 +975,61 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 
 /// An unsigned value in `len` bytes, network order; saturates when it does not fit
 /// (reduced-size encoding, RFC 7011 §6.2).
+/// A flow field's value, before it is laid out in its record.
+enum FieldValue<'a> {
+    /// Big-endian in the field's size, saturated.
+    Uint(u64),
+    /// Copied as is (addresses).
+    Bytes(&'a [u8]),
+}
+
+/// The value of a sampling element, for flow records and the sampling options record.
+fn sampling_value(element: u16, sampling: SamplingInfo) -> Option<u64> {
+    Some(match element {
+        id::SAMPLING_INTERVAL => u64::from(sampling.interval),
+        id::SAMPLING_ALGORITHM => u64::from(sampling_algorithm_code(sampling.algorithm)),
+        id::SAMPLING_PACKET_INTERVAL => 1,
+        id::SAMPLING_PACKET_SPACE => u64::from(sampling.interval.max(1) - 1),
+        _ => return None,
+    })
+}
+
+/// Writes `value` big-endian into all of `slot`, saturated to what it holds (a slot wider
+/// than 8 bytes gets leading zeros).
+#[inline]
+fn put_uint_into(slot: &mut [u8], value: u64) {
+    // Whole-array stores for the usual sizes: written as slice copies, the arms fold into
+    // one memcpy call of run-time length.
+    if let Ok(bytes) = <&mut [u8; 8]>::try_from(&mut *slot) {
+        *bytes = value.to_be_bytes();
+    } else if let Ok(bytes) = <&mut [u8; 4]>::try_from(&mut *slot) {
+        *bytes = (value.min(0xffff_ffff) as u32).to_be_bytes();
+    } else if let Ok(bytes) = <&mut [u8; 2]>::try_from(&mut *slot) {
+        *bytes = (value.min(0xffff) as u16).to_be_bytes();
+    } else if let [byte] = slot {
+        *byte = value.min(0xff) as u8;
+    } else if slot.len() > 8 {
+        let n = slot.len();
+        slot[..n - 8].fill(0);
+        slot[n - 8..].copy_from_slice(&value.to_be_bytes());
+    } else {
+        let n = slot.len();
+        let max = (1u64 << (8 * n)) - 1;
+        slot.copy_from_slice(&value.min(max).to_be_bytes()[8 - n..]);
+    }
+}
+
+#[inline]
 fn put_uint(out: &mut Vec<u8>, value: u64, len: u16) {
+    // The usual sizes as fixed-size writes: a slice of run-time length costs a memcpy call
+    // per field, and a record has about twenty.
+    match len {
+        1 => return out.push(value.min(0xff) as u8),
+        2 => return out.extend_from_slice(&(value.min(0xffff) as u16).to_be_bytes()),
+        4 => return out.extend_from_slice(&(value.min(0xffff_ffff) as u32).to_be_bytes()),
+        8 => return out.extend_from_slice(&value.to_be_bytes()),
+        _ => {}
+    }
     let len = usize::from(len).min(8);
     let max = if len == 8 {
         u64::MAX
@@ -993,6 +1069,22 @@ mod tests {
         put_uint(&mut out, 7, 1);
         put_uint(&mut out, 0x0102_0304_0506_0708, 8);
         assert_eq!(out, [0xff, 0xff, 0x01, 0x02, 7, 1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn put_uint_into_agrees_with_put_uint_in_every_size() {
+        for len in 0..=8u16 {
+            for value in [0, 1, 0xff, 0x100, 0xffff, 0x1_0000, 0x0102_0304, u64::MAX] {
+                let mut pushed = Vec::new();
+                put_uint(&mut pushed, value, len);
+                let mut slot = vec![0xaa; usize::from(len)];
+                put_uint_into(&mut slot, value);
+                assert_eq!(slot, pushed, "{value:#x} in {len} bytes");
+            }
+        }
+        let mut wide = [0xaa; 10];
+        put_uint_into(&mut wide, 0x0102);
+        assert_eq!(wide, [0, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
     }
 
     #[test]
