@@ -11,13 +11,14 @@ mod decode;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{generate_pcap, ground_truth, scratch_dir, sum, tapflow, text};
+use common::{
+    generate_pcap, ground_truth, scratch_dir, signal, sum, tapflow, text, write_dpdk_run_config,
+};
 use decode::{Decoder, Message};
 
 /// The numbers of a collector's row in the final table: records, datagrams, bytes,
@@ -74,34 +75,6 @@ fn an_absent_udp_collector_costs_send_errors_and_nothing_else() {
     );
     let [_, datagrams, _, _, send_errors] = collector_row(&stdout, &format!("ipfix/udp {address}"));
     assert!(datagrams > 0 && send_errors > 0, "{stdout}");
-}
-
-fn write_run_config(path: &Path, pcap: &Path, prefix: &str, collector: &str) {
-    let text = format!(
-        r#"
-[dpdk]
-hugepages = false
-memory_mb = 512
-file_prefix = "{prefix}"
-
-[[port]]
-device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-
-[cache]
-capacity = 65536
-
-[[collector]]
-address = "{collector}"
-version = "ipfix"
-transport = "tcp"
-
-[stats]
-interval = 1
-prometheus = false
-"#,
-        pcap = pcap.display()
-    );
-    std::fs::write(path, text).unwrap();
 }
 
 /// stderr lines as they arrive, each with the time it was read.
@@ -196,14 +169,6 @@ fn data_records(messages: &[Message]) -> usize {
     messages.iter().map(|m| m.data().count()).sum()
 }
 
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[cfg(feature = "dpdk")]
 #[test]
 fn a_restarting_tcp_collector_gets_a_new_connection_with_templates_first() {
@@ -213,7 +178,8 @@ fn a_restarting_tcp_collector_gets_a_new_connection_with_templates_first() {
     let address = listener.local_addr().unwrap();
     let config = dir.join("tapflow.toml");
     let prefix = format!("tapflow-test-tcp-restart-{}", std::process::id());
-    write_run_config(&config, &pcap, &prefix, &address.to_string());
+    let collector = format!("address = \"{address}\"\nversion = \"ipfix\"\ntransport = \"tcp\"");
+    write_dpdk_run_config(&config, &pcap, &prefix, &collector);
 
     let mut child = tapflow()
         .args(["run", "--config"])

@@ -10,38 +10,18 @@ mod decode;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    BackgroundCollector, Nfcapd, generate_pcap, scratch_dir, tapflow, totals_from_nfdump,
+    BackgroundCollector, Nfcapd, generate_pcap, scratch_dir, signal, tapflow, totals_from_nfdump,
+    write_dpdk_run_config,
 };
 use decode::{Decoder, Value};
 
+/// The run configuration, exporting IPFIX over UDP (the default) to `collector`.
 fn write_config(path: &Path, pcap: &Path, prefix: &str, collector: &str) {
-    let text = format!(
-        r#"
-[dpdk]
-hugepages = false
-memory_mb = 512
-file_prefix = "{prefix}"
-
-[[port]]
-device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-
-[cache]
-capacity = 65536
-
-[[collector]]
-address = "{collector}"
-
-[stats]
-interval = 1
-prometheus = false
-"#,
-        pcap = pcap.display()
-    );
-    std::fs::write(path, text).unwrap();
+    write_dpdk_run_config(path, pcap, prefix, &format!("address = \"{collector}\""));
 }
 
 fn start_run(config: &Path) -> Child {
@@ -52,14 +32,6 @@ fn start_run(config: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Waits (bounded) for the process to exit and returns (stdout, stderr).

@@ -403,3 +403,41 @@ pub fn assert_same_flows(what: &str, expected: &Totals, actual: &Totals) {
         lines.join("\n")
     );
 }
+
+/// Writes a `tapflow run` configuration for a DPDK pcap port looping over `pcap` forever
+/// (own `file_prefix`, no hugepages), exporting to the collector described by
+/// `collector_lines` (the body of its `[[collector]]` table).
+pub fn write_dpdk_run_config(path: &Path, pcap: &Path, prefix: &str, collector_lines: &str) {
+    let text = format!(
+        r#"
+[dpdk]
+hugepages = false
+memory_mb = 512
+file_prefix = "{prefix}"
+
+[[port]]
+device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
+
+[cache]
+capacity = 65536
+
+[[collector]]
+{collector_lines}
+
+[stats]
+interval = 1
+prometheus = false
+"#,
+        pcap = pcap.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// Sends signal `name` (TERM, HUP, ...) to a child this test started.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
