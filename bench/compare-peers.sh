@@ -4,7 +4,8 @@
 # Converts the same capture to IPFIX with tapflow (its own file reader, and DPDK's pcap
 # driver), softflowd (-r) and pmacctd (nfprobe plugin), each sending to a loopback UDP port
 # that is bound but never read, and prints for each: wall time, CPU seconds (user + sys of
-# the process and its children, from /usr/bin/time), packets per second per core
+# the process and its children, as wait4 reports them, to the microsecond: see `measure` in
+# lib.sh), packets per second per core
 # (packets / CPU seconds) and peak RSS; then tapflow's advantage over each peer.
 #
 # Without PCAP it generates one with `tapflow generate` (1 005 055 packets: 50 000 flows of
@@ -25,9 +26,9 @@ REPEAT=${REPEAT:-3}
 MAX_FLOWS=${MAX_FLOWS:-262144}
 TOOLS=${TOOLS:-"tapflow-file tapflow-dpdk softflowd pmacctd"}
 
-for tool in /usr/bin/time python3; do
+for tool in python3; do
     command -v "$tool" >/dev/null || {
-        echo "compare-peers: $tool is needed (Debian: apt-get install time python3)" >&2
+        echo "compare-peers: $tool is needed (Debian: apt-get install python3)" >&2
         exit 1
     }
 done
@@ -85,7 +86,7 @@ for tool in $TOOLS; do
     : >"$work/$tool.times"
     for _ in $(seq "$REPEAT"); do
         # shellcheck disable=SC2086
-        if ! /usr/bin/time -f "%e %U %S %M" -o "$work/time" $cmd >"$work/$tool.log" 2>&1; then
+        if ! measure "$work/time" $cmd >"$work/$tool.log" 2>&1; then
             echo "compare-peers: $tool failed:" >&2
             tail -5 "$work/$tool.log" >&2
             continue 2
@@ -102,7 +103,7 @@ printf '%-14s %12s %8s %8s %14s %10s\n' tool packets "wall s" "CPU s" "pps per c
 printf '%-14s %12s %8s %8s %14s %10s\n' -------------- ------------ -------- -------- -------------- ----------
 for tool in $TOOLS; do
     [ -n "${cpu[$tool]:-}" ] || continue
-    printf '%-14s %12s %8.2f %8.2f %14s %7.0f MB\n' "$tool" "$packets" "${wall[$tool]}" "${cpu[$tool]}" \
+    printf '%-14s %12s %8.3f %8.3f %14s %7.0f MB\n' "$tool" "$packets" "${wall[$tool]}" "${cpu[$tool]}" \
         "${pps[$tool]}" "$(awk -v k="${rss[$tool]}" 'BEGIN { print k / 1024 }')"
 done
 echo
