@@ -344,6 +344,31 @@ pub const V9_STATISTICS_OPTIONS: OptionsTemplate = OptionsTemplate {
     ],
 };
 
+/// A flow template without its trailing sampling fields.
+const fn without_sampling(template: &'static [Ie]) -> &'static [Ie] {
+    template.split_at(template.len() - SAMPLING_FIELDS).0
+}
+
+/// The IPv4 and IPv6 flow templates of a session: IPFIX or v9, with or without the
+/// sampling fields in every record. Inlined where the flags are constants, it hands the
+/// record encoder a constant field list, which the compiler unrolls into fixed stores
+/// (see `ExportSession::encode_flow_records`).
+#[inline(always)]
+pub(crate) const fn flow_templates(ipfix: bool, sampled: bool) -> (&'static [Ie], &'static [Ie]) {
+    match (ipfix, sampled) {
+        (true, true) => (IPFIX_IPV4_FLOW, IPFIX_IPV6_FLOW),
+        (true, false) => (
+            without_sampling(IPFIX_IPV4_FLOW),
+            without_sampling(IPFIX_IPV6_FLOW),
+        ),
+        (false, true) => (V9_IPV4_FLOW, V9_IPV6_FLOW),
+        (false, false) => (
+            without_sampling(V9_IPV4_FLOW),
+            without_sampling(V9_IPV6_FLOW),
+        ),
+    }
+}
+
 /// The templates one session announces.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TemplateSet {
@@ -377,12 +402,14 @@ impl TemplateSet {
             if sampling_in_records {
                 t
             } else {
-                &t[..t.len() - SAMPLING_FIELDS]
+                without_sampling(t)
             }
         };
+        let (ipv4_flow, ipv6_flow) = flow_templates(ipfix, sampling_in_records);
+        debug_assert!(ipv4_flow == trim(ipv4) && ipv6_flow == trim(ipv6));
         TemplateSet {
-            ipv4: trim(ipv4),
-            ipv6: trim(ipv6),
+            ipv4: ipv4_flow,
+            ipv6: ipv6_flow,
             aggregate: trim(aggregate),
             sampling,
             statistics,
@@ -405,6 +432,25 @@ impl TemplateSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_templates_drop_exactly_the_sampling_tail() {
+        for ipfix in [true, false] {
+            let (v4, v6) = if ipfix {
+                (IPFIX_IPV4_FLOW, IPFIX_IPV6_FLOW)
+            } else {
+                (V9_IPV4_FLOW, V9_IPV6_FLOW)
+            };
+            assert_eq!(flow_templates(ipfix, true), (v4, v6));
+            let (u4, u6) = flow_templates(ipfix, false);
+            assert_eq!(u4, &v4[..v4.len() - SAMPLING_FIELDS]);
+            assert_eq!(u6, &v6[..v6.len() - SAMPLING_FIELDS]);
+            for sampled in [true, false] {
+                let set = TemplateSet::new(ipfix, sampled);
+                assert_eq!((set.ipv4, set.ipv6), flow_templates(ipfix, sampled));
+            }
+        }
+    }
 
     #[test]
     fn sampling_fields_are_the_tail_of_every_flow_template() {
