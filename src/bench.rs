@@ -11,6 +11,11 @@
 //!    a sink that only counts, so the source's own per-burst cost shows;
 //! 3. **worker**: `probe::worker::Worker`, exactly as `tapflow run` drives it (parse,
 //!    sample, flow cache, expiry sweep, batches to the export loop on the main thread).
+//!    With DPDK, the worker's window also holds **paired ceiling slices**: every
+//!    [`CEILING_SLICE_EVERY`] the source runs the raw receive loop for [`CEILING_SLICE`]
+//!    instead of feeding the worker, metered apart. The ratio divides the worker's rate by
+//!    that paired ceiling (the same seconds, so the machine's drift cancels); the ratio to
+//!    the ceiling's own phase is printed beside it.
 //!
 //! Sources: `--pcap FILE` replays the file in a loop through DPDK's pcap driver
 //! (`infinite_rx=1`, one vdev per worker, each with a mempool holding the whole file);
@@ -51,6 +56,13 @@ const WARM_UP: Duration = Duration::from_millis(500);
 const WARM_UP_LIMIT: Duration = Duration::from_secs(120);
 /// Polls between two reads of the clock while measuring.
 const POLLS_PER_CLOCK_READ: u32 = 16;
+/// The DPDK ceiling is measured again in slices of this long inside the worker's window,
+/// one every [`CEILING_SLICE_EVERY`] of it, so worker and ceiling see the same seconds of
+/// a machine whose speed drifts (see [`MeasuredSource`]). Long enough that the switch
+/// between the two loops is a small part of a slice: with 20 ms slices the paired ceiling
+/// ran 13% below the ceiling's own phase, with 100 ms slices 7% (BENCHMARKS.md).
+const CEILING_SLICE: Duration = Duration::from_millis(100);
+const CEILING_SLICE_EVERY: Duration = Duration::from_millis(400);
 /// Batches in flight to the export loop (as `tapflow run`'s default `queue_batches`).
 const EXPORT_QUEUE_BATCHES: usize = 1024;
 /// Ethernet's preamble, start delimiter, FCS and inter-frame gap: what a frame costs on the
@@ -204,6 +216,9 @@ struct Meter {
     polls: u32,
     /// Start of the window: time, packets, bytes and the thread's CPU and wait times then.
     window: Option<(Instant, u64, u64, (u64, u64))>,
+    /// Time inside the window spent on something else (ceiling slices): wall, CPU and
+    /// wait, the latter two in ns. The window is extended by the wall time.
+    excluded: (Duration, u64, u64),
     result: Option<Measured>,
 }
 
@@ -216,6 +231,7 @@ impl Meter {
             packets: 0,
             polls: 0,
             window: None,
+            excluded: (Duration::ZERO, 0, 0),
             result: None,
         }
     }
@@ -249,19 +265,24 @@ impl Meter {
                 Ok(false)
             }
             Some((start, packets, start_bytes, (start_cpu, start_wait))) => {
-                if now - start < self.duration {
+                let (excluded_wall, excluded_cpu, excluded_wait) = self.excluded;
+                if now - start < self.duration + excluded_wall {
                     return Ok(false);
                 }
                 let (cpu, wait) = thread_times_ns();
-                let secs = (now - start).as_secs_f64();
-                let cpu_secs = cpu.saturating_sub(start_cpu) as f64 / 1e9;
+                let secs = (now - start).saturating_sub(excluded_wall).as_secs_f64();
+                let cpu_secs =
+                    cpu.saturating_sub(start_cpu).saturating_sub(excluded_cpu) as f64 / 1e9;
                 self.result = Some(Measured {
                     packets: self.packets - packets,
                     bytes: bytes().saturating_sub(start_bytes),
                     secs,
                     // Without scheduler statistics, assume the thread had its core.
                     cpu_secs: if cpu_secs > 0.0 { cpu_secs } else { secs },
-                    waited_secs: wait.saturating_sub(start_wait) as f64 / 1e9,
+                    waited_secs: wait
+                        .saturating_sub(start_wait)
+                        .saturating_sub(excluded_wait) as f64
+                        / 1e9,
                     rss_bytes: status_bytes("VmRSS:"),
                 });
                 Ok(true)
@@ -270,14 +291,55 @@ impl Meter {
     }
 }
 
-/// A worker's source that ends once its measured window is over, and publishes the window.
-struct MeasuredSource {
-    inner: Box<dyn PacketSource + Send>,
-    meter: Meter,
-    published: Arc<Mutex<Result<Measured, String>>>,
+impl Meter {
+    /// Whether the window is open (warm-up over, measurement not finished).
+    fn measuring(&self) -> bool {
+        self.window.is_some() && self.result.is_none()
+    }
+
+    /// Takes `wall` of wall time, `cpu_ns` of CPU time and `wait_ns` of waiting out of the
+    /// open window, and extends the window by `wall`.
+    fn exclude(&mut self, wall: Duration, cpu_ns: u64, wait_ns: u64) {
+        self.excluded.0 += wall;
+        self.excluded.1 += cpu_ns;
+        self.excluded.2 += wait_ns;
+    }
 }
 
-impl std::fmt::Debug for MeasuredSource {
+/// What a worker's window measured: the worker, and the ceiling in slices beside it.
+#[derive(Clone, Copy, Debug)]
+struct WorkerWindow {
+    worker: Measured,
+    paired_ceiling: Option<Measured>,
+}
+
+/// The raw receive ceiling of a worker's own source, measured in slices of its window.
+#[derive(Debug)]
+struct CeilingSlices<S> {
+    /// Receives one burst and frees it, returning how many frames it held.
+    receive: fn(&mut S) -> usize,
+    next_at: Option<Instant>,
+    polls: u32,
+    measured: Measured,
+}
+
+/// A worker's source that ends once its measured window is over, and publishes the window.
+///
+/// With `ceiling`, every [`CEILING_SLICE_EVERY`] of the window the source stops feeding the
+/// worker for [`CEILING_SLICE`] and runs the raw receive loop on the same queue instead,
+/// metered apart and taken out of the worker's window. The ceiling phase before the worker
+/// runs seconds earlier, and this machine's speed drifts by 10-30% over seconds to minutes:
+/// paired slices put both rates in the same seconds, so the ratio measures tapflow rather
+/// than the drift. (Each slice also cools the caches a little for the worker's next
+/// packets; that, if anything, counts against the worker.)
+struct MeasuredSource<S> {
+    inner: S,
+    meter: Meter,
+    ceiling: Option<CeilingSlices<S>>,
+    published: Arc<Mutex<Result<WorkerWindow, String>>>,
+}
+
+impl<S> std::fmt::Debug for MeasuredSource<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeasuredSource")
             .field("meter", &self.meter)
@@ -285,7 +347,7 @@ impl std::fmt::Debug for MeasuredSource {
     }
 }
 
-impl PacketSource for MeasuredSource {
+impl<S: PacketSource> PacketSource for MeasuredSource<S> {
     fn poll_burst(
         &mut self,
         sink: &mut dyn FnMut(&[Packet<'_>]),
@@ -297,10 +359,16 @@ impl PacketSource for MeasuredSource {
         };
         let inner = &self.inner;
         match self.meter.after_poll(delivered, || inner.stats().rx_bytes) {
-            Ok(false) => Ok(status),
+            Ok(false) => {
+                self.maybe_ceiling_slice();
+                Ok(status)
+            }
             Ok(true) => {
-                if let (Some(result), Ok(mut slot)) = (self.meter.result, self.published.lock()) {
-                    *slot = Ok(result);
+                if let (Some(worker), Ok(mut slot)) = (self.meter.result, self.published.lock()) {
+                    *slot = Ok(WorkerWindow {
+                        worker,
+                        paired_ceiling: self.ceiling.as_ref().map(|c| c.measured),
+                    });
                 }
                 Ok(BurstStatus::Ended)
             }
@@ -313,7 +381,55 @@ impl PacketSource for MeasuredSource {
     }
 }
 
-impl MeasuredSource {
+impl<S> MeasuredSource<S> {
+    /// Runs a slice of the raw receive ceiling when one is due (see [`MeasuredSource`]).
+    #[inline]
+    fn maybe_ceiling_slice(&mut self) {
+        let Some(ceiling) = &mut self.ceiling else {
+            return;
+        };
+        if !self.meter.measuring() {
+            return;
+        }
+        ceiling.polls += 1;
+        if ceiling.polls < POLLS_PER_CLOCK_READ {
+            return;
+        }
+        ceiling.polls = 0;
+        let now = Instant::now();
+        let due = *ceiling.next_at.get_or_insert(now + CEILING_SLICE_EVERY);
+        if now < due {
+            return;
+        }
+        let (cpu_before, wait_before) = thread_times_ns();
+        let mut packets = 0u64;
+        let mut polls = 0u32;
+        let wall = loop {
+            packets += (ceiling.receive)(&mut self.inner) as u64;
+            polls += 1;
+            if polls.is_multiple_of(POLLS_PER_CLOCK_READ) {
+                let wall = now.elapsed();
+                if wall >= CEILING_SLICE {
+                    break wall;
+                }
+            }
+        };
+        let (cpu_after, wait_after) = thread_times_ns();
+        let cpu_ns = cpu_after.saturating_sub(cpu_before);
+        let wait_ns = wait_after.saturating_sub(wait_before);
+        let m = &mut ceiling.measured;
+        m.packets += packets;
+        m.secs += wall.as_secs_f64();
+        m.cpu_secs += if cpu_ns > 0 {
+            cpu_ns as f64 / 1e9
+        } else {
+            wall.as_secs_f64()
+        };
+        m.waited_secs += wait_ns as f64 / 1e9;
+        self.meter.exclude(wall, cpu_ns, wait_ns);
+        ceiling.next_at = Some(now + wall + CEILING_SLICE_EVERY);
+    }
+
     fn fail(&mut self, why: &str) -> Result<BurstStatus, SourceError> {
         if let Ok(mut slot) = self.published.lock() {
             *slot = Err(why.to_string());
@@ -493,7 +609,10 @@ struct Outcome {
     workers: usize,
     flows_per_worker: u64,
     mean_frame: f64,
+    /// The ceiling's own phase, before the worker's.
     ceiling: PhaseResult,
+    /// The ceiling in slices of the worker's window (DPDK), see [`MeasuredSource`].
+    paired_ceiling: Option<PhaseResult>,
     source_only: Option<PhaseResult>,
     worker: PhaseResult,
     cache_capacity: usize,
@@ -603,17 +722,24 @@ fn run_synthetic(args: &BenchArgs, flows: u64, load_before: String) -> Result<Ou
             }
         },
     )?;
-    let sources: Vec<Box<dyn PacketSource + Send>> = (0..args.workers)
-        .map(|w| Box::new(make(w)) as Box<dyn PacketSource + Send>)
-        .collect();
+    let sources: Vec<SyntheticSource> = (0..args.workers).map(make).collect();
     let cache = cache_config(args, flows);
-    let run = run_workers(args, sources, flows, cache, &ThreadPlacement::default())?;
+    // No paired slices: this source's "ceiling" is writing frames, not a receive path.
+    let run = run_workers(
+        args,
+        sources,
+        None,
+        flows,
+        cache,
+        &ThreadPlacement::default(),
+    )?;
     Ok(Outcome {
         source: "synthetic",
         workers: args.workers,
         flows_per_worker: flows,
         mean_frame: f64::from(args.frame_size.max(60)),
         ceiling: PhaseResult::of(&ceiling.1),
+        paired_ceiling: None,
         source_only: None,
         worker: PhaseResult::of(&run.windows),
         cache_capacity: run.capacity,
@@ -678,12 +804,15 @@ fn run_pcap(args: &BenchArgs, path: &Path, load_before: String) -> Result<Outcom
             }
         },
     )?;
-    let sources: Vec<Box<dyn PacketSource + Send>> = sources
-        .into_iter()
-        .map(|s| Box::new(s) as Box<dyn PacketSource + Send>)
-        .collect();
     let cache = cache_config(args, info.flows);
-    let run = run_workers(args, sources, info.packets, cache, &placement)?;
+    let run = run_workers(
+        args,
+        sources,
+        Some(DpdkSource::receive_and_free),
+        info.packets,
+        cache,
+        &placement,
+    )?;
     let mean_frame = info.mean_frame();
     let with_bytes = |mut phase: PhaseResult| {
         phase.gbps = phase.mpps * 1e6 * mean_frame * 8.0 / 1e9;
@@ -695,6 +824,8 @@ fn run_pcap(args: &BenchArgs, path: &Path, load_before: String) -> Result<Outcom
         flows_per_worker: info.flows,
         mean_frame,
         ceiling: with_bytes(PhaseResult::of(&ceiling)),
+        paired_ceiling: (!run.paired_ceiling.is_empty())
+            .then(|| with_bytes(PhaseResult::of(&run.paired_ceiling))),
         source_only: Some(PhaseResult::of(&source_only)),
         worker: PhaseResult::of(&run.windows),
         cache_capacity: run.capacity,
@@ -847,6 +978,8 @@ fn run_phase<T: Send>(
 #[derive(Debug)]
 struct WorkersRun {
     windows: Vec<Measured>,
+    /// The ceiling measured in slices of each worker's window (sources that have one).
+    paired_ceiling: Vec<Measured>,
     stats: WorkerStats,
     cache: CacheStats,
     export: ExportReport,
@@ -855,9 +988,10 @@ struct WorkersRun {
 }
 
 /// The worker phase: real `Worker`s on their own threads, the export loop on this one.
-fn run_workers(
+fn run_workers<S: PacketSource + Send + 'static>(
     args: &BenchArgs,
-    sources: Vec<Box<dyn PacketSource + Send>>,
+    sources: Vec<S>,
+    ceiling: Option<fn(&mut S) -> usize>,
     warm_packets: u64,
     cache: CacheConfig,
     placement: &ThreadPlacement,
@@ -900,6 +1034,12 @@ fn run_workers(
         let measured = MeasuredSource {
             inner: source,
             meter: Meter::new(warm_packets, Duration::from_secs_f64(args.duration)),
+            ceiling: ceiling.map(|receive| CeilingSlices {
+                receive,
+                next_at: None,
+                polls: 0,
+                measured: Measured::default(),
+            }),
             published,
         };
         // The same settings `tapflow run` gives a live port's worker.
@@ -946,8 +1086,10 @@ fn run_workers(
             Err(_) => Err(anyhow!("worker phase: lost the measurement")),
         })
         .collect::<Result<Vec<_>>>()?;
+    let paired_ceiling = windows.iter().filter_map(|w| w.paired_ceiling).collect();
     Ok(WorkersRun {
-        windows,
+        windows: windows.iter().map(|w| w.worker).collect(),
+        paired_ceiling,
         stats,
         cache: cache_stats,
         export,
@@ -982,15 +1124,26 @@ fn status_bytes(field: &str) -> u64 {
 }
 
 impl Outcome {
+    /// The ceiling the ratio divides by: the paired slices where there are some, else the
+    /// ceiling's own phase.
+    fn ratio_ceiling(&self) -> &PhaseResult {
+        self.paired_ceiling.as_ref().unwrap_or(&self.ceiling)
+    }
+
     /// Worker over ceiling, each per second of CPU time its threads got: robust to other
     /// processes taking turns on the cores.
     fn ratio(&self) -> f64 {
-        self.worker.mpps_per_cpu / self.ceiling.mpps_per_cpu.max(1e-9)
+        self.worker.mpps_per_cpu / self.ratio_ceiling().mpps_per_cpu.max(1e-9)
     }
 
     /// The same by wall-clock rates.
     fn ratio_wall(&self) -> f64 {
-        self.worker.mpps / self.ceiling.mpps.max(1e-9)
+        self.worker.mpps / self.ratio_ceiling().mpps.max(1e-9)
+    }
+
+    /// Worker over the ceiling's own phase (measured seconds before the worker).
+    fn ratio_phase(&self) -> f64 {
+        self.worker.mpps_per_cpu / self.ceiling.mpps_per_cpu.max(1e-9)
     }
 
     /// Flows in the caches when the measurement ended (they all left as forced at the end).
@@ -1045,15 +1198,29 @@ fn text(o: &Outcome) -> String {
     if let Some(source) = &o.source_only {
         row("source only", source);
     }
+    if let Some(paired) = &o.paired_ceiling {
+        row("ceiling, paired slices", paired);
+    }
     row("tapflow worker", &o.worker);
     out.push_str(&t.render());
     let _ = writeln!(
         out,
         "\nworker / ceiling: {:.2} per CPU-second ({:.2} by wall clock); rates are summed \
-         over workers, ns/packet is CPU time per packet on one worker\n",
+         over workers, ns/packet is CPU time per packet on one worker",
         o.ratio(),
         o.ratio_wall()
     );
+    if o.paired_ceiling.is_some() {
+        let _ = writeln!(
+            out,
+            "(against the ceiling measured in {} ms slices every {} ms of the worker's \
+             window; against the ceiling's own phase, seconds earlier: {:.2})",
+            CEILING_SLICE.as_millis(),
+            CEILING_SLICE_EVERY.as_millis(),
+            o.ratio_phase()
+        );
+    }
+    let _ = writeln!(out);
     let mut c = Table::new(["cache and export", "value"]);
     c.row([
         "capacity per worker (entries)".to_string(),
@@ -1133,8 +1300,17 @@ fn json(o: &Outcome) -> String {
         ("mpps_cpu", format!("{:.4}", o.worker.mpps_per_cpu)),
         ("gbps", format!("{:.4}", o.worker.gbps)),
         ("ns_per_packet", format!("{:.2}", o.worker.ns_per_packet)),
-        ("ceiling_mpps", format!("{:.4}", o.ceiling.mpps)),
-        ("ceiling_mpps_cpu", format!("{:.4}", o.ceiling.mpps_per_cpu)),
+        ("ceiling_mpps", format!("{:.4}", o.ratio_ceiling().mpps)),
+        (
+            "ceiling_mpps_cpu",
+            format!("{:.4}", o.ratio_ceiling().mpps_per_cpu),
+        ),
+        ("ceiling_paired", o.paired_ceiling.is_some().to_string()),
+        (
+            "ceiling_phase_mpps_cpu",
+            format!("{:.4}", o.ceiling.mpps_per_cpu),
+        ),
+        ("ratio_phase", format!("{:.4}", o.ratio_phase())),
         (
             "source_mpps",
             o.source_only
@@ -1143,7 +1319,7 @@ fn json(o: &Outcome) -> String {
         ("ratio", format!("{:.4}", o.ratio())),
         ("ratio_wall", format!("{:.4}", o.ratio_wall())),
         ("worker_waited", format!("{:.4}", o.worker.waited)),
-        ("ceiling_waited", format!("{:.4}", o.ceiling.waited)),
+        ("ceiling_waited", format!("{:.4}", o.ratio_ceiling().waited)),
         ("packets_measured", o.worker.packets.to_string()),
         ("cache_capacity", o.cache_capacity.to_string()),
         ("entry_bytes", ENTRY_BYTES.to_string()),

@@ -534,6 +534,16 @@ impl DpdkSource {
         }
         Ok(BurstStatus::Delivered(0))
     }
+
+    /// Receives one burst and frees it untouched, delivering nothing and counting nothing:
+    /// the raw receive ceiling of this queue (`rte_eth_rx_burst` and
+    /// `rte_pktmbuf_free_bulk`), for a benchmark that measures it in slices between the
+    /// worker's own polls. Returns how many frames the burst held.
+    pub fn receive_and_free(&mut self) -> usize {
+        let received = self.queue.rx_burst(&mut self.batch);
+        self.batch.clear();
+        received
+    }
 }
 
 impl PacketSource for DpdkSource {
