@@ -397,7 +397,8 @@ impl<S> MeasuredSource<S> {
         }
         ceiling.polls = 0;
         let now = Instant::now();
-        let due = *ceiling.next_at.get_or_insert(now + CEILING_SLICE_EVERY);
+        // The first slice opens the window, so even a short window has one.
+        let due = *ceiling.next_at.get_or_insert(now);
         if now < due {
             return;
         }
@@ -1086,7 +1087,12 @@ fn run_workers<S: PacketSource + Send + 'static>(
             Err(_) => Err(anyhow!("worker phase: lost the measurement")),
         })
         .collect::<Result<Vec<_>>>()?;
-    let paired_ceiling = windows.iter().filter_map(|w| w.paired_ceiling).collect();
+    // A ratio needs every worker's paired ceiling; without them all, the phase's is used.
+    let paired_ceiling = windows
+        .iter()
+        .map(|w| w.paired_ceiling.filter(|m| m.packets > 0))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
     Ok(WorkersRun {
         windows: windows.iter().map(|w| w.worker).collect(),
         paired_ceiling,
@@ -1306,6 +1312,7 @@ fn json(o: &Outcome) -> String {
             format!("{:.4}", o.ratio_ceiling().mpps_per_cpu),
         ),
         ("ceiling_paired", o.paired_ceiling.is_some().to_string()),
+        ("ceiling_packets", o.ratio_ceiling().packets.to_string()),
         (
             "ceiling_phase_mpps_cpu",
             format!("{:.4}", o.ceiling.mpps_per_cpu),
