@@ -108,6 +108,9 @@ enum Entry {
     Burst,
     /// The caller's hashes, deliberately weak so unrelated flows share buckets and tags.
     WeakHash,
+    /// The worker's call: `hash_burst`, then `update_interleaved` with the next burst's
+    /// hashes to prefetch.
+    Interleaved,
 }
 
 fn weak_hash(key: &FlowKey) -> u32 {
@@ -129,6 +132,16 @@ fn run_shard(
         let (burst, tail) = rest.split_at(n);
         let now = burst.iter().map(|p| p.timestamp_ms).max().unwrap_or(T0);
         match s.entry {
+            Entry::Interleaved => {
+                let hashes_of = |b: &[Observation]| {
+                    let mut h = vec![0u64; b.len()];
+                    FlowShard::hash_burst(b, &mut h);
+                    h
+                };
+                let next = &tail[..s.bursts[(i + 1) % s.bursts.len()].min(tail.len())];
+                let (hashes, next_hashes) = (hashes_of(burst), hashes_of(next));
+                shard.update_interleaved(burst, &hashes, now, &next_hashes, &mut out);
+            }
             Entry::PerPacket => burst.iter().for_each(|p| shard.update(p, now, &mut out)),
             Entry::Burst => shard.update_burst(burst, now, &mut out),
             Entry::WeakHash => {
@@ -253,7 +266,8 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         prop_oneof![
             Just(Entry::PerPacket),
             Just(Entry::Burst),
-            Just(Entry::WeakHash)
+            Just(Entry::WeakHash),
+            Just(Entry::Interleaved)
         ],
     )
         .prop_map(|(bursts, sweeps, entry)| Schedule {
