@@ -831,7 +831,7 @@ impl FlowShard {
                 self.stats.reordered += 1;
             }
             let (first, last) = (first.min(time), last.max(time));
-            entry.count(obs, octets, first, time);
+            entry.count(obs, octets, first, last);
             if !ends_flow {
                 let deadline =
                     (last + self.inactive_timeout_ms).min(first + self.active_timeout_ms);

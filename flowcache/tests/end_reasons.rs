@@ -508,6 +508,41 @@ fn the_sweep_finds_a_flow_whose_deadline_moved_earlier() {
 }
 
 #[test]
+fn the_workers_path_counts_a_late_packet_as_the_general_path_does() {
+    // The same out-of-order pair as above through `update_interleaved`, whose live-flow
+    // path must leave the late packet to the general one: first moves back, last stays.
+    let config = CacheConfig {
+        inactive_timeout_ms: 60_000,
+        active_timeout_ms: 10_000,
+        ..small()
+    };
+    let mut s = shard(config);
+    let k = key(12, 17);
+    let mut out = Vec::new();
+    for p in [
+        packet(k, T0 + 5_000, 10, 0),
+        packet(k, T0 + 6_000, 10, 0),
+        packet(k, T0, 10, 0),
+    ] {
+        let mut hash = [0u64; 1];
+        FlowShard::hash_burst(std::slice::from_ref(&p), &mut hash);
+        s.update_interleaved(std::slice::from_ref(&p), &hash, T0 + 6_000, &[], &mut out);
+    }
+    assert_eq!(s.stats().reordered, 1);
+    assert_eq!(s.expire_all(T0 + 9_999, &mut out), 0);
+    assert_eq!(s.expire_all(T0 + 10_000, &mut out), 1);
+    assert_eq!(
+        (
+            out[0].end_reason,
+            out[0].first_ms,
+            out[0].last_ms,
+            out[0].packets
+        ),
+        (EndReason::Active, T0, T0 + 6_000, 3)
+    );
+}
+
+#[test]
 fn a_slot_reused_by_an_earlier_stamped_flow_is_swept_on_time() {
     // One bucket: flow A takes slot 0 and leaves by FIN; flow B, stamped earlier than A
     // (input from two links merged out of order), takes the same slot.
