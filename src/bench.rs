@@ -98,7 +98,9 @@ pub struct BenchArgs {
     /// its own flow cache shard.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Seconds the worker phase measures, after its warm-up.
+    /// Seconds the worker phase measures, after its warm-up. With DPDK the window also
+    /// holds the paired ceiling: 100 ms of bare receive-and-free every 400 ms, metered
+    /// apart and added to the window, so worker and ceiling share the same seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub duration: f64,
     /// Seconds each ceiling phase measures, after its warm-up.
