@@ -419,7 +419,7 @@ impl FlowShard {
         self.count(observations);
         for i in 0..n.max(next.len()) {
             if let Some(&hash) = next.get(i) {
-                self.prefetch_header(hash);
+                self.prefetch_header_in::<B>(hash);
             }
             if let Some(&hash) = hashes.get(i + PREFETCH_DISTANCE) {
                 self.prefetch_entry::<B>(hash);
@@ -442,7 +442,11 @@ impl FlowShard {
     fn prefetch_entry<const B: usize>(&self, hash: u64) {
         let bucket = self.bucket_of(hash);
         let (tags, _) = self.header::<B>(bucket);
-        let candidates = mask_of(tags, tag_of(hash)) | mask_of(tags, 0);
+        // The flow's own slot if its tag is there (the common case), else a free one.
+        let mut candidates = mask_of(tags, tag_of(hash));
+        if candidates == 0 {
+            candidates = mask_of(tags, 0);
+        }
         if candidates != 0 {
             let slot = bucket * B + candidates.trailing_zeros() as usize;
             prefetch_read(&self.entries[slot]);
@@ -497,6 +501,14 @@ impl FlowShard {
         for &hash in hashes {
             self.prefetch_entry::<B>(hash);
         }
+    }
+
+    /// [`FlowShard::prefetch_header`] for buckets of `B`: the line index by shifts, with no
+    /// multiply by the run-time bucket size.
+    #[inline(always)]
+    fn prefetch_header_in<const B: usize>(&self, hash: u64) {
+        let word = self.bucket_of(hash) * 2 * B;
+        prefetch_read(&self.headers[word / 32]);
     }
 
     #[inline(always)]
