@@ -483,17 +483,22 @@ fn stats_of_shards_merge_by_summing() {
     );
 }
 
-#[test]
-fn the_sweep_finds_a_flow_whose_deadline_moved_earlier() {
-    // Out-of-order input can move a deadline back: an earlier first packet brings the
-    // active deadline forward. The sweep must still end the flow on time.
+/// A shard whose active timeout (10 s) ends flows long before the inactive one (60 s), so
+/// a late packet that moves a flow's first time back moves its deadline back too.
+fn active_first_shard() -> (FlowShard, FlowKey) {
     let config = CacheConfig {
         inactive_timeout_ms: 60_000,
         active_timeout_ms: 10_000,
         ..small()
     };
-    let mut s = shard(config);
-    let k = key(12, 17);
+    (shard(config), key(12, 17))
+}
+
+#[test]
+fn the_sweep_finds_a_flow_whose_deadline_moved_earlier() {
+    // Out-of-order input can move a deadline back: an earlier first packet brings the
+    // active deadline forward. The sweep must still end the flow on time.
+    let (mut s, k) = active_first_shard();
     feed(
         &mut s,
         &[packet(k, T0 + 5_000, 10, 0), packet(k, T0, 10, 0)],
@@ -511,13 +516,7 @@ fn the_sweep_finds_a_flow_whose_deadline_moved_earlier() {
 fn the_workers_path_counts_a_late_packet_as_the_general_path_does() {
     // The same out-of-order pair as above through `update_interleaved`, whose live-flow
     // path must leave the late packet to the general one: first moves back, last stays.
-    let config = CacheConfig {
-        inactive_timeout_ms: 60_000,
-        active_timeout_ms: 10_000,
-        ..small()
-    };
-    let mut s = shard(config);
-    let k = key(12, 17);
+    let (mut s, k) = active_first_shard();
     let mut out = Vec::new();
     for p in [
         packet(k, T0 + 5_000, 10, 0),
