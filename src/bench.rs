@@ -291,9 +291,7 @@ impl Meter {
             }
         }
     }
-}
 
-impl Meter {
     /// Whether the window is open (warm-up over, measurement not finished).
     fn measuring(&self) -> bool {
         self.window.is_some() && self.result.is_none()

@@ -507,8 +507,8 @@ impl FlowShard {
     /// multiply by the run-time bucket size.
     #[inline(always)]
     fn prefetch_header_in<const B: usize>(&self, hash: u64) {
-        let word = self.bucket_of(hash) * 2 * B;
-        prefetch_read(&self.headers[word / 32]);
+        let (line, _) = header_place::<B>(self.bucket_of(hash));
+        prefetch_read(&self.headers[line]);
     }
 
     #[inline(always)]
@@ -525,9 +525,8 @@ impl FlowShard {
     /// The bucket's tags and hints.
     #[inline(always)]
     fn header<const B: usize>(&self, bucket: usize) -> (&[u16; B], &[u16; B]) {
-        let word = bucket * 2 * B;
-        let line = &self.headers[word / 32].0;
-        let at = word % 32;
+        let (line, at) = header_place::<B>(bucket);
+        let line = &self.headers[line].0;
         match (
             line[at..at + B].try_into(),
             line[at + B..at + 2 * B].try_into(),
@@ -718,11 +717,10 @@ impl FlowShard {
         }
         let bucket = hash as usize & self.bucket_mask;
         let (headers, entries) = (&mut self.headers[..], &mut self.entries[..]);
-        let header_word = bucket * 2 * B;
-        let Some(HeaderLine(line)) = headers.get_mut(header_word / 32) else {
+        let (line_index, at) = header_place::<B>(bucket);
+        let Some(HeaderLine(line)) = headers.get_mut(line_index) else {
             return false;
         };
-        let at = header_word % 32;
         let Ok(tags) = <&[u16; B]>::try_from(&line[at..at + B]) else {
             return false;
         };
@@ -1021,6 +1019,14 @@ fn widen_nic_hash(hash: u32, key: &FlowKey) -> u64 {
     let ports = u32::from(key.src_port) << 16 | u32::from(key.dst_port);
     let mixed = (hash ^ ports).wrapping_mul(0x9e37_79b9);
     u64::from(mixed) << 32 | u64::from(hash)
+}
+
+/// Where the header of `bucket` (of `B` slots) lies: its line, and the word in that line
+/// where its `B` tags start (its `B` hints follow them).
+#[inline(always)]
+fn header_place<const B: usize>(bucket: usize) -> (usize, usize) {
+    let word = bucket * 2 * B;
+    (word / 32, word % 32)
 }
 
 /// A stored 32-bit time, as the latest time at or before `clock_ms` with those low bits.
