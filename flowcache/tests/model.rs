@@ -55,10 +55,21 @@ impl RefFlow {
     }
 }
 
-/// Records for `packets` (in time order), then a sweep at `end` and a forced flush.
+/// Records for `packets` (in time order, or out of order no further than the shard is swept
+/// at: see [`shuffled_within_bursts`]), then a sweep at `end` and a forced flush.
 fn reference(packets: &[Observation], c: &CacheConfig, end: u64) -> Vec<FlowRecord> {
+    reference_and_reordered(packets, c, end).0
+}
+
+/// [`reference`], and how many packets joined a live record earlier than its last packet.
+fn reference_and_reordered(
+    packets: &[Observation],
+    c: &CacheConfig,
+    end: u64,
+) -> (Vec<FlowRecord>, u64) {
     let mut flows: HashMap<FlowKey, RefFlow> = HashMap::new();
     let mut out = Vec::new();
+    let mut reordered = 0;
     for p in packets {
         let t = p.timestamp_ms;
         if let Some(f) = flows.get(&p.key)
@@ -76,7 +87,12 @@ fn reference(packets: &[Observation], c: &CacheConfig, end: u64) -> Vec<FlowReco
             min_ttl: u8::MAX,
             max_ttl: 0,
         });
-        f.last = t;
+        if t < f.last {
+            reordered += 1;
+        }
+        // A late packet (out of order within its burst) widens the record, never shrinks it.
+        f.first = f.first.min(t);
+        f.last = f.last.max(t);
         f.packets += 1;
         f.octets += u64::from(p.octets);
         f.flags |= p.tcp_flags;
@@ -91,7 +107,7 @@ fn reference(packets: &[Observation], c: &CacheConfig, end: u64) -> Vec<FlowReco
     for (key, f) in flows {
         out.push(f.record(key, f.ended_by(end, c).unwrap_or(EndReason::Forced)));
     }
-    out
+    (out, reordered)
 }
 
 /// How the shard is driven: burst sizes, sweeps between bursts, and which entry point.
@@ -163,6 +179,35 @@ fn run_shard(
     shard.expire_all(end, &mut out);
     shard.flush(&mut out);
     (out, shard)
+}
+
+/// `packets` reordered inside each burst `s` will hand the shard, by `order` (one sort key
+/// per packet). The shard is swept only at a burst's latest time, so no packet arrives
+/// after a sweep later than itself: the reference model, which has no sweeps, still
+/// applies. That is the worker's case: a driver or a tap hands a burst over out of order.
+fn shuffled_within_bursts(
+    packets: &[Observation],
+    s: &Schedule,
+    order: &[u32],
+) -> Vec<Observation> {
+    let mut out = Vec::with_capacity(packets.len());
+    let mut rest = packets;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = s.bursts[i % s.bursts.len()].min(rest.len());
+        let (burst, tail) = rest.split_at(n);
+        let start = out.len();
+        let mut keyed: Vec<(u32, Observation)> = burst
+            .iter()
+            .enumerate()
+            .map(|(j, p)| (order[(start + j) % order.len()], *p))
+            .collect();
+        keyed.sort_by_key(|&(k, _)| k);
+        out.extend(keyed.into_iter().map(|(_, p)| p));
+        rest = tail;
+        i += 1;
+    }
+    out
 }
 
 fn sorted(mut records: Vec<FlowRecord>) -> Vec<FlowRecord> {
@@ -319,6 +364,33 @@ proptest! {
             let n = records.iter().filter(|r| r.end_reason == reason).count() as u64;
             prop_assert_eq!(stats.expired(reason), n, "{:?}", reason);
         }
+    }
+
+    #[test]
+    fn packets_out_of_order_within_a_burst_match_the_reference_model(
+        c in config(),
+        keys in 1u8..6,
+        seed_packets in packets(12, 300),
+        s in schedule(),
+        order in proptest::collection::vec(any::<u32>(), 1..300),
+        tail in 0u64..100,
+    ) {
+        let in_order: Vec<Observation> = seed_packets
+            .into_iter()
+            .map(|mut p| {
+                let index = (p.key.src_port - 1000) as u8 % keys;
+                p.key = flow_key(index, p.key.protocol);
+                p
+            })
+            .collect();
+        let packets = shuffled_within_bursts(&in_order, &s, &order);
+        let end = packets.iter().map(|p| p.timestamp_ms).max().unwrap_or(T0) + tail;
+        let (records, shard) = run_shard(&packets, &c, &s, end);
+        prop_assert_eq!(shard.stats().evictions, 0, "model assumes no eviction");
+        let (expected, reordered) = reference_and_reordered(&packets, &c, end);
+        prop_assert_eq!(sorted(records), sorted(expected));
+        prop_assert_eq!(shard.len(), 0);
+        prop_assert_eq!(shard.stats().reordered, reordered);
     }
 
     #[test]
