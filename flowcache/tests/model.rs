@@ -304,6 +304,18 @@ fn packets_with_gaps(
     })
 }
 
+/// `packets` (drawn over 12 flows) folded onto `keys` flows, so flows meet again often.
+fn folded_onto(packets: Vec<Observation>, keys: u8) -> Vec<Observation> {
+    packets
+        .into_iter()
+        .map(|mut p| {
+            let index = (p.key.src_port - 1000) as u8 % keys;
+            p.key = flow_key(index, p.key.protocol);
+            p
+        })
+        .collect()
+}
+
 fn schedule() -> impl Strategy<Value = Schedule> {
     (
         proptest::collection::vec(1usize..70, 1..6),
@@ -337,15 +349,7 @@ proptest! {
         s in schedule(),
         tail in 0u64..100,
     ) {
-        // Fold the packets onto `keys` flows.
-        let packets: Vec<Observation> = seed_packets
-            .into_iter()
-            .map(|mut p| {
-                let index = (p.key.src_port - 1000) as u8 % keys;
-                p.key = flow_key(index, p.key.protocol);
-                p
-            })
-            .collect();
+        let packets = folded_onto(seed_packets, keys);
         let end = packets.last().map_or(T0, |p| p.timestamp_ms) + tail;
         let (records, shard) = run_shard(&packets, &c, &s, end);
         prop_assert_eq!(shard.stats().evictions, 0, "model assumes no eviction");
@@ -375,15 +379,7 @@ proptest! {
         order in proptest::collection::vec(any::<u32>(), 1..300),
         tail in 0u64..100,
     ) {
-        let in_order: Vec<Observation> = seed_packets
-            .into_iter()
-            .map(|mut p| {
-                let index = (p.key.src_port - 1000) as u8 % keys;
-                p.key = flow_key(index, p.key.protocol);
-                p
-            })
-            .collect();
-        let packets = shuffled_within_bursts(&in_order, &s, &order);
+        let packets = shuffled_within_bursts(&folded_onto(seed_packets, keys), &s, &order);
         let end = packets.iter().map(|p| p.timestamp_ms).max().unwrap_or(T0) + tail;
         let (records, shard) = run_shard(&packets, &c, &s, end);
         prop_assert_eq!(shard.stats().evictions, 0, "model assumes no eviction");
