@@ -581,19 +581,20 @@ impl PacketSource for DpdkSource {
         }
 
         let port = self.queue.port_id();
-        let mut burst_time = None;
+        // The burst's time, for frames the driver did not stamp: read once, whether or not
+        // a frame needs it, so the loop below carries no per-frame "read yet?" test.
+        if self.clock.elapsed_cycles() > self.clock.hz() * 60 {
+            self.clock.reanchor();
+        }
+        let burst_us = self.clock.now_us();
+        let timestamp = self.timestamp;
         let mut packets = [Packet::default(); MAX_BURST];
         let mut bytes = 0u64;
-        for (slot, mbuf) in packets.iter_mut().zip(self.batch.iter()).take(deliver) {
-            let timestamp_us = match self.timestamp.and_then(|ts| mbuf.rx_timestamp(&ts)) {
-                Some(us) => us,
-                None => *burst_time.get_or_insert_with(|| {
-                    if self.clock.elapsed_cycles() > self.clock.hz() * 60 {
-                        self.clock.reanchor();
-                    }
-                    self.clock.now_us()
-                }),
-            };
+        let deliver = deliver.min(MAX_BURST);
+        for (slot, mbuf) in packets[..deliver].iter_mut().zip(self.batch.iter()) {
+            let timestamp_us = timestamp
+                .and_then(|ts| mbuf.rx_timestamp(&ts))
+                .unwrap_or(burst_us);
             let wire_len = mbuf.pkt_len();
             bytes += u64::from(wire_len);
             *slot = Packet {
