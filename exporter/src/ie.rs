@@ -381,36 +381,26 @@ pub(crate) struct TemplateSet {
 
 impl TemplateSet {
     pub fn new(ipfix: bool, sampling_in_records: bool) -> TemplateSet {
-        let (ipv4, ipv6, aggregate, sampling, statistics) = if ipfix {
+        let (aggregate, sampling, statistics) = if ipfix {
             (
-                IPFIX_IPV4_FLOW,
-                IPFIX_IPV6_FLOW,
                 IPFIX_AGGREGATE,
                 IPFIX_SAMPLING_OPTIONS,
                 IPFIX_STATISTICS_OPTIONS,
             )
         } else {
-            (
-                V9_IPV4_FLOW,
-                V9_IPV6_FLOW,
-                V9_AGGREGATE,
-                V9_SAMPLING_OPTIONS,
-                V9_STATISTICS_OPTIONS,
-            )
+            (V9_AGGREGATE, V9_SAMPLING_OPTIONS, V9_STATISTICS_OPTIONS)
         };
-        let trim = |t: &'static [Ie]| {
-            if sampling_in_records {
-                t
-            } else {
-                without_sampling(t)
-            }
-        };
-        let (ipv4_flow, ipv6_flow) = flow_templates(ipfix, sampling_in_records);
-        debug_assert!(ipv4_flow == trim(ipv4) && ipv6_flow == trim(ipv6));
+        // The flow templates come from the same function the record encoder uses, so the
+        // templates announced and the records written cannot disagree.
+        let (ipv4, ipv6) = flow_templates(ipfix, sampling_in_records);
         TemplateSet {
-            ipv4: ipv4_flow,
-            ipv6: ipv6_flow,
-            aggregate: trim(aggregate),
+            ipv4,
+            ipv6,
+            aggregate: if sampling_in_records {
+                aggregate
+            } else {
+                without_sampling(aggregate)
+            },
             sampling,
             statistics,
         }

@@ -370,9 +370,7 @@ fn parse_burst(
     let keep_all = sampler.keeps_all();
     // A driver stamps a burst's frames with one time, mostly: divide only when it changes.
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
-    let mut seen = 0;
     for (packet, _) in packets.iter().zip(0..MAX_BURST) {
-        seen += 1;
         counters.bytes += u64::from(packet.wire_len);
         // The key is parsed straight into its slot (see `parse_frame_into`); a packet that
         // is not kept leaves the slot to the next one.
@@ -404,7 +402,7 @@ fn parse_burst(
             counters.sampled_out += 1;
         }
     }
-    counters.packets += seen;
+    counters.packets += packets.len().min(MAX_BURST) as u64;
     if keep_all {
         sampler.kept_all(kept as u64);
     }
