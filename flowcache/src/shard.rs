@@ -913,6 +913,7 @@ impl FlowShard {
             max_ttl: entry.max_ttl,
             end_reason: reason,
             sampling: self.sampling,
+            extras: None,
         });
     }
 

@@ -67,7 +67,7 @@ fn fin_counts_the_packet_then_ends_the_flow() {
     ];
     let out = feed(&mut s, &packets);
     assert_eq!(out.len(), 1);
-    let r = out[0];
+    let r = out[0].clone();
     assert_eq!(r.end_reason, EndReason::EndOfFlow);
     assert_eq!((r.packets, r.octets), (4, 60 + 52 + 1500 + 52));
     assert_eq!((r.first_ms, r.last_ms), (T0, T0 + 30));
@@ -186,7 +186,7 @@ fn a_one_hour_flow_with_a_30_minute_active_timeout_gives_exactly_two_records() {
     let end = T0 + 3_599_000;
     s.expire_all(end + 15_000, &mut out);
     assert_eq!(out.len(), 2, "{out:?}");
-    let (a, b) = (out[0], out[1]);
+    let (a, b) = (out[0].clone(), out[1].clone());
     assert_eq!(
         (a.end_reason, a.first_ms, a.last_ms, a.packets),
         (EndReason::Active, T0, T0 + 1_799_000, 1800)
@@ -410,7 +410,7 @@ fn counters_ttl_and_sampling_go_into_the_record() {
         s.update(&p, T0 + 10, &mut out);
     }
     s.flush(&mut out);
-    let r = out[0];
+    let r = out[0].clone();
     assert_eq!(
         (r.min_ttl, r.max_ttl, r.packets, r.octets),
         (1, 250, 4, 400)

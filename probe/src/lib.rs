@@ -4,6 +4,7 @@ pub mod dpdk;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_source;
 pub mod export_loop;
+pub mod ext;
 pub mod parse;
 pub mod pcap;
 pub mod source;
