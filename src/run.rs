@@ -99,7 +99,7 @@ pub fn sampler_spec(config: &Config) -> SamplerSpec {
 
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let config = Config::load(path)?;
-    if verbose == 0 {
+    if verbose == 0 && !crate::logging::level_is_from_env() {
         log::set_max_level(config.logging.level.to_level_filter());
     }
     let (sources, placement) = open_ports(&config)?;
