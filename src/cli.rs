@@ -69,6 +69,10 @@ pub struct CheckConfigArgs {
     pub file: Option<PathBuf>,
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print one JSON object (file, valid, problems with line, column, key and message)
+    /// instead of text; the exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -230,7 +234,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .file
                 .or(args.config)
                 .unwrap_or_else(|| tapflow::config::DEFAULT_CONFIG_PATH.into());
-            run::check_config(&path)
+            run::check_config(&path, args.json)
         }
     }
 }
