@@ -310,7 +310,8 @@ impl Supervisor {
                         .map(|(name, value)| format!("{name} {}", thousands(value)))
                         .collect();
                 log::info!(
-                    "{:.0} pps, flows active {}, {}",
+                    "rx {} pkts ({:.0} pps), flows active {}, {}",
+                    thousands(packets),
                     (packets - last_packets) as f64 / secs,
                     thousands(totals.flows_active),
                     counters.join(", "),
