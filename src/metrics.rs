@@ -2,9 +2,9 @@
 //! (version 0.0.4) at `GET /metrics`, with the standard process metrics.
 //!
 //! Nothing here names a counter. The families come from the statistics structs'
-//! declarations ([`flowcache::counters`]): a worker's and its cache's counters carry the
-//! labels `worker`, `port` and `queue`; the NIC's belong to the port and appear once per
-//! port; a collector's carry `collector`; an extension's become
+//! declarations ([`flowcache::counters!`](macro@flowcache::counters)): a worker's and its
+//! cache's counters carry the labels `worker`, `port` and `queue`; the NIC's belong to the
+//! port and appear once per port; a collector's carry `collector`; an extension's become
 //! `tapflow_<extension>_<name>_total`. A scrape renders the workers' last published
 //! snapshots, so the data plane never waits for it. `docs/METRICS.md` documents every
 //! family, and a test holds it to what [`render`] emits.

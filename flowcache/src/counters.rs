@@ -1,7 +1,7 @@
 //! Counters declared once.
 //!
 //! A statistics struct (the cache's [`CacheStats`](crate::CacheStats), a worker's, a
-//! source's, a collector's, an extension's) is written with [`counters!`](crate::counters):
+//! source's, a collector's, an extension's) is written with [`counters!`](macro@crate::counters):
 //! each field names its Prometheus family, its summary row and its help text next to its
 //! type. The macro yields the struct, `merge`, and a walk over every series
 //! ([`CounterSet::visit`]); the metrics endpoint, the end-of-run summaries, the periodic
@@ -140,7 +140,7 @@ impl Series {
     }
 }
 
-/// A statistics struct declared with [`counters!`](crate::counters).
+/// A statistics struct declared with [`counters!`](macro@crate::counters).
 pub trait CounterSet: Default {
     /// Each field's spec, in declaration order.
     const SPECS: &'static [Spec];
