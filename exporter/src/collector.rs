@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use flowcache::counters::Spec;
 use flowcache::{AggregateRecord, FlowRecord, SamplingInfo};
 
 use crate::session::{
@@ -113,29 +114,44 @@ impl CollectorConfig {
     }
 }
 
-/// Send path counters of one collector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CollectorCounters {
-    /// Flow and aggregate data records in datagrams the transport accepted.
-    pub records: u64,
-    /// Options data records in datagrams the transport accepted.
-    pub options_records: u64,
-    /// Datagrams (export messages) the transport accepted, and their bytes.
-    pub datagrams: u64,
-    pub bytes: u64,
-    /// Datagrams the transport refused (collector down, buffer full), and export calls
-    /// refused whole because a TCP collector was not connected (one per call: nothing was
-    /// encoded, but the operator must see the loss here as well as in `records_dropped`).
-    pub send_errors: u64,
-    /// Datagrams carrying the template set that the transport accepted.
-    pub template_sends: u64,
-    /// Data records that never reached the wire: in a refused datagram, or handed in
-    /// while a TCP collector was not connected.
-    pub records_dropped: u64,
-    /// Records the version cannot carry (v5: IPv6 flows and aggregates), skipped.
-    pub unsupported_records: u64,
-    /// TCP connections established after the first (each restarts the templates).
-    pub reconnects: u64,
+flowcache::counters! {
+    /// Send path counters of one collector. The summary's collector table has a column for
+    /// each counter shown always, in this order.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CollectorCounters {
+        /// Flow and aggregate data records in datagrams the transport accepted.
+        records: u64 = Spec::counter("tapflow_export_records_total", "records",
+            "Flow (or aggregate) records sent to each collector."),
+        /// Options data records in datagrams the transport accepted.
+        options_records: u64 = Spec::counter("tapflow_export_options_records_total",
+            "options records", "Options records (sampling, exporter statistics) sent to each \
+            collector.").when_nonzero(),
+        /// Datagrams (export messages) the transport accepted, and their bytes.
+        datagrams: u64 = Spec::counter("tapflow_export_datagrams_total", "datagrams",
+            "Export messages sent to each collector."),
+        bytes: u64 = Spec::counter("tapflow_export_bytes_total", "bytes",
+            "Bytes of export messages sent to each collector."),
+        /// Datagrams carrying the template set that the transport accepted.
+        template_sends: u64 = Spec::counter("tapflow_export_template_sends_total", "templates",
+            "Times the templates were sent to each collector."),
+        /// Datagrams the transport refused (collector down, buffer full), and export calls
+        /// refused whole because a TCP collector was not connected (one per call: nothing was
+        /// encoded, but the operator must see the loss here as well as in `records_dropped`).
+        send_errors: u64 = Spec::counter("tapflow_export_send_errors_total", "send errors",
+            "Export messages the operating system refused to send to each collector."),
+        /// Data records that never reached the wire: in a refused datagram, or handed in
+        /// while a TCP collector was not connected.
+        records_dropped: u64 = Spec::counter("tapflow_export_lost_records_total",
+            "records lost", "Records that never reached each collector: in a refused \
+            message, or while a TCP collector was not connected.").when_nonzero(),
+        /// Records the version cannot carry (v5: IPv6 flows and aggregates), skipped.
+        unsupported_records: u64 = Spec::counter("tapflow_export_unsupported_records_total",
+            "records the version cannot carry", "Records the collector's export version \
+            cannot carry (NetFlow v5: IPv6 flows and aggregates), skipped.").when_nonzero(),
+        /// TCP connections established after the first (each restarts the templates).
+        reconnects: u64 = Spec::counter("tapflow_export_reconnects_total", "reconnects",
+            "TCP connections to each collector established after the first.").when_nonzero(),
+    }
 }
 
 impl CollectorCounters {
