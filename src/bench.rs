@@ -1057,7 +1057,7 @@ fn run_workers<S: PacketSource + Send + 'static>(
         cache,
         export,
         start_ms: wall_clock_ms(),
-        expected_packets: 0,
+        progress: crate::progress::Goal::Unknown,
         clock: Clock::Wall,
         backpressure: Backpressure::Drop,
         queue_batches: EXPORT_QUEUE_BATCHES,

@@ -141,7 +141,8 @@ pub struct ReplayArgs {
     /// Aggregation interval [default: 60].
     #[arg(long, value_name = "SECS")]
     pub aggregate_interval: Option<u64>,
-    /// Flow cache capacity (entries) [default: 1048576].
+    /// Flow cache capacity (entries) [default: 1048576, or for a replay sized from the
+    /// file: 8 slots for each flow it could hold, at least 4096].
     #[arg(long)]
     pub cache_size: Option<usize>,
     /// Observation domain id (IPFIX) / source id (v9) / engine id (v5, low byte)

@@ -1,6 +1,6 @@
 //! Assembles sources, workers and the export loop into one run, and reports on it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,13 +20,13 @@ use probe::pcap::FileSource;
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
-use crate::progress::Progress;
+use crate::progress::{Goal, Progress};
 use crate::summary::{Table, thousands};
 use exporter::ExportVersion;
 use exporter::json::JsonDestination;
 use probe::event_output::{SharedEventCounts, run_event_output};
 use probe::ext::{Extension, Extensions};
-use tapflow::config::{Config, Purpose};
+use tapflow::config::{CacheSection, Config, Purpose};
 
 /// Batches in flight between the workers and the exporter.
 const EXPORT_QUEUE_BATCHES: usize = 1024;
@@ -106,9 +106,12 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
              stdout) or --events-json PATH, or a --config file with [[collector]] tables"
         );
     }
-    let cache = crate::run::cache_config(&config);
+    let mut cache = crate::run::cache_config(&config);
     if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
         bail!("--inactive-timeout and --active-timeout must be at least 1 second");
+    }
+    if plan.cache_size.is_none() && config.cache.capacity == CacheSection::default().capacity {
+        cache.capacity = replay_cache_capacity(path, cache.capacity);
     }
     log::info!(
         "replay {}: {} collector(s), cache {} entries, timeouts {} s idle / {} s active, \
@@ -127,20 +130,35 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
             .map(|d| format!(", events to {d}"))
             .unwrap_or_default(),
     );
-    // The DPDK replay must know the file's packet count to know when it has ended (the
-    // pcap driver gives no end-of-file signal); the file reader knows, so it counts first
-    // only for the progress line's percentage. Counting reads the whole file once more:
-    // a third of a file replay's time.
-    let counted = match plan.source {
-        ReplaySource::Dpdk => true,
-        ReplaySource::File => std::io::stderr().is_terminal(),
+    // One pass over the file. The file reader finds the first timestamp as it starts and
+    // measures progress in bytes read. The DPDK replay must know the file's packet count
+    // to know when it has ended (the pcap driver gives no end-of-file signal), so it scans
+    // the file first, which also yields the first timestamp.
+    let (opened, total, start_us, goal) = match plan.source {
+        ReplaySource::File => {
+            let mut source = FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?;
+            let start_us = source.first_timestamp_us().map_err(|e| anyhow!("{e}"))?;
+            let goal = match source.file_len() {
+                Some(total) => Goal::Bytes {
+                    read: source.bytes_read(),
+                    total,
+                },
+                None => Goal::Unknown,
+            };
+            (Some(source), None, start_us, goal)
+        }
+        ReplaySource::Dpdk => {
+            let scanned = FileSource::scan(path).map_err(|e| anyhow!("{e}"))?;
+            let goal = Goal::Packets(scanned.packets);
+            (
+                None,
+                Some(scanned.packets),
+                scanned.first_timestamp_us,
+                goal,
+            )
+        }
     };
-    let total = if counted {
-        Some(FileSource::count_packets(path).map_err(|e| anyhow!("{e}"))?)
-    } else {
-        None
-    };
-    let start_ms = first_timestamp_ms(path)?;
+    let start_ms = start_us.unwrap_or(0) / 1000;
 
     let sampler = Sampler::new(sampling);
     let aggregated = config.aggregation.protocol_port;
@@ -155,12 +173,9 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         json_append: false,
     };
 
-    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match plan.source {
-        ReplaySource::File => (
-            Box::new(FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?),
-            ThreadPlacement::default(),
-        ),
-        ReplaySource::Dpdk => dpdk_replay_source(path, total.unwrap_or(0), &plan.eal_args)?,
+    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match opened {
+        Some(source) => (Box::new(source), ThreadPlacement::default()),
+        None => dpdk_replay_source(path, total.unwrap_or(0), &plan.eal_args)?,
     };
 
     let started = Instant::now();
@@ -168,7 +183,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         cache,
         export,
         start_ms,
-        expected_packets: total.unwrap_or(0),
+        progress: goal,
         clock: Clock::Packet,
         backpressure: Backpressure::Block,
         queue_batches: EXPORT_QUEUE_BATCHES,
@@ -304,14 +319,31 @@ fn dpdk_replay_source(
     bail!("this tapflow was built without DPDK; use --source file")
 }
 
-/// The timestamp of the file's first packet: a replay's clock starts there.
-fn first_timestamp_ms(path: &Path) -> Result<u64> {
-    let mut source = FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?;
-    let mut first = None;
-    source
-        .poll_burst(&mut |burst| first = burst.first().map(|p| p.timestamp_us / 1000))
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(first.unwrap_or(0))
+/// Smallest flow table a replay sizes from its file.
+const REPLAY_MIN_CAPACITY: usize = 4096;
+/// Fewest bytes a capture spends on a packet that can start a flow: a 16-byte classic pcap
+/// record header (a pcapng packet block spends 32) and an Ethernet and IPv4 header.
+const MIN_FLOW_RECORD_BYTES: u64 = 16 + 14 + 20;
+/// Slots per flow the file could hold at most, so that a bucket fills no more often than
+/// in a table sized for a live port.
+const REPLAY_SLOTS_PER_FLOW: u64 = 8;
+
+/// A replay's flow table when the operator left the capacity at its default (`default`,
+/// sized for a live port): no larger than 8 slots for every flow the file could hold (one
+/// per `MIN_FLOW_RECORD_BYTES`). The table is written whole when a worker starts, and the
+/// kernel zeroes each page on that first touch: for the default 1M entries (68 MB) that is
+/// 11-39 ms, most of a short replay's time. The file cannot hold more flows than that, so
+/// results are the same. Live ports stay preallocated at the configured size.
+fn replay_cache_capacity(path: &Path, default: usize) -> usize {
+    let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+        return default;
+    };
+    let most_flows = len / MIN_FLOW_RECORD_BYTES;
+    let wanted = usize::try_from(most_flows.saturating_mul(REPLAY_SLOTS_PER_FLOW));
+    wanted
+        .unwrap_or(usize::MAX)
+        .max(REPLAY_MIN_CAPACITY)
+        .min(default)
 }
 
 /// What a running pipeline shares with whoever supervises it (`tapflow run`).
@@ -383,8 +415,8 @@ pub struct PipelineSpec {
     pub cache: CacheConfig,
     pub export: ExportLoopConfig,
     pub start_ms: u64,
-    /// For the progress line (replays); 0 when unknown.
-    pub expected_packets: u64,
+    /// What the progress line measures against (replays).
+    pub progress: Goal,
     pub clock: Clock,
     pub backpressure: Backpressure,
     pub queue_batches: usize,
@@ -409,7 +441,7 @@ pub fn run_pipeline(
         cache,
         export,
         start_ms,
-        expected_packets,
+        progress: goal,
         clock,
         backpressure,
         queue_batches,
@@ -497,7 +529,7 @@ pub fn run_pipeline(
     drop(to_exporter);
     // Bound after the workers were spawned, so they do not inherit the exporter's CPU.
     ThreadPlacement::bind(placement.exporter, "the exporter");
-    let progress = Progress::start(counters, expected_packets);
+    let progress = Progress::start(counters, goal);
     let mut report = exporter.run(from_workers, recycle, workers);
     progress.finish();
     done.store(true, Ordering::Relaxed);

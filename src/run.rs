@@ -166,7 +166,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         cache: cache_config(&config),
         export,
         start_ms: wall_clock_ms(),
-        expected_packets: 0,
+        progress: crate::progress::Goal::Unknown,
         clock: Clock::Wall,
         backpressure: Backpressure::Drop,
         queue_batches: config.export.queue_batches,
