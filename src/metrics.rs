@@ -144,6 +144,16 @@ pub const EXPORT_SEND_ERRORS: Family = counter(
     &["collector"],
     "Export messages the operating system refused to send to each collector.",
 );
+pub const EXPORT_SEND_RETRIES: Family = counter(
+    "tapflow_export_send_retries_total",
+    &["collector"],
+    "UDP sends refused for an earlier datagram's ICMP port unreachable, and retried once.",
+);
+pub const EXPORT_UNSUPPORTED_RECORDS: Family = counter(
+    "tapflow_export_unsupported_records_total",
+    &["collector", "reason"],
+    "Records a collector's export format cannot carry, skipped: ipv6_in_v5, aggregate_in_v5.",
+);
 pub const EXPORT_QUEUE_DROPPED_RECORDS: Family = counter(
     "tapflow_export_queue_dropped_records_total",
     &[],
@@ -175,6 +185,8 @@ pub const STANDARD_FAMILIES: &[Family] = &[
     EXPORT_BYTES,
     EXPORT_TEMPLATE_SENDS,
     EXPORT_SEND_ERRORS,
+    EXPORT_SEND_RETRIES,
+    EXPORT_UNSUPPORTED_RECORDS,
     EXPORT_QUEUE_DROPPED_RECORDS,
     BUILD_INFO,
 ];

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
-use exporter::{CollectorConfig, SessionConfig, TransportKind};
+use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind, Unsupported};
 use flowcache::{CacheConfig, EndReason, Sampler};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
 use probe::parse::StopReason;
@@ -48,6 +48,13 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    if args.export == ExportVersion::V5 && args.aggregate.is_some() {
+        bail!(
+            "--export v5 cannot carry --aggregate protocol-port: v5 has no place for an \
+             aggregate's flow count, and with aggregation nothing else is exported, so the \
+             collector would receive nothing (use --export v9 or ipfix, or drop --aggregate)"
+        );
+    }
     let start_ms = first_timestamp_ms(path)?;
 
     let mut collectors = Vec::new();
@@ -428,6 +435,7 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
         "bytes",
         "templates",
         "send errors",
+        "send retries",
     ]);
     for (name, counters) in &report.collectors {
         c.row([
@@ -437,9 +445,26 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
             thousands(counters.bytes),
             thousands(counters.template_sends),
             thousands(counters.send_errors),
+            thousands(counters.send_retries),
         ]);
     }
     print!("{}", c.render());
+    // Records a format cannot carry: listed only when there were some, by reason.
+    let mut u = Table::new(["collector", "not exportable", "records"]);
+    let mut any = false;
+    for (name, counters) in &report.collectors {
+        for reason in Unsupported::ALL {
+            let n = counters.unsupported.get(reason);
+            if n > 0 {
+                u.row([name.clone(), reason.name().to_string(), thousands(n)]);
+                any = true;
+            }
+        }
+    }
+    if any {
+        println!();
+        print!("{}", u.render());
+    }
 }
 
 pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {

@@ -330,6 +330,14 @@ impl Supervisor {
                 m.set(&metrics::EXPORT_BYTES, &label, c.bytes);
                 m.set(&metrics::EXPORT_TEMPLATE_SENDS, &label, c.template_sends);
                 m.set(&metrics::EXPORT_SEND_ERRORS, &label, c.send_errors);
+                m.set(&metrics::EXPORT_SEND_RETRIES, &label, c.send_retries);
+                for reason in exporter::Unsupported::ALL {
+                    m.set(
+                        &metrics::EXPORT_UNSUPPORTED_RECORDS,
+                        &[name.as_str(), reason.name()],
+                        c.unsupported.get(reason),
+                    );
+                }
             }
         }
     }
