@@ -159,3 +159,38 @@ fn v5_refuses_aggregates_at_start_and_counts_ipv6_flows_it_cannot_carry() {
         .collect();
     assert_eq!(warnings.len(), 1, "one warning, at the first: {stderr}");
 }
+
+/// Collectors that apply the sampling they know when a record arrives (FastNetMon) need the
+/// sampling options before the first data record, even when the whole capture fits in the
+/// start's own millisecond (issue 20 item 5).
+#[test]
+fn sampling_options_precede_the_first_data_record() {
+    let dir = scratch_dir("options-first");
+    let pcap = generate_pcap(&dir, 5, 3, false);
+    for version in ["v9", "ipfix"] {
+        let collector = UdpCollector::bind();
+        let out = tapflow()
+            .arg("replay")
+            .arg(&pcap)
+            .args(["--collector", &collector.addr()])
+            .args(["--export", version, "--source", "file"])
+            .args(["--sample", "deterministic:2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "replay failed: {}", text(&out));
+        let mut decoder = Decoder::default();
+        let kinds: Vec<bool> = collector
+            .drain()
+            .iter()
+            .flat_map(|d| decoder.message(d).records)
+            .map(|r| r.options && r.template_id == 259)
+            .collect();
+        let first_sampling = kinds.iter().position(|&sampling| sampling);
+        let first_data = kinds.iter().position(|&sampling| !sampling);
+        assert!(
+            first_sampling.is_some() && first_sampling < first_data,
+            "{version}: sampling options at {first_sampling:?}, first other record at \
+             {first_data:?}"
+        );
+    }
+}
