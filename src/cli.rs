@@ -123,6 +123,10 @@ pub struct ReplayArgs {
     /// with small socket buffers lose datagrams when a replay runs at full speed.
     #[arg(long, value_name = "DATAGRAMS_PER_SEC", default_value_t = 0)]
     pub pace: u32,
+    /// v9/IPFIX: send the templates again after this many datagrams without them (0:
+    /// never by count), so a collector that starts late decodes from then on.
+    #[arg(long, value_name = "DATAGRAMS", default_value_t = exporter::DEFAULT_TEMPLATE_REFRESH_DATAGRAMS)]
+    pub template_refresh_datagrams: u32,
     /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,

@@ -64,6 +64,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             version: args.export,
             observation_domain_id: args.observation_domain,
             mtu: args.mtu,
+            template_refresh_datagrams: args.template_refresh_datagrams,
             ..SessionConfig::default()
         };
         session.engine_id = (args.observation_domain & 0xff) as u8;
