@@ -32,6 +32,14 @@ if ((${#missing[@]})); then
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The PyPI `netflow` collector for tests/interop.rs, in a virtual environment of its own.
+netflow_venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/netflow-venv"
+if ! "$netflow_venv/bin/python" -c 'import netflow' 2>/dev/null; then
+    echo "setup: installing the netflow collector (PyPI) into $netflow_venv" >&2
+    python3 -m venv "$netflow_venv"
+    "$netflow_venv/bin/pip" install -q netflow==0.12.2
+fi
+
 if ! command -v cargo >/dev/null; then
     for dir in "$HOME/.cargo/bin" /root/.cargo/bin; do
         [[ -x $dir/cargo ]] && export PATH="$dir:$PATH" && break

@@ -762,13 +762,12 @@ fn read_nfacctd(mut n: Nfacctd) -> Reading {
 
 // ---- the PyPI `netflow` collector ----------------------------------------------------
 
-/// The collector's virtual environment, made once under the target dir (pip install
-/// netflow==0.12.2); None, with a notice, where python3 -m venv is not available.
+/// The collector's virtual environment: the one scripts/setup.sh makes (target/netflow-venv),
+/// else one made here once under the test's temporary dir (pip install netflow==0.12.2);
+/// None, with a notice, where python3 -m venv is not available.
 fn netflow_python() -> Option<&'static Path> {
     static VENV: OnceLock<Option<PathBuf>> = OnceLock::new();
     VENV.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("netflow-venv");
-        let python = venv.join("bin/python");
         let ready = |p: &Path| {
             Command::new(p)
                 .args(["-c", "import netflow"])
@@ -776,6 +775,12 @@ fn netflow_python() -> Option<&'static Path> {
                 .status()
                 .is_ok_and(|s| s.success())
         };
+        let from_setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/netflow-venv");
+        if ready(&from_setup.join("bin/python")) {
+            return Some(from_setup.join("bin/python"));
+        }
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("netflow-venv");
+        let python = venv.join("bin/python");
         if !ready(&python) {
             let made = Command::new("python3")
                 .args(["-m", "venv"])
