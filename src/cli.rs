@@ -156,6 +156,11 @@ pub struct ReplayArgs {
     /// with small socket buffers lose datagrams when a replay runs at full speed.
     #[arg(long, value_name = "DATAGRAMS_PER_SEC")]
     pub pace: Option<u32>,
+    /// v9/IPFIX: send the templates again after this many datagrams without them (0:
+    /// never by count), so a collector that starts late decodes from then on
+    /// [default: 20].
+    #[arg(long, value_name = "DATAGRAMS")]
+    pub template_refresh_datagrams: Option<u32>,
     /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,
@@ -213,6 +218,7 @@ impl ReplayArgs {
             observation_domain: self.observation_domain,
             mtu: self.mtu,
             pace: self.pace,
+            template_refresh_datagrams: self.template_refresh_datagrams,
             eal_args: self.eal_args.clone(),
         }
     }

@@ -73,6 +73,7 @@ pub struct ReplaySpec {
     pub observation_domain: Option<u32>,
     pub mtu: Option<usize>,
     pub pace: Option<u32>,
+    pub template_refresh_datagrams: Option<u32>,
     pub eal_args: Vec<String>,
 }
 
@@ -99,6 +100,17 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         None => crate::run::sampler_spec(&config),
     };
     let collectors = replay_collectors(plan, &config)?;
+    if config.aggregation.protocol_port
+        && collectors
+            .iter()
+            .any(|c| c.session.version == ExportVersion::V5)
+    {
+        bail!(
+            "--export v5 cannot carry --aggregate protocol-port: v5 has no place for an \
+             aggregate's flow count, and with aggregation nothing else is exported, so the \
+             collector would receive nothing (use --export v9 or ipfix, or drop --aggregate)"
+        );
+    }
     let events = plan.events_json.clone().or(config.events.output.clone());
     if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
         bail!(
@@ -269,6 +281,9 @@ fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<Collector
         }
         if let Some(pace) = plan.pace {
             collector.pace_datagrams_per_sec = (pace > 0).then_some(pace);
+        }
+        if let Some(n) = plan.template_refresh_datagrams {
+            collector.session.template_refresh_datagrams = n;
         }
     }
     Ok(collectors)
