@@ -11,6 +11,7 @@ packages=(
     tcpreplay iproute2          # live-tap emulation in a network namespace
     softflowd pmacct            # peers for the benchmark comparison
     systemd                     # systemd-analyze verifies the unit
+    groff-base                  # renders the man pages in the tests
 )
 
 missing=()

@@ -1279,68 +1279,52 @@ fn text(o: &Outcome) -> String {
 }
 
 fn json(o: &Outcome) -> String {
-    let mut fields: Vec<(&str, String)> = vec![
-        ("source", format!("{:?}", o.source)),
-        ("workers", o.workers.to_string()),
-        ("flows", o.flows_per_worker.to_string()),
-        ("frame_bytes", format!("{:.1}", o.mean_frame)),
-        ("mpps", format!("{:.4}", o.worker.mpps)),
-        ("mpps_cpu", format!("{:.4}", o.worker.mpps_per_cpu)),
-        ("gbps", format!("{:.4}", o.worker.gbps)),
-        ("ns_per_packet", format!("{:.2}", o.worker.ns_per_packet)),
-        ("ceiling_mpps", format!("{:.4}", o.ratio_ceiling().mpps)),
-        (
-            "ceiling_mpps_cpu",
-            format!("{:.4}", o.ratio_ceiling().mpps_per_cpu),
-        ),
-        ("ceiling_paired", o.paired_ceiling.is_some().to_string()),
-        ("ceiling_packets", o.ratio_ceiling().packets.to_string()),
-        (
-            "ceiling_phase_mpps_cpu",
-            format!("{:.4}", o.ceiling.mpps_per_cpu),
-        ),
-        ("ratio_phase", format!("{:.4}", o.ratio_phase())),
-        (
-            "source_mpps",
-            o.source_only
-                .map_or("null".to_string(), |s| format!("{:.4}", s.mpps)),
-        ),
-        ("ratio", format!("{:.4}", o.ratio())),
-        ("ratio_wall", format!("{:.4}", o.ratio_wall())),
-        ("worker_waited", format!("{:.4}", o.worker.waited)),
-        ("ceiling_waited", format!("{:.4}", o.ratio_ceiling().waited)),
-        ("packets_measured", o.worker.packets.to_string()),
-        ("cache_capacity", o.cache_capacity.to_string()),
-        ("entry_bytes", ENTRY_BYTES.to_string()),
-        ("table_bytes", o.table_bytes.to_string()),
-        ("bytes_per_flow", format!("{:.1}", o.bytes_per_flow())),
-        ("flows_cached", o.flows_cached().to_string()),
-        ("flows_created", o.cache.flows_created.to_string()),
-        ("evictions", o.cache.evictions.to_string()),
-        ("records_exported", o.export.records_in.to_string()),
-        ("records_dropped", o.stats.records_dropped.to_string()),
-        ("dpdk_memory_bytes", o.dpdk_memory_bytes.to_string()),
-        ("rss_bytes", o.worker.rss_bytes.to_string()),
-        ("peak_rss_bytes", o.peak_rss_bytes.to_string()),
-        ("packets", o.stats.packets.to_string()),
-        ("load_before", format!("{:?}", o.load_before)),
-        ("load_after", format!("{:?}", o.load_after)),
-    ];
-    fields.push((
-        "export",
-        format!(
-            "{:?}",
-            match o.export_kind {
-                BenchExport::Ipfix => "ipfix-udp",
-                BenchExport::None => "none",
-            }
-        ),
-    ));
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("\"{k}\": {v}"))
-        .collect();
-    format!("{{{}}}", body.join(", "))
+    // Rates to four decimals, sizes to one: the precision the measurement has.
+    let r4 = |x: f64| (x * 1e4).round() / 1e4;
+    let r2 = |x: f64| (x * 1e2).round() / 1e2;
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    serde_json::json!({
+        "source": o.source,
+        "workers": o.workers,
+        "flows": o.flows_per_worker,
+        "frame_bytes": r1(o.mean_frame),
+        "mpps": r4(o.worker.mpps),
+        "mpps_cpu": r4(o.worker.mpps_per_cpu),
+        "gbps": r4(o.worker.gbps),
+        "ns_per_packet": r2(o.worker.ns_per_packet),
+        "ceiling_mpps": r4(o.ratio_ceiling().mpps),
+        "ceiling_mpps_cpu": r4(o.ratio_ceiling().mpps_per_cpu),
+        "ceiling_paired": o.paired_ceiling.is_some(),
+        "ceiling_packets": o.ratio_ceiling().packets,
+        "ceiling_phase_mpps_cpu": r4(o.ceiling.mpps_per_cpu),
+        "ratio_phase": r4(o.ratio_phase()),
+        "source_mpps": o.source_only.map(|s| r4(s.mpps)),
+        "ratio": r4(o.ratio()),
+        "ratio_wall": r4(o.ratio_wall()),
+        "worker_waited": r4(o.worker.waited),
+        "ceiling_waited": r4(o.ratio_ceiling().waited),
+        "packets_measured": o.worker.packets,
+        "cache_capacity": o.cache_capacity,
+        "entry_bytes": ENTRY_BYTES,
+        "table_bytes": o.table_bytes,
+        "bytes_per_flow": r1(o.bytes_per_flow()),
+        "flows_cached": o.flows_cached(),
+        "flows_created": o.cache.flows_created,
+        "evictions": o.cache.evictions,
+        "records_exported": o.export.records_in,
+        "records_dropped": o.stats.records_dropped,
+        "dpdk_memory_bytes": o.dpdk_memory_bytes,
+        "rss_bytes": o.worker.rss_bytes,
+        "peak_rss_bytes": o.peak_rss_bytes,
+        "packets": o.stats.packets,
+        "load_before": o.load_before,
+        "load_after": o.load_after,
+        "export": match o.export_kind {
+            BenchExport::Ipfix => "ipfix-udp",
+            BenchExport::None => "none",
+        },
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -110,6 +110,23 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
     if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
         bail!("--inactive-timeout and --active-timeout must be at least 1 second");
     }
+    log::info!(
+        "replay {}: {} collector(s), cache {} entries, timeouts {} s idle / {} s active, \
+         sampling {sampling}{}{}",
+        plan.file.display(),
+        collectors.len(),
+        cache.capacity,
+        cache.inactive_timeout_ms / 1000,
+        cache.active_timeout_ms / 1000,
+        plan.records_json
+            .as_ref()
+            .map(|d| format!(", records to {d}"))
+            .unwrap_or_default(),
+        events
+            .as_ref()
+            .map(|d| format!(", events to {d}"))
+            .unwrap_or_default(),
+    );
     // The DPDK replay must know the file's packet count to know when it has ended (the
     // pcap driver gives no end-of-file signal); the file reader knows, so it counts first
     // only for the progress line's percentage. Counting reads the whole file once more:

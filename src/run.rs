@@ -25,12 +25,47 @@ use crate::pipeline::{
 };
 use crate::summary::thousands;
 
-pub fn check_config(path: &Path) -> Result<ExitCode> {
-    let config = Config::load(path)?;
-    println!("{}: ok", path.display());
-    println!();
-    print!("{}", config.describe());
-    Ok(ExitCode::SUCCESS)
+pub fn check_config(path: &Path, json: bool) -> Result<ExitCode> {
+    if !json {
+        let config = Config::load(path)?;
+        println!("{}: ok", path.display());
+        println!();
+        print!("{}", config.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = Config::load(path);
+    let problems: Vec<serde_json::Value> = match &loaded {
+        Ok(_) => Vec::new(),
+        Err(e @ tapflow::config::ConfigError::Read { .. }) => {
+            vec![
+                serde_json::json!({ "line": null, "column": null, "key": null, "message": e.to_string() }),
+            ]
+        }
+        Err(e) => e
+            .diagnostics()
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "line": d.location.map(|l| l.line),
+                    "column": d.location.map(|l| l.column),
+                    "key": d.key,
+                    "message": d.message,
+                })
+            })
+            .collect(),
+    };
+    let report = serde_json::json!({
+        "file": path.display().to_string(),
+        "valid": loaded.is_ok(),
+        "problems": problems,
+        "description": loaded.as_ref().ok().map(Config::describe),
+    });
+    println!("{report}");
+    Ok(if loaded.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Turns the configuration's collectors into the exporter's.
@@ -98,7 +133,7 @@ pub fn sampler_spec(config: &Config) -> SamplerSpec {
 
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let config = Config::load(path)?;
-    if verbose == 0 {
+    if verbose == 0 && !crate::logging::level_is_from_env() {
         log::set_max_level(config.logging.level.to_level_filter());
     }
     let (sources, placement, origins) = open_ports(&config)?;
