@@ -17,7 +17,7 @@ use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
 use probe::parse::StopReason;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
-use tapflow::config::{CollectorSection, Config, Transport};
+use tapflow::config::{CollectorSection, Config, PortSection, Transport};
 use tapflow::metrics::{self, Metrics, MetricsServer};
 use tapflow::sdnotify;
 
@@ -178,10 +178,13 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
 fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
     use probe::dpdk::Eal;
     use probe::dpdk_source::{DpdkPortConfig, DpdkSource};
+    for port in &config.ports {
+        check_kernel_interface(port)?;
+    }
     let eal = Eal::init(&config.eal_args()).map_err(|e| anyhow!("{e}"))?;
     let mut sources: Vec<Box<dyn PacketSource + Send>> = Vec::new();
     for port in &config.ports {
-        let port_config = DpdkPortConfig::new(port.device_name())
+        let port_config = DpdkPortConfig::new(port.eal_device_name())
             .rx_queues(port.rx_queues)
             .rx_descriptors(port.rx_descriptors)
             .mempool_size(config.mempool_size());
@@ -205,6 +208,51 @@ fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Thr
         ThreadPlacement::default()
     };
     Ok((sources, placement))
+}
+
+/// Bytes of a frame DPDK 22.11's pcap driver captures (RTE_ETH_PCAP_SNAPLEN); it keeps
+/// the captured length as the frame's length, so a longer frame would be cut unseen.
+const PCAP_SNAPLEN: u32 = 16_128;
+
+/// Ethernet header and two VLAN tags: a frame's bytes beyond the interface's MTU.
+const L2_OVERHEAD: u32 = 14 + 2 * 4;
+
+/// A live port on a kernel interface must be able to carry the interface's largest frame
+/// whole; say what to change before DPDK starts rather than cut frames later.
+fn check_kernel_interface(port: &PortSection) -> Result<()> {
+    let Some(iface) = port.kernel_interface() else {
+        return Ok(());
+    };
+    let mtu_file = Path::new("/sys/class/net").join(iface).join("mtu");
+    let mtu: u32 = std::fs::read_to_string(&mtu_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "port {}: there is no interface {iface:?} in this network namespace \
+                 (`ip link show` lists them); fix iface= in [[port]] device",
+                port.label()
+            )
+        })?;
+    let largest = mtu + L2_OVERHEAD;
+    if matches!(port.vdev_driver(), "af_packet" | "pcap") && largest > PCAP_SNAPLEN {
+        bail!(
+            "port {}: {iface} has MTU {mtu} (frames up to {largest} bytes) but DPDK's pcap \
+             driver captures only {PCAP_SNAPLEN} bytes of a frame; lower the MTU to at most \
+             {} (`ip link set {iface} mtu N`)",
+            port.label(),
+            PCAP_SNAPLEN - L2_OVERHEAD
+        );
+    }
+    if port.vdev_driver() == "af_packet" {
+        log::info!(
+            "port {}: reading {iface} through DPDK's pcap driver ({}): DPDK's af_packet \
+             driver has the kernel reassemble IPv4 fragments before they are seen",
+            port.label(),
+            port.eal_device()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "dpdk"))]

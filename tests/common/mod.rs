@@ -135,10 +135,31 @@ fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
             Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
             Some(TransportSlice::Icmpv4(i)) => (0, u16::from_be_bytes([i.type_u8(), i.code_u8()])),
             Some(TransportSlice::Icmpv6(i)) => (0, u16::from_be_bytes([i.type_u8(), i.code_u8()])),
+            // etherparse slices no transport of a first IPv4 fragment (offset 0, more
+            // fragments), which still carries the L4 header: read its first bytes.
+            None => match packet.net.as_ref()? {
+                NetSlice::Ipv4(ip) if ip.header().more_fragments() => {
+                    first_fragment_ports(proto, ip.payload().payload)
+                }
+                _ => (0, 0),
+            },
             _ => (0, 0),
         }
     };
     Some(((src, dst, sp, dp, proto), octets))
+}
+
+/// Ports (ICMP: 0 and type << 8 | code) at the start of a first fragment's payload.
+fn first_fragment_ports(protocol: u8, l4: &[u8]) -> (u16, u16) {
+    let word = |at: usize| {
+        l4.get(at..at + 2)
+            .map_or(0, |w| u16::from_be_bytes([w[0], w[1]]))
+    };
+    match protocol {
+        6 | 17 | 132 => (word(0), word(2)),
+        1 => (0, word(0)),
+        _ => (0, 0),
+    }
 }
 
 pub fn sum(totals: &Totals) -> (u64, u64) {
