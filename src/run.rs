@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
 use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
-use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
 use probe::parse::StopReason;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
+use probe::{PacketSource, SourceStats};
 use tapflow::config::{CollectorSection, Config, PortSection, Transport};
 use tapflow::metrics::{self, Metrics, MetricsServer};
 use tapflow::sdnotify;
@@ -99,6 +99,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         log::set_max_level(config.logging.level.to_level_filter());
     }
     let (sources, placement) = open_ports(&config)?;
+    // Each worker's port, for the per-port loss counters.
+    let worker_ports = worker_ports(&config);
     let spec = sampler_spec(&config)?;
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
@@ -155,6 +157,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let report = run_pipeline(sources, spec, |handles| {
         let supervisor = Supervisor {
             handles,
+            worker_ports,
             metrics,
             config,
             config_path,
@@ -255,6 +258,15 @@ fn check_kernel_interface(port: &PortSection) -> Result<()> {
     Ok(())
 }
 
+/// The label of each worker's port, in the order `open_ports` opens the queues.
+fn worker_ports(config: &Config) -> Vec<String> {
+    config
+        .ports
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.label().to_string(), usize::from(p.rx_queues)))
+        .collect()
+}
+
 #[cfg(not(feature = "dpdk"))]
 fn open_ports(_config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
     bail!("this tapflow was built without DPDK: `run` needs it (use `replay --source file`)")
@@ -263,6 +275,7 @@ fn open_ports(_config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Th
 /// Watches the running pipeline from its own thread.
 struct Supervisor {
     handles: PipelineHandles,
+    worker_ports: Vec<String>,
     metrics: Arc<Metrics>,
     config: Config,
     config_path: std::path::PathBuf,
@@ -299,7 +312,7 @@ impl Supervisor {
                 let packets = totals.worker.packets;
                 log::info!(
                     "rx {} pkts ({:.0} pps), flows active {}, created {}, records exported {}, \
-                     queue drops {}, nic missed {}",
+                     queue drops {}, nic missed {}, nic errors {}, nic no mbuf {}",
                     thousands(packets),
                     (packets - last_packets) as f64 / secs,
                     thousands(totals.flows_active),
@@ -307,6 +320,8 @@ impl Supervisor {
                     thousands(totals.worker.records_sent),
                     thousands(totals.worker.records_dropped),
                     thousands(totals.source.rx_missed),
+                    thousands(totals.source.rx_errors),
+                    thousands(totals.source.rx_nombuf),
                 );
                 last_packets = packets;
                 last_stats = Instant::now();
@@ -334,15 +349,25 @@ impl Supervisor {
 
     fn update_metrics(&self, totals: &WorkerSnapshot) {
         let m = &self.metrics;
+        // A port's losses are reported by its first queue's worker; sum per port so the
+        // other queues' zeros do not overwrite them.
+        let mut port_losses: std::collections::BTreeMap<&str, SourceStats> = Default::default();
         for (id, shared) in self.handles.snapshots.iter().enumerate() {
             if let Ok(s) = shared.lock() {
                 let worker = id.to_string();
                 m.set(&metrics::RX_PACKETS, &[&worker], s.worker.packets);
                 m.set(&metrics::RX_BYTES, &[&worker], s.worker.bytes);
-                m.set(&metrics::NIC_MISSED, &[&worker], s.source.rx_missed);
-                m.set(&metrics::NIC_ERRORS, &[&worker], s.source.rx_errors);
-                m.set(&metrics::NIC_NOMBUF, &[&worker], s.source.rx_nombuf);
+                let port = self.worker_ports.get(id).map_or("", String::as_str);
+                let losses = port_losses.entry(port).or_default();
+                losses.rx_missed += s.source.rx_missed;
+                losses.rx_errors += s.source.rx_errors;
+                losses.rx_nombuf += s.source.rx_nombuf;
             }
+        }
+        for (port, losses) in port_losses {
+            m.set(&metrics::NIC_MISSED, &[port], losses.rx_missed);
+            m.set(&metrics::NIC_ERRORS, &[port], losses.rx_errors);
+            m.set(&metrics::NIC_NOMBUF, &[port], losses.rx_nombuf);
         }
         for reason in StopReason::ALL {
             m.set(

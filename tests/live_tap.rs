@@ -441,6 +441,12 @@ impl Run {
         panic!("tapflow run never logged {what:?}:\n{}", self.stderr);
     }
 
+    /// The next stderr line containing `what`.
+    fn next_line_containing(&mut self, what: &str) -> String {
+        self.wait_for(what);
+        self.stderr.lines().last().unwrap_or_default().to_string()
+    }
+
     /// SIGTERM, then the summary on stdout.
     fn stop(mut self) -> (String, String) {
         common::signal(&self.child, "TERM");
@@ -472,8 +478,11 @@ impl Run {
     }
 }
 
-fn write_config(path: &Path, device: &str) {
-    let prefix = format!("tapflow-live-{}", std::process::id());
+/// Serves Prometheus on the namespace's loopback at this port.
+const METRICS_PORT: u16 = 9464;
+
+fn write_config(path: &Path, tag: &str, device: &str) {
+    let prefix = format!("tapflow-live-{tag}-{}", std::process::id());
     let text = format!(
         r#"
 [dpdk]
@@ -492,7 +501,7 @@ address = "127.0.0.1:{COLLECTOR_PORT}"
 
 [stats]
 interval = 1
-prometheus = false
+prometheus = "127.0.0.1:{METRICS_PORT}"
 "#
     );
     std::fs::write(path, text).unwrap();
@@ -526,7 +535,7 @@ fn live_exact(tag: &str, device: &str, pps: u32) {
 
     let nfcapd = NsNfcapd::start(&ns, &dir);
     let config = dir.join("tapflow.toml");
-    write_config(&config, device);
+    write_config(&config, tag, device);
     let run = Run::start(&ns, &config);
     let before = ns.dev_counter("tfb", "rx_packets");
     let out = ns
@@ -563,4 +572,121 @@ fn live_exact(tag: &str, device: &str, pps: u32) {
 #[test]
 fn af_packet_live_is_exact_for_every_frame_class() {
     live_exact("afp", "net_af_packet0,iface=tfb", 20_000);
+}
+
+/// A metric's value from tapflow's Prometheus endpoint in the namespace (bash's /dev/tcp:
+/// nothing to install).
+fn scrape(ns: &Netns, series: &str) -> u64 {
+    let text = ns.run(&[
+        "bash",
+        "-c",
+        &format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{METRICS_PORT}; \
+             printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3"
+        ),
+    ]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the metrics:\n{text}"))
+}
+
+/// The last periodic statistics line's value of `name` ("nic missed 1,234").
+fn log_value(line: &str, name: &str) -> u64 {
+    let at = line
+        .find(name)
+        .unwrap_or_else(|| panic!("no {name:?} in {line:?}"))
+        + name.len();
+    line[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
+/// A ring overrun: tapflow is stopped (SIGSTOP) while tcpreplay plays more frames than the
+/// capture socket's ring holds, so the kernel drops the rest. The drops must appear in the
+/// periodic log line, in Prometheus and in the summary, and
+/// `received + counted losses = delivered` must hold; every received packet still reaches
+/// the collector.
+#[test]
+fn ring_overrun_is_counted_and_the_identity_holds() {
+    for tool in ["tcpreplay", "nfcapd", "nfdump"] {
+        assert!(
+            have(tool),
+            "{tool} must be installed: scripts/setup.sh does it"
+        );
+    }
+    let Some(ns) = Netns::create("overrun") else {
+        return;
+    };
+    let dir = scratch_dir("live-overrun");
+    let mut frames = Vec::new();
+    let mut f = Vec::new();
+    for i in 0..40_000u32 {
+        synth::eth_ipv4_udp(
+            &mut f,
+            v4([10, 9, (i % 200 / 100) as u8, (i % 100) as u8], 5000),
+            v4([10, 9, 9, 9], 6000),
+            &opts(18, None, None),
+        );
+        frames.push(f.clone());
+    }
+    let capture = dir.join("overrun.pcap");
+    write_capture(&capture, &frames);
+
+    let nfcapd = NsNfcapd::start(&ns, &dir);
+    let config = dir.join("tapflow.toml");
+    write_config(&config, "overrun", "net_af_packet0,iface=tfb");
+    let mut run = Run::start(&ns, &config);
+    let before = ns.dev_counter("tfb", "rx_packets");
+    common::signal(&run.child, "STOP");
+    let out = ns
+        .command("tcpreplay")
+        .args(["-q", "-i", "tfa", "--topspeed"])
+        .arg(&capture)
+        .output();
+    common::signal(&run.child, "CONT");
+    let out = out.unwrap();
+    assert!(out.status.success(), "tcpreplay: {}", common::text(&out));
+    let delivered = ns.dev_counter("tfb", "rx_packets") - before;
+    assert_eq!(delivered, frames.len() as u64);
+
+    // The periodic line, once it has seen every delivered frame one way or the other.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let line = run.next_line_containing("nic missed");
+        if log_value(&line, "rx") + log_value(&line, "nic missed") == delivered {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the periodic line never accounted for {delivered} frames: {line}"
+        );
+    };
+    let missed = log_value(&line, "nic missed");
+    assert!(missed > 0, "the ring did not overrun: {line}");
+    assert_eq!(
+        scrape(&ns, "tapflow_nic_missed_total{port=\"net_af_packet0\"}"),
+        missed
+    );
+    let (stdout, stderr) = run.stop();
+    let actual = nfcapd.stop_and_read();
+
+    let received = common::counter(&stdout, "packets received");
+    assert_eq!(common::counter(&stdout, "nic missed"), missed, "{stdout}");
+    assert_eq!(
+        received + counted_losses(&stdout),
+        delivered,
+        "received + counted losses must be what the interface delivered\n{stdout}\n{stderr}"
+    );
+    eprintln!("ring overrun: {delivered} delivered, {received} received, {missed} missed");
+    let at_collector: u64 = actual.values().map(|(p, _)| p).sum();
+    assert_eq!(
+        at_collector,
+        received - common::counter(&stdout, "not in any flow"),
+        "{stdout}"
+    );
 }
