@@ -164,6 +164,8 @@ fn first_timestamp_ms(path: &Path) -> Result<u64> {
 pub struct PipelineHandles {
     pub snapshots: Vec<SharedSnapshot>,
     pub collectors: SharedCollectorCounters,
+    /// Messages the export loop took from the workers: moves while it drains their queue.
+    pub exporter_heartbeat: Arc<AtomicU64>,
     /// Lets the supervisor send reloaded collectors to the export loop.
     pub to_exporter: Sender<ToExporter>,
     /// Set by SIGINT/SIGTERM: the workers flush and stop.
@@ -258,9 +260,11 @@ pub fn run_pipeline(
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
     let published: SharedCollectorCounters = Arc::default();
+    let exporter_heartbeat = Arc::new(AtomicU64::new(0));
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
-        .with_published_counters(published.clone());
+        .with_published_counters(published.clone())
+        .with_heartbeat(exporter_heartbeat.clone());
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
@@ -297,6 +301,7 @@ pub fn run_pipeline(
     let supervisor = supervise(PipelineHandles {
         snapshots,
         collectors: published,
+        exporter_heartbeat,
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),

@@ -184,9 +184,11 @@ fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Thr
     for port in &config.ports {
         check_kernel_interface(port)?;
     }
+    let _ = sdnotify::extend_timeout(EAL_START_EXTENSION);
     let eal = Eal::init(&config.eal_args()).map_err(|e| anyhow!("{e}"))?;
     let mut sources: Vec<Box<dyn PacketSource + Send>> = Vec::new();
     for port in &config.ports {
+        let _ = sdnotify::extend_timeout(PORT_START_EXTENSION);
         let port_config = DpdkPortConfig::new(port.eal_device_name())
             .rx_queues(port.rx_queues)
             .rx_descriptors(port.rx_descriptors)
@@ -272,6 +274,20 @@ fn open_ports(_config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Th
     bail!("this tapflow was built without DPDK: `run` needs it (use `replay --source file`)")
 }
 
+/// How long a worker or the exporter may show no progress before systemd's watchdog is no
+/// longer fed. Workers publish about once a second, idle or not, and each sends the
+/// exporter a tick as often: three missed seconds is a stall, not a slow second.
+const DATA_PLANE_STALL: Duration = Duration::from_secs(3);
+
+/// Start-up the EAL may take (hugepage mapping, device probing) beyond TimeoutStartSec.
+const EAL_START_EXTENSION: Duration = Duration::from_secs(300);
+
+/// Start-up a port may take (mempool allocation, queue set-up).
+const PORT_START_EXTENSION: Duration = Duration::from_secs(120);
+
+/// Stop time each second of visible flush progress buys.
+const STOP_EXTENSION: Duration = Duration::from_secs(10);
+
 /// Watches the running pipeline from its own thread.
 struct Supervisor {
     handles: PipelineHandles,
@@ -289,6 +305,10 @@ impl Supervisor {
         }
         let _ = sdnotify::ready();
         let watchdog = sdnotify::watchdog_interval().map(|d| d / 2);
+        let mut running = sdnotify::ProgressGate::new(DATA_PLANE_STALL);
+        let mut flushing = sdnotify::ProgressGate::new(DATA_PLANE_STALL);
+        let mut last_extension: Option<Instant> = None;
+        let mut stall_told = false;
         let stats_every = Duration::from_secs(self.config.stats.interval.max(1));
         let mut last_stats = Instant::now();
         let mut last_watchdog = Instant::now();
@@ -298,14 +318,41 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(200));
             let totals = self.totals();
             self.update_metrics(&totals);
-            if self.handles.quit.load(Ordering::Relaxed) && !stopping_told {
-                let _ = sdnotify::stopping();
-                log::info!("stopping: flushing every flow and draining the exporter");
-                stopping_told = true;
-            }
-            if watchdog.is_some_and(|every| last_watchdog.elapsed() >= every) {
-                let _ = sdnotify::watchdog();
-                last_watchdog = Instant::now();
+            let now = Instant::now();
+            let progress = self.progress();
+            let moving = running.observe(&progress, now);
+            if self.handles.quit.load(Ordering::Relaxed) {
+                if !stopping_told {
+                    let _ = sdnotify::stopping();
+                    log::info!("stopping: flushing every flow and draining the exporter");
+                    stopping_told = true;
+                }
+                // The final flush may outlast TimeoutStopSec on a large cache: extend it
+                // for as long as records still reach the exporter.
+                let flushed = flushing.observe(&[progress.iter().sum()], now);
+                if flushed && last_extension.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                    let _ = sdnotify::extend_timeout(STOP_EXTENSION);
+                    last_extension = Some(now);
+                }
+            } else if watchdog.is_some_and(|every| last_watchdog.elapsed() >= every) {
+                if moving {
+                    let _ = sdnotify::watchdog();
+                    last_watchdog = now;
+                    stall_told = false;
+                } else if !stall_told {
+                    if let Some((part, idle)) = running.stalest(now) {
+                        let who = match part {
+                            p if p < self.handles.snapshots.len() => format!("worker {p}"),
+                            _ => "the exporter".to_string(),
+                        };
+                        log::error!(
+                            "{who} made no progress for {:.1} s: systemd's watchdog is no \
+                             longer fed, so systemd restarts tapflow if it stays stuck",
+                            idle.as_secs_f64()
+                        );
+                    }
+                    stall_told = true;
+                }
             }
             if last_stats.elapsed() >= stats_every {
                 let secs = last_stats.elapsed().as_secs_f64();
@@ -330,6 +377,18 @@ impl Supervisor {
                 self.reload();
             }
         }
+    }
+
+    /// Each worker's published ticks, then the exporter's count of drained messages.
+    fn progress(&self) -> Vec<u64> {
+        let mut counters: Vec<u64> = self
+            .handles
+            .snapshots
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.ticks))
+            .collect();
+        counters.push(self.handles.exporter_heartbeat.load(Ordering::Relaxed));
+        counters
     }
 
     fn totals(&self) -> WorkerSnapshot {

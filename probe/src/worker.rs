@@ -161,6 +161,9 @@ pub struct WorkerSnapshot {
     pub cache: CacheStats,
     pub source: SourceStats,
     pub flows_active: u64,
+    /// Snapshots published so far: it moves while the worker's loop runs (idle or not)
+    /// and stops when the worker is stuck, which is what systemd's watchdog must see.
+    pub ticks: u64,
 }
 
 /// Where a worker publishes its snapshot; read by the supervisor thread.
@@ -189,6 +192,7 @@ pub struct Worker {
     /// Packets taken so far, published once per burst for a progress display.
     progress: Option<Arc<AtomicU64>>,
     snapshot: Option<SharedSnapshot>,
+    ticks: u64,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -432,6 +436,7 @@ impl Worker {
             pipeline: BurstPipeline::new(),
             now_ms: 0,
             last_tick_ms: 0,
+            ticks: 0,
             sweep,
             progress: None,
             snapshot: None,
@@ -444,9 +449,11 @@ impl Worker {
         self
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
+        self.ticks += 1;
         if let Some(shared) = &self.snapshot {
             let snapshot = WorkerSnapshot {
+                ticks: self.ticks,
                 worker: self.stats,
                 cache: *self.shard.stats(),
                 source: self.source.stats(),
