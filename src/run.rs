@@ -219,6 +219,11 @@ fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Thr
 /// the captured length as the frame's length, so a longer frame would be cut unseen.
 const PCAP_SNAPLEN: u32 = 16_128;
 
+/// Bytes of a frame an AF_XDP socket of DPDK 22.11 takes: an mbuf's 2176-byte buffer less
+/// its 128-byte headroom and the kernel's 256-byte XDP headroom. No multi-buffer support:
+/// the kernel drops a longer frame (counted as the port's missed frames).
+const AF_XDP_MAX_FRAME: u32 = 2176 - 128 - 256;
+
 /// Ethernet header and two VLAN tags: a frame's bytes beyond the interface's MTU.
 const L2_OVERHEAD: u32 = 14 + 2 * 4;
 
@@ -247,6 +252,16 @@ fn check_kernel_interface(port: &PortSection) -> Result<()> {
              {} (`ip link set {iface} mtu N`)",
             port.label(),
             PCAP_SNAPLEN - L2_OVERHEAD
+        );
+    }
+    if port.vdev_driver() == "af_xdp" && largest > AF_XDP_MAX_FRAME {
+        bail!(
+            "port {}: {iface} has MTU {mtu} (frames up to {largest} bytes) but an AF_XDP \
+             socket takes frames of at most {AF_XDP_MAX_FRAME} bytes (no multi-buffer in \
+             DPDK 22.11); lower the MTU to at most {} (`ip link set {iface} mtu N`) or read \
+             jumbo frames with \"net_af_packet0,iface={iface}\"",
+            port.label(),
+            AF_XDP_MAX_FRAME - L2_OVERHEAD
         );
     }
     if port.vdev_driver() == "af_packet" {
