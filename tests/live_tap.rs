@@ -561,40 +561,72 @@ fn live_exact(tag: &str, device: &str, mtu: usize, pps: u32) {
     write_capture(&capture, &frames);
     let truth = ground_truth(&capture);
 
-    let nfcapd = NsNfcapd::start(&ns, &dir);
+    // A starved host can pause the worker long enough to overflow the socket's ring; the
+    // loss is then counted (asserted), but the flows cannot be exact, so such a run is
+    // repeated, at most twice.
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        let (stdout, stderr, delivered, actual) = play_once(
+            &ns,
+            &dir.join(format!("run{attempt}")),
+            tag,
+            device,
+            &capture,
+            pps,
+        );
+        assert_eq!(
+            delivered,
+            frames.len() as u64,
+            "the veth delivered other frames than the capture's"
+        );
+        let received = common::counter(&stdout, "packets received");
+        let losses = counted_losses(&stdout);
+        assert_eq!(
+            received + losses,
+            delivered,
+            "received + counted losses must be what the interface delivered\n{stdout}\n{stderr}"
+        );
+        if losses > 0 && attempt < ATTEMPTS {
+            eprintln!("attempt {attempt}: {losses} frames lost (and counted); once more");
+            continue;
+        }
+        assert_eq!(
+            received, delivered,
+            "no loss at {pps} pps in {ATTEMPTS} attempts\n{stdout}\n{stderr}"
+        );
+        assert_same_flows(&format!("live {device} at {pps} pps"), &truth, &actual);
+        return;
+    }
+}
+
+/// One run: nfcapd and tapflow in the namespace, the capture played at `pps`, SIGTERM.
+/// Returns tapflow's stdout and stderr, the frames the veth delivered, nfcapd's flows.
+fn play_once(
+    ns: &Netns,
+    dir: &Path,
+    tag: &str,
+    device: &str,
+    capture: &Path,
+    pps: u32,
+) -> (String, String, u64, common::Totals) {
+    std::fs::create_dir_all(dir).unwrap();
+    let nfcapd = NsNfcapd::start(ns, dir);
     let config = dir.join("tapflow.toml");
     write_config(&config, tag, device);
-    let run = Run::start(&ns, &config);
+    let run = Run::start(ns, &config);
     let before = ns.dev_counter("tfb", "rx_packets");
     let out = ns
         .command("tcpreplay")
         .args(["-q", "-i", "tfa", "--pps", &pps.to_string()])
-        .arg(&capture)
+        .arg(capture)
         .output()
         .unwrap();
     assert!(out.status.success(), "tcpreplay: {}", common::text(&out));
     let delivered = ns.dev_counter("tfb", "rx_packets") - before;
-    assert_eq!(
-        delivered,
-        frames.len() as u64,
-        "the veth delivered other frames than the capture's"
-    );
     // Give the worker a moment to drain the socket's ring before the signal.
     std::thread::sleep(Duration::from_millis(500));
     let (stdout, stderr) = run.stop();
-    let actual = nfcapd.stop_and_read();
-
-    let received = common::counter(&stdout, "packets received");
-    assert_eq!(
-        received + counted_losses(&stdout),
-        delivered,
-        "received + counted losses must be what the interface delivered\n{stdout}\n{stderr}"
-    );
-    assert_eq!(
-        received, delivered,
-        "no loss at {pps} pps\n{stdout}\n{stderr}"
-    );
-    assert_same_flows(&format!("live {device} at {pps} pps"), &truth, &actual);
+    (stdout, stderr, delivered, nfcapd.stop_and_read())
 }
 
 #[test]
