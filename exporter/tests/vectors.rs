@@ -28,6 +28,7 @@ fn record(sampling: SamplingInfo) -> FlowRecord {
         max_ttl: 64,
         end_reason: EndReason::EndOfFlow,
         sampling,
+        extras: None,
     }
 }
 

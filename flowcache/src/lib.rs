@@ -1,6 +1,7 @@
 //! tapflow's flow cache. See README.md.
 mod aggregate;
 mod config;
+mod extras;
 mod hash;
 mod hint;
 mod record;
@@ -9,6 +10,10 @@ mod shard;
 
 pub use aggregate::{AggregatorStats, DEFAULT_GRACE_MS, ProtocolPortAggregator};
 pub use config::{CacheConfig, CacheConfigError, MAX_CAPACITY};
+pub use extras::{
+    DnsTransaction, PolicyMark, RecordExtras, ReverseCounters, TcpDirectionKpis, TcpKpis,
+    TcpOutcome,
+};
 pub use hash::{flow_hash, flow_sample_hash};
 pub use record::{
     AggregateRecord, EndReason, FlowKey, FlowRecord, Observation, SamplingAlgorithm, SamplingInfo,

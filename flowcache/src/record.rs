@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::extras::RecordExtras;
+
 /// Identity of a flow, as NetFlow defines it: addresses, ports (ICMP type and code in the
 /// destination port, `type << 8 | code`), protocol, ToS, VLAN and input port.
 ///
@@ -146,7 +148,7 @@ impl Default for SamplingInfo {
 }
 
 /// An expired flow, handed from the cache to the exporter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowRecord {
     pub key: FlowKey,
     pub packets: u64,
@@ -160,6 +162,8 @@ pub struct FlowRecord {
     pub max_ttl: u8,
     pub end_reason: EndReason,
     pub sampling: SamplingInfo,
+    /// Fields that extensions attached (biflow, KPIs, DNS, policy); `None` without any.
+    pub extras: Option<Box<RecordExtras>>,
 }
 
 /// Protocol-port aggregate (Cisco's scheme): flows summed over protocol, source port and

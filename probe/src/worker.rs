@@ -24,7 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler};
 
-use crate::parse::{StopReason, parse_frame_into};
+use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
+use crate::parse::{PacketMeta, StopReason, parse_frame_into};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
 /// Where a worker's notion of "now" comes from.
@@ -120,6 +121,13 @@ pub struct WorkerStats {
     pub octets_dropped: u64,
     /// Records handed to the exporter.
     pub records_sent: u64,
+    /// Records an extension folded into another (a biflow's reverse direction), and the
+    /// packets in them: exported inside that other record, not on their own.
+    pub records_folded: u64,
+    pub packets_folded: u64,
+    /// Events handed to the event output, and events lost to a full event queue.
+    pub events_sent: u64,
+    pub events_dropped: u64,
 }
 
 impl WorkerStats {
@@ -136,6 +144,10 @@ impl WorkerStats {
         self.packets_dropped += other.packets_dropped;
         self.octets_dropped += other.octets_dropped;
         self.records_sent += other.records_sent;
+        self.records_folded += other.records_folded;
+        self.packets_folded += other.packets_folded;
+        self.events_sent += other.events_sent;
+        self.events_dropped += other.events_dropped;
     }
 }
 
@@ -151,16 +163,20 @@ pub struct WorkerReport {
     /// The source ran to its end (a replay read the whole file), rather than failing or
     /// being stopped.
     pub source_ended: bool,
+    /// Each attached extension's counters, by extension name.
+    pub extensions: Vec<(&'static str, Vec<ExtCounter>)>,
 }
 
 /// A worker's counters as last published, for the statistics log line and the metrics
 /// endpoint. Published once per tick (about a second of the worker's clock), never per packet.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WorkerSnapshot {
     pub worker: WorkerStats,
     pub cache: CacheStats,
     pub source: SourceStats,
     pub flows_active: u64,
+    /// Each attached extension's counters, by extension name.
+    pub extensions: Vec<(&'static str, Vec<ExtCounter>)>,
     /// Snapshots published so far: it moves while the worker's loop runs (idle or not)
     /// and stops when the worker is stuck, which is what systemd's watchdog must see.
     pub ticks: u64,
@@ -192,6 +208,11 @@ pub struct Worker {
     /// Packets taken so far, published once per burst for a progress display.
     progress: Option<Arc<AtomicU64>>,
     snapshot: Option<SharedSnapshot>,
+    /// Per-packet analysis beside the cache; empty unless something is enabled.
+    extensions: Extensions,
+    /// Events emitted during the current burst, and where they go.
+    events: Vec<Event>,
+    event_queue: Option<Sender<Event>>,
     ticks: u64,
 }
 
@@ -293,10 +314,11 @@ impl BurstPipeline {
         let (_, held) = self.split();
         if held.len > 0 {
             let n = held.len;
-            shard.update_prepared(
+            shard.update_interleaved(
                 &held.observations[..n],
                 &held.hashes[..n],
                 held.now_ms,
+                &[],
                 expired,
             );
             held.len = 0;
@@ -361,14 +383,54 @@ impl BurstCounters {
     }
 }
 
+/// What the parse loop shows each frame to, besides the cache. The loop is compiled once
+/// per hook, so [`NoHook`] (no extension attached) costs nothing.
+trait PacketHook {
+    fn packet(&mut self, packet: &Packet<'_>, key: &FlowKey, meta: PacketMeta, sampled: bool);
+}
+
+struct NoHook;
+
+impl PacketHook for NoHook {
+    #[inline(always)]
+    fn packet(&mut self, _: &Packet<'_>, _: &FlowKey, _: PacketMeta, _: bool) {}
+}
+
+/// Shows each frame of a subscribed class to the extensions.
+struct ExtensionHook<'a> {
+    extensions: &'a mut Extensions,
+    events: &'a mut Vec<Event>,
+}
+
+impl PacketHook for ExtensionHook<'_> {
+    #[inline]
+    fn packet(&mut self, packet: &Packet<'_>, key: &FlowKey, meta: PacketMeta, sampled: bool) {
+        let classes = Interest::of(key, &meta);
+        if !self.extensions.interest().intersects(classes) {
+            return;
+        }
+        let view = PacketView {
+            frame: packet.data,
+            wire_len: packet.wire_len,
+            timestamp_us: packet.timestamp_us,
+            key,
+            meta,
+            sampled,
+            classes,
+        };
+        self.extensions.on_packet(&view, self.events);
+    }
+}
+
 /// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
-/// keeps; returns how many were kept.
+/// keeps; returns how many were kept. Every frame is shown to `hook`.
 #[inline]
-fn parse_burst(
+fn parse_burst<H: PacketHook>(
     packets: &[Packet<'_>],
     sampler: &mut Sampler,
     observations: &mut [Observation; MAX_BURST],
     counters: &mut BurstCounters,
+    hook: &mut H,
 ) -> usize {
     let mut kept = 0;
     let keep_all = sampler.keeps_all();
@@ -390,6 +452,7 @@ fn parse_burst(
         }
         if !meta.stop.accounted() {
             counters.unaccounted += 1;
+            hook.packet(packet, &observation.key, meta, false);
             continue;
         }
         observation.octets = meta.octets;
@@ -400,7 +463,9 @@ fn parse_burst(
             stamp_ms = stamp_us / 1_000;
         }
         observation.timestamp_ms = stamp_ms;
-        if keep_all || sampler.keep(&observation.key) {
+        let sampled = keep_all || sampler.keep(&observation.key);
+        hook.packet(packet, &observation.key, meta, sampled);
+        if sampled {
             kept += 1;
         } else {
             counters.sampled_out += 1;
@@ -440,7 +505,18 @@ impl Worker {
             sweep,
             progress: None,
             snapshot: None,
+            extensions: Extensions::default(),
+            events: Vec::new(),
+            event_queue: None,
         }
+    }
+
+    /// Attaches extensions; their events go to `event_queue` (a full queue drops and
+    /// counts them: a worker never waits for the event output).
+    pub fn with_extensions(mut self, extensions: Extensions, event_queue: Sender<Event>) -> Self {
+        self.extensions = extensions;
+        self.event_queue = Some(event_queue);
+        self
     }
 
     /// Publishes counters into `snapshot` once per tick.
@@ -458,6 +534,7 @@ impl Worker {
                 cache: *self.shard.stats(),
                 source: self.source.stats(),
                 flows_active: self.shard.len() as u64,
+                extensions: self.extensions.counters(),
             };
             if let Ok(mut slot) = shared.lock() {
                 *slot = snapshot;
@@ -503,9 +580,12 @@ impl Worker {
             pending,
             pipeline,
             now_ms,
+            extensions,
+            events,
             ..
         } = self;
         let clock = config.clock;
+        let with_extensions = !extensions.is_empty();
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
             // The clock, once per burst: the burst's latest packet time, or the wall's.
             let now = match clock {
@@ -522,7 +602,27 @@ impl Worker {
             for chunk in burst.chunks(MAX_BURST) {
                 let mut counters = BurstCounters::default();
                 let (fresh, _) = pipeline.split();
-                let kept = parse_burst(chunk, sampler, &mut fresh.observations, &mut counters);
+                let kept = if with_extensions {
+                    let mut hook = ExtensionHook {
+                        extensions: &mut *extensions,
+                        events: &mut *events,
+                    };
+                    parse_burst(
+                        chunk,
+                        sampler,
+                        &mut fresh.observations,
+                        &mut counters,
+                        &mut hook,
+                    )
+                } else {
+                    parse_burst(
+                        chunk,
+                        sampler,
+                        &mut fresh.observations,
+                        &mut counters,
+                        &mut NoHook,
+                    )
+                };
                 counters.add_to(stats);
                 if kept > 0 {
                     fresh.len = kept;
@@ -537,6 +637,13 @@ impl Worker {
         }
         if let Some(progress) = &self.progress {
             progress.store(self.stats.packets, Ordering::Relaxed);
+        }
+        if !self.extensions.is_empty() {
+            let now_us = self.now_ms.max(wall_idle_ms(self.config.clock, status)) * 1_000;
+            if now_us != 0 {
+                self.extensions.on_clock(now_us, &mut self.events);
+            }
+            self.ship_events();
         }
         if self.config.clock == Clock::Wall && status == BurstStatus::Delivered(0) {
             // An idle port: time goes on, and flows must still expire.
@@ -564,10 +671,47 @@ impl Worker {
         Ok(status)
     }
 
+    /// Hands the burst's events to the event output; a full queue drops and counts them.
+    fn ship_events(&mut self) {
+        for event in self.events.drain(..) {
+            let sent = match &self.event_queue {
+                Some(queue) => queue.try_send(event).is_ok(),
+                None => false,
+            };
+            if sent {
+                self.stats.events_sent += 1;
+            } else {
+                self.stats.events_dropped += 1;
+            }
+        }
+    }
+
+    /// Shows each pending record to the extensions, which attach their fields, and takes
+    /// out the records they folded into others.
+    fn records_to_extensions(&mut self) {
+        let Worker {
+            extensions,
+            pending,
+            stats,
+            ..
+        } = self;
+        pending.retain_mut(|record| match extensions.on_record(record) {
+            RecordFate::Keep => true,
+            RecordFate::Folded => {
+                stats.records_folded += 1;
+                stats.packets_folded += record.packets;
+                false
+            }
+        });
+    }
+
     /// Sends the pending records as one batch. A refused batch (full queue with
     /// Backpressure::Drop, or a gone exporter) is counted, packets and octets included,
     /// and its vector is kept for the next batch.
     fn ship(&mut self, backpressure: Backpressure) {
+        if !self.extensions.is_empty() {
+            self.records_to_extensions();
+        }
         if self.pending.is_empty() {
             return;
         }
@@ -623,6 +767,11 @@ impl Worker {
 
     fn finish(mut self, error: Option<String>, source_ended: bool) -> WorkerReport {
         self.pipeline.drain(&mut self.shard, &mut self.pending);
+        if !self.extensions.is_empty() {
+            self.extensions
+                .on_finish(self.now_ms * 1_000, &mut self.events);
+            self.ship_events();
+        }
         // Flows already past their deadline leave with their time reason, whatever the
         // sweep's pace; then every other flow is flushed as forced.
         // Shutdown loses nothing: the flows wait for room in the queue, in batches of the
@@ -658,12 +807,21 @@ impl Worker {
             source: self.source.stats(),
             error,
             source_ended,
+            extensions: self.extensions.counters(),
         };
         // The final report always blocks: the exporter must learn the worker is done.
         let _ = self
             .to_exporter
             .send(ToExporter::Finished(Box::new(report.clone())));
         report
+    }
+}
+
+/// The wall clock for an idle live port (its flows and windows must still move on), else 0.
+fn wall_idle_ms(clock: Clock, status: BurstStatus) -> u64 {
+    match (clock, status) {
+        (Clock::Wall, BurstStatus::Delivered(0)) => wall_clock_ms(),
+        _ => 0,
     }
 }
 
@@ -830,5 +988,102 @@ mod tests {
         let report = worker.finish(None, true);
         assert_eq!(report.cache.records(), 11);
         assert_eq!(report.cache.expired(EndReason::Forced), 1);
+    }
+
+    /// Counts what it is shown, emits an event per packet, tags every record and folds the
+    /// records of source port 2000.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        packets: u64,
+        unsampled: u64,
+    }
+
+    impl crate::ext::Extension for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn interest(&self) -> Interest {
+            Interest::UDP
+        }
+        fn on_packet(&mut self, packet: &PacketView<'_>, out: &mut crate::ext::ExtOutput<'_>) {
+            self.packets += 1;
+            self.unsampled += u64::from(!packet.sampled);
+            let udp = packet.transport().expect("a UDP header");
+            assert_eq!(udp.protocol, crate::parse::IpProtocol::UDP);
+            out.emit(Event::new("seen", packet.timestamp_us));
+        }
+        fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
+            if record.key.src_port == 2000 {
+                return RecordFate::Folded;
+            }
+            record.extras = Some(Box::new(flowcache::RecordExtras {
+                policy: Some(flowcache::PolicyMark {
+                    name: "seen".into(),
+                    tag: Some(7),
+                }),
+                ..Default::default()
+            }));
+            RecordFate::Keep
+        }
+        fn counters(&self, out: &mut Vec<ExtCounter>) {
+            out.push(ExtCounter {
+                name: "packets",
+                help: "packets seen",
+                value: self.packets,
+            });
+        }
+    }
+
+    #[test]
+    fn extensions_see_packets_tag_records_fold_and_emit_events() {
+        let t0_us = 1_700_000_000_000_000u64;
+        let mut frames: Vec<(u64, Vec<u8>)> =
+            (0..10).map(|p| (t0_us, udp_frame(1000 + p))).collect();
+        frames.extend((1..=5).map(|i| (t0_us + i * 1_000, udp_frame(2000))));
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        // Room for 12 events: the other 3 are dropped and counted, never waited for.
+        let (events_tx, events_rx) = crossbeam_channel::bounded(12);
+        let config = WorkerConfig::new(
+            0,
+            CacheConfig::default(),
+            Clock::Packet,
+            Backpressure::Block,
+        );
+        let worker = Worker::new(
+            config,
+            Box::new(Frames { frames, next: 0 }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        )
+        .with_extensions(
+            Extensions::new(vec![Box::new(Recorder::default())]),
+            events_tx,
+        );
+        let report = worker.run(&AtomicBool::new(false));
+        let records: Vec<FlowRecord> = from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(records.len(), 10, "the port-2000 flow was folded");
+        assert!(records.iter().all(|r| {
+            r.extras
+                .as_ref()
+                .and_then(|e| e.policy.as_ref())
+                .map(|p| p.tag)
+                == Some(Some(7))
+        }));
+        assert_eq!(report.worker.records_folded, 1);
+        assert_eq!(report.worker.packets_folded, 5);
+        assert_eq!(events_rx.try_iter().count(), 12);
+        assert_eq!(report.worker.events_sent, 12);
+        assert_eq!(report.worker.events_dropped, 3);
+        assert_eq!(report.extensions[0].0, "recorder");
+        assert_eq!(report.extensions[0].1[0].value, 15);
     }
 }
