@@ -33,22 +33,22 @@ use std::fmt::Write as _;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
 use flowcache::{CacheConfig, CacheStats, ENTRY_BYTES, EndReason, FlowKey, Sampler, SamplerSpec};
-use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport};
+use probe::export_loop::{ExportLoopConfig, ExportReport};
 use probe::parse::parse_frame;
 use probe::pcap::FileSource;
 use probe::synth::{FrameLen, FrameOptions, ProtocolMix, TrafficSpec};
-use probe::worker::{Backpressure, Clock, Worker, WorkerConfig, WorkerStats, wall_clock_ms};
+use probe::worker::{Backpressure, Clock, WorkerStats, wall_clock_ms};
 use probe::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
-use crate::pipeline::ThreadPlacement;
+use crate::pipeline::{PipelineSpec, ThreadPlacement, run_pipeline};
 use crate::summary::{Table, thousands};
+use tapflow::config::{Config, Purpose};
 
 /// Shortest warm-up of a phase, even when every flow was delivered sooner.
 const WARM_UP: Duration = Duration::from_millis(500);
@@ -117,6 +117,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Attach the extensions (KPIs, monitors, analyzers) this configuration enables, to
+    /// measure what they cost; the file's other settings are not used.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Extra EAL arguments for the pcap replay.
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,
@@ -998,6 +1002,10 @@ fn run_workers<S: PacketSource + Send + 'static>(
     placement: &ThreadPlacement,
 ) -> Result<WorkersRun> {
     cache.validate().map_err(|e| anyhow!("{e}"))?;
+    let config = &match &args.config {
+        Some(path) => Config::load_for(path, Purpose::Replay)?,
+        None => Config::default(),
+    };
     let slots = cache.bucket_count() * cache.bucket_size;
     // Bound but never read: the kernel drops what overflows its buffer, as a busy
     // collector's would; the exporter still encodes and sends every datagram.
@@ -1023,15 +1031,10 @@ fn run_workers<S: PacketSource + Send + 'static>(
         json_records: None,
         json_append: false,
     };
-    let exporter =
-        ExportLoop::new(export, wall_clock_ms()).context("cannot open the export sink")?;
-    let (to_exporter, from_workers) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
-    let (recycle, recycled) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
-    let quit = Arc::new(AtomicBool::new(false));
     let workers = sources.len();
     let mut windows = Vec::new();
-    let mut threads = Vec::new();
-    for (id, source) in sources.into_iter().enumerate() {
+    let mut measured_sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = Vec::new();
+    for source in sources {
         let published = Arc::new(Mutex::new(Err("the worker did not finish".to_string())));
         windows.push(published.clone());
         let measured = MeasuredSource {
@@ -1045,35 +1048,26 @@ fn run_workers<S: PacketSource + Send + 'static>(
             }),
             published,
         };
-        // The same settings `tapflow run` gives a live port's worker.
-        let config = WorkerConfig::new(id, cache, Clock::Wall, Backpressure::Drop);
-        let worker = Worker::new(
-            config,
-            Box::new(measured),
-            sampler.clone(),
-            to_exporter.clone(),
-            recycled.clone(),
-        );
-        let quit = quit.clone();
-        let cpu = placement.workers.get(id).copied();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("tapflow-worker-{id}"))
-                .spawn(move || {
-                    ThreadPlacement::bind(cpu, &format!("worker {id}"));
-                    worker.run(&quit)
-                })
-                .context("cannot start a worker thread")?,
-        );
+        measured_sources.push((Box::new(measured), sampler.clone()));
     }
-    drop(to_exporter);
-    ThreadPlacement::bind(placement.exporter, "the exporter");
-    let export = exporter.run(from_workers, recycle, workers);
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| anyhow!("a worker thread panicked"))?;
-    }
+    // The pipeline `tapflow run` runs, with a live port's settings: wall clock, and a full
+    // export queue drops rather than blocks.
+    let spec = PipelineSpec {
+        cache,
+        export,
+        start_ms: wall_clock_ms(),
+        progress: crate::progress::Goal::Unknown,
+        clock: Clock::Wall,
+        backpressure: Backpressure::Drop,
+        queue_batches: EXPORT_QUEUE_BATCHES,
+        placement: placement.clone(),
+        extensions: (0..workers)
+            .map(|_| crate::extensions::worker_extensions(config))
+            .collect(),
+        events: None,
+        events_queue: config.events.queue,
+    };
+    let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);
     let mut stats = WorkerStats::default();
     let mut cache_stats = CacheStats::default();
@@ -1299,68 +1293,52 @@ fn text(o: &Outcome) -> String {
 }
 
 fn json(o: &Outcome) -> String {
-    let mut fields: Vec<(&str, String)> = vec![
-        ("source", format!("{:?}", o.source)),
-        ("workers", o.workers.to_string()),
-        ("flows", o.flows_per_worker.to_string()),
-        ("frame_bytes", format!("{:.1}", o.mean_frame)),
-        ("mpps", format!("{:.4}", o.worker.mpps)),
-        ("mpps_cpu", format!("{:.4}", o.worker.mpps_per_cpu)),
-        ("gbps", format!("{:.4}", o.worker.gbps)),
-        ("ns_per_packet", format!("{:.2}", o.worker.ns_per_packet)),
-        ("ceiling_mpps", format!("{:.4}", o.ratio_ceiling().mpps)),
-        (
-            "ceiling_mpps_cpu",
-            format!("{:.4}", o.ratio_ceiling().mpps_per_cpu),
-        ),
-        ("ceiling_paired", o.paired_ceiling.is_some().to_string()),
-        ("ceiling_packets", o.ratio_ceiling().packets.to_string()),
-        (
-            "ceiling_phase_mpps_cpu",
-            format!("{:.4}", o.ceiling.mpps_per_cpu),
-        ),
-        ("ratio_phase", format!("{:.4}", o.ratio_phase())),
-        (
-            "source_mpps",
-            o.source_only
-                .map_or("null".to_string(), |s| format!("{:.4}", s.mpps)),
-        ),
-        ("ratio", format!("{:.4}", o.ratio())),
-        ("ratio_wall", format!("{:.4}", o.ratio_wall())),
-        ("worker_waited", format!("{:.4}", o.worker.waited)),
-        ("ceiling_waited", format!("{:.4}", o.ratio_ceiling().waited)),
-        ("packets_measured", o.worker.packets.to_string()),
-        ("cache_capacity", o.cache_capacity.to_string()),
-        ("entry_bytes", ENTRY_BYTES.to_string()),
-        ("table_bytes", o.table_bytes.to_string()),
-        ("bytes_per_flow", format!("{:.1}", o.bytes_per_flow())),
-        ("flows_cached", o.flows_cached().to_string()),
-        ("flows_created", o.cache.flows_created.to_string()),
-        ("evictions", o.cache.evictions.to_string()),
-        ("records_exported", o.export.records_in.to_string()),
-        ("records_dropped", o.stats.records_dropped.to_string()),
-        ("dpdk_memory_bytes", o.dpdk_memory_bytes.to_string()),
-        ("rss_bytes", o.worker.rss_bytes.to_string()),
-        ("peak_rss_bytes", o.peak_rss_bytes.to_string()),
-        ("packets", o.stats.packets.to_string()),
-        ("load_before", format!("{:?}", o.load_before)),
-        ("load_after", format!("{:?}", o.load_after)),
-    ];
-    fields.push((
-        "export",
-        format!(
-            "{:?}",
-            match o.export_kind {
-                BenchExport::Ipfix => "ipfix-udp",
-                BenchExport::None => "none",
-            }
-        ),
-    ));
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("\"{k}\": {v}"))
-        .collect();
-    format!("{{{}}}", body.join(", "))
+    // Rates to four decimals, sizes to one: the precision the measurement has.
+    let r4 = |x: f64| (x * 1e4).round() / 1e4;
+    let r2 = |x: f64| (x * 1e2).round() / 1e2;
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    serde_json::json!({
+        "source": o.source,
+        "workers": o.workers,
+        "flows": o.flows_per_worker,
+        "frame_bytes": r1(o.mean_frame),
+        "mpps": r4(o.worker.mpps),
+        "mpps_cpu": r4(o.worker.mpps_per_cpu),
+        "gbps": r4(o.worker.gbps),
+        "ns_per_packet": r2(o.worker.ns_per_packet),
+        "ceiling_mpps": r4(o.ratio_ceiling().mpps),
+        "ceiling_mpps_cpu": r4(o.ratio_ceiling().mpps_per_cpu),
+        "ceiling_paired": o.paired_ceiling.is_some(),
+        "ceiling_packets": o.ratio_ceiling().packets,
+        "ceiling_phase_mpps_cpu": r4(o.ceiling.mpps_per_cpu),
+        "ratio_phase": r4(o.ratio_phase()),
+        "source_mpps": o.source_only.map(|s| r4(s.mpps)),
+        "ratio": r4(o.ratio()),
+        "ratio_wall": r4(o.ratio_wall()),
+        "worker_waited": r4(o.worker.waited),
+        "ceiling_waited": r4(o.ratio_ceiling().waited),
+        "packets_measured": o.worker.packets,
+        "cache_capacity": o.cache_capacity,
+        "entry_bytes": ENTRY_BYTES,
+        "table_bytes": o.table_bytes,
+        "bytes_per_flow": r1(o.bytes_per_flow()),
+        "flows_cached": o.flows_cached(),
+        "flows_created": o.cache.flows_created,
+        "evictions": o.cache.evictions,
+        "records_exported": o.export.records_in,
+        "records_dropped": o.stats.records_dropped,
+        "dpdk_memory_bytes": o.dpdk_memory_bytes,
+        "rss_bytes": o.worker.rss_bytes,
+        "peak_rss_bytes": o.peak_rss_bytes,
+        "packets": o.stats.packets,
+        "load_before": o.load_before,
+        "load_after": o.load_after,
+        "export": match o.export_kind {
+            BenchExport::Ipfix => "ipfix-udp",
+            BenchExport::None => "none",
+        },
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
 use probe::parse::StopReason;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
-use tapflow::config::{CollectorSection, Config, Transport};
+use tapflow::config::{CollectorSection, Config, SamplingMode, Transport};
 use tapflow::metrics::{self, Metrics, MetricsServer};
 use tapflow::sdnotify;
 
@@ -26,12 +26,47 @@ use crate::pipeline::{
 };
 use crate::summary::thousands;
 
-pub fn check_config(path: &Path) -> Result<ExitCode> {
-    let config = Config::load(path)?;
-    println!("{}: ok", path.display());
-    println!();
-    print!("{}", config.describe());
-    Ok(ExitCode::SUCCESS)
+pub fn check_config(path: &Path, json: bool) -> Result<ExitCode> {
+    if !json {
+        let config = Config::load(path)?;
+        println!("{}: ok", path.display());
+        println!();
+        print!("{}", config.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = Config::load(path);
+    let problems: Vec<serde_json::Value> = match &loaded {
+        Ok(_) => Vec::new(),
+        Err(e @ tapflow::config::ConfigError::Read { .. }) => {
+            vec![
+                serde_json::json!({ "line": null, "column": null, "key": null, "message": e.to_string() }),
+            ]
+        }
+        Err(e) => e
+            .diagnostics()
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "line": d.location.map(|l| l.line),
+                    "column": d.location.map(|l| l.column),
+                    "key": d.key,
+                    "message": d.message,
+                })
+            })
+            .collect(),
+    };
+    let report = serde_json::json!({
+        "file": path.display().to_string(),
+        "valid": loaded.is_ok(),
+        "problems": problems,
+        "description": loaded.as_ref().ok().map(Config::describe),
+    });
+    println!("{report}");
+    Ok(if loaded.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Turns the configuration's collectors into the exporter's.
@@ -47,7 +82,11 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
     let addr = c
         .resolve()
         .with_context(|| format!("collector {}: cannot resolve {}", c.label(), c.address))?;
-    let version: ExportVersion = c.version.name().parse().map_err(|e| anyhow!("{e}"))?;
+    let version = match c.version {
+        tapflow::config::ExportVersion::V5 => ExportVersion::V5,
+        tapflow::config::ExportVersion::V9 => ExportVersion::V9,
+        tapflow::config::ExportVersion::Ipfix => ExportVersion::Ipfix,
+    };
     let transport = match c.transport {
         Transport::Udp => TransportKind::Udp,
         Transport::Tcp => TransportKind::Tcp,
@@ -84,22 +123,22 @@ pub fn cache_config(config: &Config) -> CacheConfig {
     }
 }
 
-pub fn sampler_spec(config: &Config) -> Result<SamplerSpec> {
-    config
-        .sampling
-        .mode
-        .to_string()
-        .parse()
-        .map_err(|e| anyhow!("[sampling] mode: {e}"))
+pub fn sampler_spec(config: &Config) -> SamplerSpec {
+    match config.sampling.mode {
+        SamplingMode::None => SamplerSpec::None,
+        SamplingMode::Deterministic(n) => SamplerSpec::Deterministic(n),
+        SamplingMode::Random(n) => SamplerSpec::Random(n),
+        SamplingMode::Hash(n) => SamplerSpec::Hash(n),
+    }
 }
 
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let config = Config::load(path)?;
-    if verbose == 0 {
+    if verbose == 0 && !crate::logging::level_is_from_env() {
         log::set_max_level(config.logging.level.to_level_filter());
     }
     let (sources, placement) = open_ports(&config)?;
-    let spec = sampler_spec(&config)?;
+    let spec = sampler_spec(&config);
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
         .map(|s| {
