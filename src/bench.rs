@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
+use flowcache::counters::CounterSet;
 use flowcache::{CacheConfig, CacheStats, ENTRY_BYTES, EndReason, FlowKey, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoopConfig, ExportReport};
 use probe::parse::parse_frame;
@@ -46,7 +47,7 @@ use probe::synth::{FrameLen, FrameOptions, ProtocolMix, TrafficSpec};
 use probe::worker::{Backpressure, Clock, WorkerStats, wall_clock_ms};
 use probe::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
-use crate::pipeline::{PipelineSpec, ThreadPlacement, run_pipeline};
+use crate::pipeline::{PipelineSpec, ThreadPlacement, report_rows, run_pipeline};
 use crate::summary::{Table, thousands};
 use tapflow::config::{Config, Purpose};
 
@@ -1241,28 +1242,13 @@ fn text(o: &Outcome) -> String {
         "flows cached at the end".to_string(),
         thousands(o.flows_cached()),
     ]);
-    c.row([
-        "flows created".to_string(),
-        thousands(o.cache.flows_created),
-    ]);
-    c.row([
-        "evictions (cache full)".to_string(),
-        thousands(o.cache.evictions),
-    ]);
-    for reason in [EndReason::Idle, EndReason::Active, EndReason::EndOfFlow] {
-        c.row([
-            format!("flows ended: {}", reason.name()),
-            thousands(o.cache.expired(reason)),
-        ]);
+    let source = SourceStats::sum(o.export.workers.iter().map(|w| &w.source));
+    for (name, value) in report_rows(&o.stats, &o.cache, &source) {
+        c.row([name, thousands(value)]);
     }
-    c.row(["packets received".to_string(), thousands(o.stats.packets)]);
     c.row([
         "records to exporter".to_string(),
         thousands(o.export.records_in),
-    ]);
-    c.row([
-        "records dropped (queue full)".to_string(),
-        thousands(o.stats.records_dropped),
     ]);
     c.row([
         "export".to_string(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use exporter::ExportVersion;
 use exporter::json::JsonDestination;
 use flowcache::SamplerSpec;
@@ -53,6 +53,17 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Measure the data plane's throughput against the source's raw receive ceiling.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `tapflow manpage | man -l -`; with --dir, write
+    /// tapflow.1 and one page per command (tapflow-replay.1, ...) there.
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +156,11 @@ pub struct ReplayArgs {
     /// with small socket buffers lose datagrams when a replay runs at full speed.
     #[arg(long, value_name = "DATAGRAMS_PER_SEC")]
     pub pace: Option<u32>,
+    /// v9/IPFIX: send the templates again after this many datagrams without them (0:
+    /// never by count), so a collector that starts late decodes from then on
+    /// [default: 20].
+    #[arg(long, value_name = "DATAGRAMS")]
+    pub template_refresh_datagrams: Option<u32>,
     /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,
@@ -202,6 +218,7 @@ impl ReplayArgs {
             observation_domain: self.observation_domain,
             mtu: self.mtu,
             pace: self.pace,
+            template_refresh_datagrams: self.template_refresh_datagrams,
             eal_args: self.eal_args.clone(),
         }
     }
@@ -230,6 +247,20 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => pipeline::generate(&args.spec(), &args.output),
         Command::Run(args) => run::run(&args.config, cli.verbose),
         Command::Bench(args) => crate::bench::bench(&args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "tapflow", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage { dir: None } => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(Cli::command(), &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig(args) => {
             let path = args
                 .file

@@ -12,10 +12,10 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
-use exporter::{CollectorConfig, SessionConfig, TransportKind};
-use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
+use exporter::{CollectorConfig, CollectorCounters, SessionConfig, TransportKind};
+use flowcache::counters::{CounterSet, Series, Show};
+use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
-use probe::parse::StopReason;
 use probe::pcap::FileSource;
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
@@ -24,7 +24,7 @@ use crate::progress::{Goal, Progress};
 use crate::summary::{Table, thousands};
 use exporter::ExportVersion;
 use exporter::json::JsonDestination;
-use probe::event_output::run_event_output;
+use probe::event_output::{SharedEventCounts, run_event_output};
 use probe::ext::{Extension, Extensions};
 use tapflow::config::{CacheSection, Config, Purpose};
 
@@ -73,6 +73,7 @@ pub struct ReplaySpec {
     pub observation_domain: Option<u32>,
     pub mtu: Option<usize>,
     pub pace: Option<u32>,
+    pub template_refresh_datagrams: Option<u32>,
     pub eal_args: Vec<String>,
 }
 
@@ -99,6 +100,17 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         None => crate::run::sampler_spec(&config),
     };
     let collectors = replay_collectors(plan, &config)?;
+    if config.aggregation.protocol_port
+        && collectors
+            .iter()
+            .any(|c| c.session.version == ExportVersion::V5)
+    {
+        bail!(
+            "--export v5 cannot carry --aggregate protocol-port: v5 has no place for an \
+             aggregate's flow count, and with aggregation nothing else is exported, so the \
+             collector would receive nothing (use --export v9 or ipfix, or drop --aggregate)"
+        );
+    }
     let events = plan.events_json.clone().or(config.events.output.clone());
     if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
         bail!(
@@ -270,6 +282,9 @@ fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<Collector
         if let Some(pace) = plan.pace {
             collector.pace_datagrams_per_sec = (pace > 0).then_some(pace);
         }
+        if let Some(n) = plan.template_refresh_datagrams {
+            collector.session.template_refresh_datagrams = n;
+        }
     }
     Ok(collectors)
 }
@@ -351,6 +366,8 @@ fn replay_cache_capacity(path: &Path, default: usize) -> usize {
 pub struct PipelineHandles {
     pub snapshots: Vec<SharedSnapshot>,
     pub collectors: SharedCollectorCounters,
+    /// Events by type, as the event output last published them.
+    pub events: SharedEventCounts,
     /// Lets the supervisor send reloaded collectors to the export loop.
     pub to_exporter: Sender<ToExporter>,
     /// Set by SIGINT/SIGTERM: the workers flush and stop.
@@ -464,14 +481,16 @@ pub fn run_pipeline(
     let per_worker: Vec<Extensions> = (0..workers)
         .map(|_| Extensions::new(extensions.next().unwrap_or_default()))
         .collect();
+    let event_counts = SharedEventCounts::default();
     // The event output exists when some worker has an extension that may emit.
     let (event_queue, event_thread) = if per_worker.iter().any(|e| !e.is_empty()) {
         let (tx, rx) = crossbeam_channel::bounded(events_queue.max(1));
         let output = events.clone();
         let append = clock == Clock::Wall;
+        let published = event_counts.clone();
         let thread = std::thread::Builder::new()
             .name("tapflow-events".into())
-            .spawn(move || run_event_output(rx, output, append))
+            .spawn(move || run_event_output(rx, output, append, &published))
             .context("cannot start the event output thread")?;
         (Some(tx), Some(thread))
     } else {
@@ -517,6 +536,7 @@ pub fn run_pipeline(
     let supervisor = supervise(PipelineHandles {
         snapshots,
         collectors: published,
+        events: event_counts,
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),
@@ -586,16 +606,19 @@ fn print_replay_summary(
     let _ = written;
 }
 
-/// What the flow caches adjusted, by the `kind` label of
-/// `tapflow_cache_corrections_total`: clock and counter edge cases, each still accounted.
-pub fn cache_corrections(cache: &flowcache::CacheStats) -> [(&'static str, u64); 5] {
-    [
-        ("future_timestamp", cache.future_timestamps),
-        ("stale_timestamp", cache.stale_timestamps),
-        ("reordered", cache.reordered),
-        ("counter_split", cache.counter_splits),
-        ("resync", cache.resyncs),
-    ]
+/// The summary rows of a worker's, its cache's and its source's counters (summed over
+/// workers), as their declarations show them.
+pub fn report_rows(
+    worker: &probe::worker::WorkerStats,
+    cache: &flowcache::CacheStats,
+    source: &SourceStats,
+) -> Vec<(String, u64)> {
+    [worker.series(), cache.series(), source.series()]
+        .into_iter()
+        .flatten()
+        .filter(Series::shown)
+        .map(|s| (s.row_name(), s.value))
+        .collect()
 }
 
 /// The counter table and the per-collector table that end every run.
@@ -604,42 +627,35 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
 }
 
 fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: bool) -> String {
-    let mut source = SourceStats::default();
-    let mut worker = probe::worker::WorkerStats::default();
-    let mut cache = flowcache::CacheStats::default();
-    for w in &report.workers {
-        source.rx_packets += w.source.rx_packets;
-        source.rx_missed += w.source.rx_missed;
-        source.rx_errors += w.source.rx_errors;
-        source.rx_nombuf += w.source.rx_nombuf;
-        worker.merge(&w.worker);
-        cache.merge(&w.cache);
-    }
+    let source = SourceStats::sum(report.workers.iter().map(|w| &w.source));
+    let worker = probe::worker::WorkerStats::sum(report.workers.iter().map(|w| &w.worker));
+    let cache = flowcache::CacheStats::sum(report.workers.iter().map(|w| &w.cache));
     let mut t = Table::new(["counter", "value"]);
     if let Some(total) = file_packets {
         t.row(["packets in file".to_string(), thousands(total)]);
     }
-    t.row(["packets received".to_string(), thousands(worker.packets)]);
-    t.row(["bytes received".to_string(), thousands(worker.bytes)]);
-    for reason in StopReason::ALL {
-        let n = worker.parse_stops[reason as usize];
-        if n > 0 && reason != StopReason::Complete {
-            t.row([format!("parse stop: {}", reason.name()), thousands(n)]);
+    for (name, value) in report_rows(&worker, &cache, &source) {
+        t.row([name, thousands(value)]);
+    }
+    // Extension counters, summed over workers, by extension.
+    let mut extensions: Vec<(String, u64, bool)> = Vec::new();
+    for w in &report.workers {
+        for (extension, series) in &w.extensions {
+            for s in series {
+                let name = format!("{extension}: {}", s.row_name());
+                match extensions.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some((_, value, shown)) => {
+                        *value += s.value;
+                        *shown |= s.shown();
+                    }
+                    None => extensions.push((name, s.value, s.shown())),
+                }
+            }
         }
     }
-    t.row(["not in any flow".to_string(), thousands(worker.unaccounted)]);
-    t.row(["sampled out".to_string(), thousands(worker.sampled_out)]);
-    t.row(["flows created".to_string(), thousands(cache.flows_created)]);
-    for reason in EndReason::ALL {
-        t.row([
-            format!("flows ended: {}", reason.name()),
-            thousands(cache.expired(reason)),
-        ]);
-    }
-    // Rare, so shown only when they happened (METRICS.md explains each).
-    for (kind, count) in cache_corrections(&cache) {
-        if count > 0 {
-            t.row([format!("cache correction: {kind}"), thousands(count)]);
+    for (name, value, shown) in extensions {
+        if shown {
+            t.row([name, thousands(value)]);
         }
     }
     t.row([
@@ -655,16 +671,6 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
         t.row([
             "aggregate records".to_string(),
             thousands(report.aggregates_out),
-        ]);
-    }
-    t.row([
-        "records dropped (queue full)".to_string(),
-        thousands(worker.records_dropped),
-    ]);
-    if worker.records_folded > 0 {
-        t.row([
-            "records folded into biflows".to_string(),
-            thousands(worker.records_folded),
         ]);
     }
     if let Some((destination, written)) = &report.json_records {
@@ -684,10 +690,6 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
         for (kind, n) in &events.by_type {
             t.row([format!("events: {kind}"), thousands(*n)]);
         }
-        t.row([
-            "events dropped (queue full)".to_string(),
-            thousands(worker.events_dropped),
-        ]);
         if events.written.errors > 0 {
             t.row([
                 "event write errors".to_string(),
@@ -695,30 +697,31 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
             ]);
         }
     }
-    if source.rx_missed + source.rx_errors + source.rx_nombuf > 0 {
-        t.row(["nic missed".to_string(), thousands(source.rx_missed)]);
-        t.row(["nic errors".to_string(), thousands(source.rx_errors)]);
-        t.row(["nic no mbuf".to_string(), thousands(source.rx_nombuf)]);
+    // A collector's counters shown always are the columns of its table; the rare ones
+    // are rows here when they happened.
+    for (name, counters) in &report.collectors {
+        for s in counters.series() {
+            if s.spec.show == Show::NonZero && s.shown() {
+                t.row([
+                    format!("collector {name}: {}", s.row_name()),
+                    thousands(s.value),
+                ]);
+            }
+        }
     }
     let mut text = t.render();
     text.push('\n');
-    let mut c = Table::new([
-        "collector",
-        "records",
-        "datagrams",
-        "bytes",
-        "templates",
-        "send errors",
-    ]);
+    let columns = CollectorCounters::SPECS
+        .iter()
+        .filter(|spec| spec.show == Show::Always);
+    let mut c = Table::new(std::iter::once("collector").chain(columns.map(|spec| spec.row)));
     for (name, counters) in &report.collectors {
-        c.row([
-            name.clone(),
-            thousands(counters.records),
-            thousands(counters.datagrams),
-            thousands(counters.bytes),
-            thousands(counters.template_sends),
-            thousands(counters.send_errors),
-        ]);
+        let values = counters
+            .series()
+            .into_iter()
+            .filter(|s| s.spec.show == Show::Always)
+            .map(|s| thousands(s.value));
+        c.row(std::iter::once(name.clone()).chain(values));
     }
     text.push_str(&c.render());
     text

@@ -517,6 +517,12 @@ fn port_and_collector_problems_name_their_table() {
             "tcp carries only IPFIX",
         ),
         (
+            format!("{port}[aggregation]\nprotocol_port = true\n{collector}version = \"v5\"\n"),
+            "v5",
+            "collector[0].version",
+            "v5 cannot carry protocol-port aggregates",
+        ),
+        (
             format!("{port}{collector}transport = \"sctp\"\n"),
             "sctp",
             "collector[0].transport",

@@ -56,6 +56,7 @@
 //! unambiguous.
 
 use crate::SamplingInfo;
+use crate::counters::Spec;
 use crate::hash::flow_hash;
 use crate::hint::{advise_huge_pages, eq_mask, keys_equal, prefetch_read};
 use crate::{CacheConfig, CacheConfigError, EndReason, FlowKey, FlowRecord, Observation};
@@ -121,32 +122,61 @@ const _: () = assert!(ENTRY_BYTES <= 128);
 #[derive(Clone, Copy, Debug, Default)]
 struct HeaderLine([u16; 32]);
 
-/// A shard's counters. Sum shards with [`CacheStats::merge`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Observations accounted into flows (after sampling).
-    pub packets: u64,
-    /// Octets (IP total length) of those observations.
-    pub octets: u64,
-    /// Records started: new flows, and new pieces after an idle or active end.
-    pub flows_created: u64,
-    /// Records emitted, indexed by `EndReason as usize` (index 0 unused).
-    pub expired: [u64; 6],
-    /// Flows evicted from a full bucket; equals `expired[LackOfResources]`.
-    pub evictions: u64,
-    /// Observations stamped later than the call's `now`, accounted at `now` instead.
-    pub future_timestamps: u64,
-    /// Observations older than their flow's last packet (out-of-order input); counted into
-    /// the flow normally.
-    pub reordered: u64,
-    /// Observations stamped more than [`MAX_TIMEOUT_MS`] before the shard's clock,
-    /// accounted at the clock minus that.
-    pub stale_timestamps: u64,
-    /// Records ended early because their packet or octet counter was full (exported as
-    /// active, included in `expired[Active]`).
-    pub counter_splits: u64,
-    /// Whole-table sweeps forced by a clock that moved on too far between passes.
-    pub resyncs: u64,
+/// The `reason` label of `tapflow_flows_expired_total`, by `EndReason as usize`.
+const END_REASONS: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < EndReason::ALL.len() {
+        names[EndReason::ALL[i] as usize] = EndReason::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// `tapflow_cache_corrections_total`: a packet or record the cache adjusted, every one
+/// still accounted.
+const CORRECTIONS: &str = "tapflow_cache_corrections_total";
+const CORRECTIONS_HELP: &str = "Packets or records the flow cache had to adjust: \
+    future_timestamp, stale_timestamp, reordered, counter_split, resync.";
+
+crate::counters! {
+    /// A shard's counters. Sum shards with [`CacheStats::merge`].
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CacheStats {
+        /// Observations accounted into flows (after sampling).
+        packets: u64 = Spec::counter("tapflow_cache_packets_total", "packets accounted",
+            "Packets accounted into flows (after sampling)."),
+        /// Octets (IP total length) of those observations.
+        octets: u64 = Spec::counter("tapflow_cache_octets_total", "octets accounted",
+            "Octets (IP total length) of the packets accounted into flows."),
+        /// Records started: new flows, and new pieces after an idle or active end.
+        flows_created: u64 = Spec::counter("tapflow_flows_created_total", "flows created",
+            "Flow records started."),
+        /// Records emitted, indexed by `EndReason as usize` (index 0 unused).
+        expired: [u64; 6] = Spec::counter("tapflow_flows_expired_total", "flows ended",
+            "Flow records ended, by reason (IPFIX flowEndReason).").by("reason", &END_REASONS),
+        /// Flows evicted from a full bucket; equals `expired[LackOfResources]`.
+        evictions: u64 = Spec::counter("tapflow_cache_evictions_total", "evictions (cache full)",
+            "Flows ended early because their cache bucket was full.").no_row(),
+        /// Observations stamped later than the call's `now`, accounted at `now` instead.
+        future_timestamps: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["future_timestamp"]).when_nonzero(),
+        /// Observations older than their flow's last packet (out-of-order input); counted into
+        /// the flow normally.
+        reordered: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["reordered"]).when_nonzero(),
+        /// Observations stamped more than [`MAX_TIMEOUT_MS`] before the shard's clock,
+        /// accounted at the clock minus that.
+        stale_timestamps: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["stale_timestamp"]).when_nonzero(),
+        /// Records ended early because their packet or octet counter was full (exported as
+        /// active, included in `expired[Active]`).
+        counter_splits: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["counter_split"]).when_nonzero(),
+        /// Whole-table sweeps forced by a clock that moved on too far between passes.
+        resyncs: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["resync"]).when_nonzero(),
+    }
 }
 
 impl CacheStats {
@@ -157,21 +187,6 @@ impl CacheStats {
     /// Records emitted for every reason.
     pub fn records(&self) -> u64 {
         self.expired.iter().sum()
-    }
-
-    pub fn merge(&mut self, other: &CacheStats) {
-        self.packets += other.packets;
-        self.octets += other.octets;
-        self.flows_created += other.flows_created;
-        for (mine, theirs) in self.expired.iter_mut().zip(other.expired) {
-            *mine += theirs;
-        }
-        self.evictions += other.evictions;
-        self.future_timestamps += other.future_timestamps;
-        self.reordered += other.reordered;
-        self.stale_timestamps += other.stale_timestamps;
-        self.counter_splits += other.counter_splits;
-        self.resyncs += other.resyncs;
     }
 }
 
