@@ -114,7 +114,11 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         );
     }
     let events = plan.events_json.clone().or(config.events.output.clone());
-    if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
+    let json_records = plan
+        .records_json
+        .clone()
+        .or_else(|| crate::run::json_collector(&config));
+    if collectors.is_empty() && json_records.is_none() && events.is_none() {
         bail!(
             "nowhere to export to: give --collector HOST:PORT, --records-json PATH (- for \
              stdout) or --events-json PATH, or a --config file with [[collector]] tables"
@@ -183,7 +187,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         options_interval_ms: 60_000,
         sampling: sampler.info(),
         clock: Clock::Packet,
-        json_records: plan.records_json.clone(),
+        json_records,
         json_append: false,
     };
 

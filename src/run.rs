@@ -73,6 +73,7 @@ pub fn collector_configs(config: &Config) -> Result<Vec<CollectorConfig>> {
     config
         .collectors
         .iter()
+        .filter(|c| c.version != tapflow::config::ExportVersion::Json)
         .map(|c| collector_config(config, c))
         .collect()
 }
@@ -85,6 +86,12 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
         tapflow::config::ExportVersion::V5 => ExportVersion::V5,
         tapflow::config::ExportVersion::V9 => ExportVersion::V9,
         tapflow::config::ExportVersion::Ipfix => ExportVersion::Ipfix,
+        tapflow::config::ExportVersion::Json => {
+            bail!(
+                "collector {}: JSON records are not a NetFlow/IPFIX export",
+                c.label()
+            )
+        }
     };
     let transport = match c.transport {
         Transport::Udp => TransportKind::Udp,
@@ -109,6 +116,16 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
         .map_err(|e| anyhow!("collector {}: {e}", c.label()))?;
     collector.pace_datagrams_per_sec = (c.pace > 0).then_some(c.pace);
     Ok(collector)
+}
+
+/// Where the `version = "json"` collector writes, if there is one (validation allows one,
+/// with a destination that parses).
+pub fn json_collector(config: &Config) -> Option<exporter::json::JsonDestination> {
+    config
+        .collectors
+        .iter()
+        .find(|c| c.version == tapflow::config::ExportVersion::Json)
+        .and_then(|c| c.address.parse().ok())
 }
 
 pub fn cache_config(config: &Config) -> CacheConfig {
@@ -158,7 +175,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         options_interval_ms: config.export.options_interval.saturating_mul(1000),
         sampling,
         clock: Clock::Wall,
-        json_records: None,
+        json_records: json_collector(&config),
         json_append: true,
     };
     let workers = sources.len();

@@ -491,6 +491,9 @@ named_enum!(
         /// IPFIX (RFC 7011).
         #[default]
         Ipfix => "ipfix",
+        /// JSON lines (docs/RECORDS.md) to `address`: a file path (appended to),
+        /// `udp:HOST:PORT` or `unix:/path` (a datagram per record).
+        Json => "json",
     }
 );
 

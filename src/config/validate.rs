@@ -555,8 +555,38 @@ impl Config {
         }
         let mut seen: HashMap<(String, Transport), usize> = HashMap::new();
         let mut labels: HashMap<&str, usize> = HashMap::new();
+        let mut json_collector: Option<usize> = None;
         for (i, collector) in self.collectors.iter().enumerate() {
             let at = |key: &str| KeyPath::item("collector", i).then(key);
+            if collector.version == super::types::ExportVersion::Json {
+                if let Err(why) = collector.address.parse::<exporter::json::JsonDestination>() {
+                    c.fail(at("address"), why);
+                }
+                if let Some(first) = json_collector.replace(i) {
+                    c.fail(
+                        at("version"),
+                        format!(
+                            "[[collector]] #{} already writes JSON records; one JSON \
+                             collector is supported (read its file or socket from several \
+                             places instead)",
+                            first + 1
+                        ),
+                    );
+                }
+                if let Some(first) = labels.insert(collector.label(), i)
+                    && collector.name.is_some()
+                {
+                    c.fail(
+                        at("name"),
+                        format!(
+                            "{:?} is already the name of [[collector]] #{}",
+                            collector.label(),
+                            first + 1
+                        ),
+                    );
+                }
+                continue;
+            }
             if collector.address.trim().is_empty() {
                 c.fail(
                     at("address"),
