@@ -219,6 +219,18 @@ struct FamilyState {
 #[derive(Debug)]
 pub struct Metrics {
     families: RwLock<Vec<FamilyState>>,
+    /// What `GET /top` serves (the millisecond monitor's live view), when something does.
+    top: RwLock<Option<TopSource>>,
+}
+
+/// A function producing the JSON body of `/top`; `None` while there is nothing to show.
+#[derive(Clone)]
+pub struct TopSource(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl fmt::Debug for TopSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TopSource")
+    }
 }
 
 impl Default for Metrics {
@@ -242,7 +254,22 @@ impl Metrics {
     pub fn empty() -> Metrics {
         Metrics {
             families: RwLock::new(Vec::new()),
+            top: RwLock::new(None),
         }
+    }
+
+    /// Serves `source`'s JSON at `GET /top`.
+    pub fn serve_top(&self, source: TopSource) {
+        *self.top.write().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    fn top_json(&self) -> Option<String> {
+        let source = self
+            .top
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        (source.0)()
     }
 
     /// Adds `family` (rendered after those registered before it); registering a name
@@ -528,6 +555,17 @@ fn answer(mut stream: TcpStream, registry: &Metrics) -> io::Result<()> {
         let body = registry.render();
         let body = if head_only { "" } else { body.as_str() };
         respond(&mut stream, 200, "OK", body, !head_only)
+    } else if path == "/top" {
+        match registry.top_json() {
+            Some(body) => respond_as(&mut stream, 200, "OK", JSON_TYPE, &body, !head_only),
+            None => respond(
+                &mut stream,
+                404,
+                "Not Found",
+                "no live view: the [monitor] section is off\n",
+                !head_only,
+            ),
+        }
     } else {
         respond(
             &mut stream,
@@ -539,6 +577,8 @@ fn answer(mut stream: TcpStream, registry: &Metrics) -> io::Result<()> {
     }
 }
 
+const JSON_TYPE: &str = "application/json";
+
 fn respond(
     stream: &mut TcpStream,
     code: u16,
@@ -546,8 +586,19 @@ fn respond(
     body: &str,
     with_body: bool,
 ) -> io::Result<()> {
+    respond_as(stream, code, reason, CONTENT_TYPE, body, with_body)
+}
+
+fn respond_as(
+    stream: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    body: &str,
+    with_body: bool,
+) -> io::Result<()> {
     let mut response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n",
         body.len()
     );

@@ -99,7 +99,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         None => crate::run::sampler_spec(&config),
     };
     let collectors = replay_collectors(plan, &config)?;
-    let events = plan.events_json.clone().or(config.events.output.clone());
+    let events = plan.events_json.clone().or(config.events_output());
     if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
         bail!(
             "nowhere to export to: give --collector HOST:PORT, --records-json PATH (- for \

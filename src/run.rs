@@ -140,10 +140,15 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         extensions: (0..workers)
             .map(|_| crate::extensions::worker_extensions(&config))
             .collect(),
-        events: config.events.output.clone(),
+        events: config.events_output(),
         events_queue: config.events.queue,
     };
     let metrics = Arc::new(Metrics::new());
+    if config.monitor().is_some() {
+        metrics.serve_top(tapflow::metrics::TopSource(Arc::new(
+            crate::extensions::top_json,
+        )));
+    }
     let server = match config.stats.prometheus {
         Some(addr) => Some(
             MetricsServer::start(addr, metrics.clone()).with_context(|| {

@@ -410,6 +410,12 @@ impl RateHub {
         }
     }
 
+    /// Every worker that registered has finished (a run that is over).
+    pub fn finished(&self) -> bool {
+        let state = self.lock();
+        !state.workers.is_empty() && state.workers.iter().all(|w| !w.live)
+    }
+
     /// The current view: ports as of the last closed slot, flows as of each worker's last
     /// window, heaviest first, at most `limit`.
     pub fn top(&self, limit: usize) -> TopView {
@@ -994,11 +1000,8 @@ impl RateMonitor {
     }
 
     fn emit_all(events: &mut Vec<Event>, out: &mut ExtOutput<'_>) {
+        // The event output logs each at info, off the data plane.
         for event in events.drain(..) {
-            log::info!(
-                "monitor: {}",
-                serde_json::to_string(&event.to_json()).unwrap_or_default()
-            );
             out.emit(event);
         }
     }
