@@ -854,6 +854,31 @@ mod tests {
     }
 
     #[test]
+    fn top_serves_its_source_as_json_and_is_a_404_without_one() {
+        let metrics = Arc::new(Metrics::new());
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone()).unwrap();
+        let (head, body) = http(server.local_addr(), "GET /top HTTP/1.0\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+        assert!(body.contains("[monitor]"), "{body}");
+        let shown = Arc::new(AtomicU64::new(0));
+        let counter = shown.clone();
+        metrics.serve_top(TopSource(Arc::new(move || {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            Some(format!("{{\"refresh\":{n}}}"))
+        })));
+        for n in 0..2 {
+            let (head, body) = http(server.local_addr(), "GET /top HTTP/1.1\r\n\r\n");
+            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+            assert!(head.contains("Content-Type: application/json"), "{head}");
+            assert_eq!(
+                body,
+                format!("{{\"refresh\":{n}}}"),
+                "each request reads it anew"
+            );
+        }
+    }
+
+    #[test]
     fn other_paths_and_methods_are_refused() {
         let server =
             MetricsServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new())).unwrap();
