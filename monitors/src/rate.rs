@@ -24,13 +24,14 @@
 //! The hub is behind a mutex taken once per millisecond slot per worker, never per packet.
 //!
 //! # The top-K, bounded and streaming
-//! Every IP packet adds its frame bytes to a small count-min sketch (two rows, reset every
-//! window); a flow whose sketch estimate reaches a floor (a `1 / (4 K)` share of the
-//! worker's traffic in the last or current window) and beats the smallest entry of the
-//! summary replaces it (space-saving), starting from the sketch's estimate. Entries then
-//! count exactly, per slot, so a heavy flow's window rate is exact once it was admitted.
-//! A bit filter over the flow hash keeps the per-packet cost of non-members to one hash,
-//! two sketch increments and a bit test.
+//! Every IP packet adds its frame bytes to a small count-min sketch (two counters a flow,
+//! in one cache line; reset every window); a flow whose sketch estimate reaches a floor
+//! (a `1 / (4 K)` share of the worker's traffic in the last or current window) and beats
+//! the smallest entry of the summary replaces it (space-saving), starting from the
+//! sketch's estimate. Entries then count exactly, per slot, so a heavy flow's window rate
+//! is exact once it was admitted. A bit filter over the flow hash keeps the per-packet
+//! cost of non-members to one hash, two sketch increments in one cache line and a bit
+//! test; nothing on that path divides (the slot index and the floor are kept per slot).
 //!
 //! # Sampled and oversubscribed input
 //! An oversubscribed mirror port drops at random before tapflow sees a packet. For TCP
@@ -65,7 +66,9 @@ const MIN_EVIDENCE_BYTES: f64 = 16.0 * 1460.0;
 /// A flow's sequence progress counts only over a few full segments.
 const MIN_FLOW_EVIDENCE_BYTES: f64 = 4.0 * 1460.0;
 
-const SKETCH_WIDTH: usize = 4096;
+/// The sketch: lines of 16 counters (one cache line), two counters a flow in one line.
+const SKETCH_LINES: usize = 512;
+const LINE_CELLS: usize = 16;
 const FILTER_WORDS: usize = 64;
 
 pub const HEAVY_HITTER_START: &str = "heavy_hitter_start";
@@ -699,9 +702,12 @@ pub struct RateMonitor {
     filter: [u64; FILTER_WORDS],
     entries: Vec<Entry>,
     index: HashMap<FlowKey, usize, ahash::RandomState>,
+    /// A flow's sketch estimate must reach this to be considered (updated once a slot).
+    floor: u64,
+    /// The open slot's index in the windows' rings (`current_ms % window`).
+    slot_index: usize,
     /// A lower bound of the smallest entry's window bytes (exact after each slot).
     min_bytes: u64,
-    hasher: ahash::RandomState,
     /// Measured share of packets that reach the probe (1 with no loss before it).
     kept_share: f64,
     counters: MonitorCounters,
@@ -723,7 +729,7 @@ impl RateMonitor {
             worker,
             current_ms: None,
             port_slot: Vec::with_capacity(4),
-            sketch: vec![0; 2 * SKETCH_WIDTH],
+            sketch: vec![0; SKETCH_LINES * LINE_CELLS],
             epoch_bytes: 0,
             last_epoch_bytes: 0,
             epoch_start_ms: 0,
@@ -731,7 +737,8 @@ impl RateMonitor {
             entries: Vec::with_capacity(k),
             index,
             min_bytes: 0,
-            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+            floor: 1,
+            slot_index: 0,
             kept_share: 1.0,
             counters: MonitorCounters::default(),
             scratch_counts: Vec::with_capacity(4),
@@ -761,8 +768,12 @@ impl RateMonitor {
     /// Adds a packet to the sketch; returns the flow's estimate for this epoch.
     #[inline]
     fn sketch_add(&mut self, hash: u64, bytes: u32) -> u32 {
-        let a = (hash as usize) % SKETCH_WIDTH;
-        let b = SKETCH_WIDTH + ((hash >> 32) as usize) % SKETCH_WIDTH;
+        // Both counters in one line (a blocked count-min): one cache miss a packet, not two.
+        let line = (hash as usize % SKETCH_LINES) * LINE_CELLS;
+        let first = (hash >> 9) as usize % LINE_CELLS;
+        // Never the same counter: 1 to 15 cells further on.
+        let second = (first + 1 + (hash >> 13) as usize % (LINE_CELLS - 1)) % LINE_CELLS;
+        let (a, b) = (line + first, line + second);
         self.sketch[a] = self.sketch[a].saturating_add(bytes);
         self.sketch[b] = self.sketch[b].saturating_add(bytes);
         self.sketch[a].min(self.sketch[b])
@@ -802,7 +813,7 @@ impl RateMonitor {
 
     #[inline]
     fn account_flow(&mut self, packet: &PacketView<'_>, slot_index: usize) {
-        let hash = self.hasher.hash_one(packet.key);
+        let hash = sketch_hash(packet.key);
         let estimate = self.sketch_add(hash, packet.wire_len);
         let (word, mask) = Self::filter_bit(hash);
         let member = if self.filter[word] & mask != 0 {
@@ -813,9 +824,7 @@ impl RateMonitor {
         let (entry, first_bytes) = match member {
             Some(i) => (i, u64::from(packet.wire_len)),
             None => {
-                let floor =
-                    self.last_epoch_bytes.max(self.epoch_bytes) / (4 * self.capacity() as u64);
-                if u64::from(estimate) < floor.max(1) {
+                if u64::from(estimate) < self.floor {
                     return;
                 }
                 match self.admit(packet.key, hash, u64::from(estimate)) {
@@ -839,8 +848,8 @@ impl RateMonitor {
     /// Closes every slot before `ms`.
     fn advance_to(&mut self, ms: u64, events: &mut Vec<Event>) {
         let Some(mut current) = self.current_ms else {
-            self.current_ms = Some(ms);
             self.epoch_start_ms = ms;
+            self.set_current(ms);
             return;
         };
         while current < ms {
@@ -864,7 +873,16 @@ impl RateMonitor {
                 self.publish_top(current * 1_000);
             }
         }
-        self.current_ms = Some(current);
+        self.set_current(current);
+    }
+
+    /// Opens slot `ms`; the admission floor follows the traffic of the last or current
+    /// window (a `1 / (4 K)` share of it, so at most about 4 K flows can pass it).
+    fn set_current(&mut self, ms: u64) {
+        self.current_ms = Some(ms);
+        self.slot_index = (ms % self.window) as usize;
+        self.floor =
+            (self.last_epoch_bytes.max(self.epoch_bytes) / (4 * self.capacity() as u64)).max(1);
     }
 
     fn close_slot(&mut self, ms: u64, events: &mut Vec<Event>) {
@@ -1007,6 +1025,31 @@ impl RateMonitor {
     }
 }
 
+/// The sketch's and the filter's hash of a flow: a folded multiply over the key's words,
+/// cheaper than the cache's table hash and as good for spreading flows over 4096 cells.
+#[inline]
+fn sketch_hash(key: &FlowKey) -> u64 {
+    #[inline]
+    fn mix(a: u64, b: u64) -> u64 {
+        let m = u128::from(a ^ 0x9e37_79b9_7f4a_7c15) * u128::from(b ^ 0xbf58_476d_1ce4_e5b9);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+    let src = u128::from_le_bytes(key.src_addr);
+    let dst = u128::from_le_bytes(key.dst_addr);
+    let rest = u64::from(key.src_port)
+        | u64::from(key.dst_port) << 16
+        | u64::from(key.input_port) << 32
+        | u64::from(key.protocol) << 48
+        | u64::from(key.vlan & 0xff) << 56;
+    mix(
+        mix(
+            src as u64 ^ (dst >> 64) as u64,
+            (src >> 64) as u64 ^ dst as u64,
+        ),
+        rest,
+    )
+}
+
 /// Follows a TCP segment's sequence numbers into its flow's entry.
 fn track_sequence(entry: &mut Entry, slot_index: usize, packet: &PacketView<'_>) {
     let Some(transport) = packet.transport() else {
@@ -1067,12 +1110,13 @@ impl Extension for RateMonitor {
             Some(current) if ms < current => self.counters.late_packets += 1,
             Some(_) => {}
             None => {
-                self.current_ms = Some(ms);
                 self.epoch_start_ms = ms;
+                self.set_current(ms);
             }
         }
         let wire = u64::from(packet.wire_len);
         let port = packet.key.input_port;
+        // Mostly one port a worker: the first entry is it.
         match self.port_slot.iter_mut().find(|(p, _, _)| *p == port) {
             Some(counts) => {
                 counts.1 += wire;
@@ -1084,8 +1128,7 @@ impl Extension for RateMonitor {
         if !packet.classes.intersects(Interest::IP) {
             return;
         }
-        let slot_index = (self.current_ms.unwrap_or(ms) % self.window) as usize;
-        self.account_flow(packet, slot_index);
+        self.account_flow(packet, self.slot_index);
     }
 
     fn on_clock(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
