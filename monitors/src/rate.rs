@@ -47,6 +47,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flowcache::FlowKey;
+use flowcache::counters::{CounterSet, Spec};
 use probe::ext::{Event, ExtCounter, ExtOutput, Extension, Interest, PacketView};
 use probe::parse::IpProtocol;
 
@@ -673,15 +674,49 @@ impl Entry {
     }
 }
 
-/// Counts of the per-packet work, for the metrics endpoint.
-#[derive(Clone, Copy, Debug, Default)]
-struct MonitorCounters {
-    events: [u64; 4],
-    admissions: u64,
-    evictions: u64,
-    late_packets: u64,
-    late_slots: u64,
+flowcache::counters! {
+    /// The monitor's counters: `tapflow_monitor_<name>_total` on the metrics endpoint.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MonitorStats {
+        /// Events emitted, by type (in the order of [`EVENT_TYPES`]).
+        events: [u64; 4] = Spec::counter(
+            "events",
+            "monitor events",
+            "Events the millisecond monitor emitted, by type.",
+        )
+        .by("type", &EVENT_TYPES),
+        topk_admissions: u64 = Spec::counter(
+            "topk_admissions",
+            "monitor top-K admissions",
+            "Flows admitted into a worker's top-K summary.",
+        ),
+        topk_evictions: u64 = Spec::counter(
+            "topk_evictions",
+            "monitor top-K evictions",
+            "Flows pushed out of a full top-K summary by a heavier one.",
+        ),
+        late_packets: u64 = Spec::counter(
+            "late_packets",
+            "monitor late packets",
+            "Packets stamped before the open millisecond slot, counted in it.",
+        )
+        .when_nonzero(),
+        late_slots: u64 = Spec::counter(
+            "late_slots",
+            "monitor late slots",
+            "A worker's port counts that reached the hub after their slot was closed.",
+        )
+        .when_nonzero(),
+    }
 }
+
+/// The event types, as `MonitorStats::events` counts them.
+pub const EVENT_TYPES: [&str; 4] = [
+    HEAVY_HITTER_START,
+    HEAVY_HITTER_END,
+    CONGESTION_START,
+    CONGESTION_END,
+];
 
 /// The per-worker monitor (see the module documentation).
 #[derive(Debug)]
@@ -710,7 +745,7 @@ pub struct RateMonitor {
     min_bytes: u64,
     /// Measured share of packets that reach the probe (1 with no loss before it).
     kept_share: f64,
-    counters: MonitorCounters,
+    counters: MonitorStats,
     scratch_counts: Vec<(u16, f64, f64)>,
     scratch_top: Vec<FlowRate>,
     scratch_events: Vec<Event>,
@@ -740,7 +775,7 @@ impl RateMonitor {
             floor: 1,
             slot_index: 0,
             kept_share: 1.0,
-            counters: MonitorCounters::default(),
+            counters: MonitorStats::default(),
             scratch_counts: Vec::with_capacity(4),
             scratch_top: Vec::with_capacity(k),
             scratch_events: Vec::new(),
@@ -801,10 +836,10 @@ impl RateMonitor {
                 return None;
             }
             self.index.remove(&self.entries[victim].key);
-            self.counters.evictions += 1;
+            self.counters.topk_evictions += 1;
             victim
         };
-        self.counters.admissions += 1;
+        self.counters.topk_admissions += 1;
         self.entries[slot].reset(key, hash);
         self.index.insert(*key, slot);
         self.rebuild_filter();
@@ -1156,49 +1191,7 @@ impl Extension for RateMonitor {
     }
 
     fn counters(&self, out: &mut Vec<ExtCounter>) {
-        let c = &self.counters;
-        out.extend([
-            ExtCounter {
-                name: "events_heavy_hitter_start",
-                help: "heavy_hitter_start events emitted",
-                value: c.events[0],
-            },
-            ExtCounter {
-                name: "events_heavy_hitter_end",
-                help: "heavy_hitter_end events emitted",
-                value: c.events[1],
-            },
-            ExtCounter {
-                name: "events_congestion_start",
-                help: "congestion_start events emitted",
-                value: c.events[2],
-            },
-            ExtCounter {
-                name: "events_congestion_end",
-                help: "congestion_end events emitted",
-                value: c.events[3],
-            },
-            ExtCounter {
-                name: "topk_admissions",
-                help: "flows admitted into a worker's top-K summary",
-                value: c.admissions,
-            },
-            ExtCounter {
-                name: "topk_evictions",
-                help: "flows pushed out of a full top-K summary by a heavier one",
-                value: c.evictions,
-            },
-            ExtCounter {
-                name: "late_packets",
-                help: "packets stamped before the open millisecond slot, counted in it",
-                value: c.late_packets,
-            },
-            ExtCounter {
-                name: "late_slots",
-                help: "port counts that reached the hub after their slot was closed",
-                value: c.late_slots,
-            },
-        ]);
+        self.counters.visit(&mut |series| out.push(series));
     }
 }
 
