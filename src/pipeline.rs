@@ -75,6 +75,8 @@ pub struct ReplaySpec {
     pub pace: Option<u32>,
     pub template_refresh_datagrams: Option<u32>,
     pub eal_args: Vec<String>,
+    /// The summary as one JSON object instead of tables.
+    pub json: bool,
 }
 
 /// Resolves HOST:PORT (names allowed), taking the first address.
@@ -597,7 +599,23 @@ fn print_replay_summary(
         secs,
         packets as f64 / secs.max(1e-9) / 1e6
     );
-    text.push_str(&report_tables(report, file_packets, aggregated));
+    if plan.json {
+        let summary = serde_json::json!({
+            "file": plan.file.display().to_string(),
+            "source": match plan.source {
+                ReplaySource::Dpdk => "dpdk",
+                ReplaySource::File => "file",
+            },
+            "export": export_name,
+            "seconds": (secs * 1e3).round() / 1e3,
+            "packets_in_file": file_packets,
+            "counters": report_json(report),
+        });
+        text = summary.to_string();
+        text.push('\n');
+    } else {
+        text.push_str(&report_tables(report, file_packets, aggregated));
+    }
     // JSON lines on stdout are for a script: the summary then goes to stderr.
     let json_on_stdout = [&plan.records_json, &plan.events_json]
         .iter()
@@ -609,6 +627,76 @@ fn print_replay_summary(
     };
     // A closed pipe (`| head`) is the reader's choice, not an error of the replay.
     let _ = written;
+}
+
+/// Series as JSON, by family: a number, or an object by label value.
+fn series_json(series: impl IntoIterator<Item = Series>, prefix: &str) -> serde_json::Value {
+    let mut families = serde_json::Map::new();
+    for s in series {
+        let name = format!("{prefix}{}", s.spec.family);
+        if s.label_value.is_empty() {
+            families.insert(name, s.value.into());
+        } else if let serde_json::Value::Object(by_label) = families
+            .entry(name)
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+        {
+            by_label.insert(s.label_value.to_string(), s.value.into());
+        }
+    }
+    serde_json::Value::Object(families)
+}
+
+/// Everything a run counted, named by the metrics families (docs/METRICS.md): the
+/// workers', caches' and sources' counters summed, each extension's and each collector's,
+/// and what the JSON outputs wrote.
+fn report_json(report: &ExportReport) -> serde_json::Value {
+    let source = SourceStats::sum(report.workers.iter().map(|w| &w.source));
+    let worker = probe::worker::WorkerStats::sum(report.workers.iter().map(|w| &w.worker));
+    let cache = flowcache::CacheStats::sum(report.workers.iter().map(|w| &w.cache));
+    let mut extensions: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, u64>> =
+        Default::default();
+    for w in &report.workers {
+        for (extension, series) in &w.extensions {
+            let counters = extensions.entry(extension).or_default();
+            for s in series {
+                let key = if s.label_value.is_empty() {
+                    s.spec.family.to_string()
+                } else {
+                    format!("{}{{{}}}", s.spec.family, s.label_value)
+                };
+                *counters.entry(key).or_default() += s.value;
+            }
+        }
+    }
+    let collectors: Vec<serde_json::Value> = report
+        .collectors
+        .iter()
+        .map(|(name, counters)| {
+            serde_json::json!({ "name": name, "counters": series_json(counters.series(), "") })
+        })
+        .collect();
+    serde_json::json!({
+        "totals": series_json(
+            [worker.series(), cache.series(), source.series()].into_iter().flatten(),
+            "",
+        ),
+        "extensions": extensions,
+        "collectors": collectors,
+        "json_records": report.json_records.as_ref().map(|(destination, written)| {
+            serde_json::json!({
+                "destination": destination.to_string(),
+                "lines": written.lines,
+                "errors": written.errors,
+            })
+        }),
+        "events": report.events.as_ref().map(|events| {
+            serde_json::json!({
+                "by_type": events.by_type.iter().map(|(k, n)| (k.to_string(), *n))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                "errors": events.written.errors,
+            })
+        }),
+    })
 }
 
 /// The summary rows of a worker's, its cache's and its source's counters (summed over
