@@ -53,6 +53,8 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Measure the data plane's throughput against the source's raw receive ceiling.
     Bench(crate::bench::BenchArgs),
+    /// Show the running appliance's top flows and port utilisation, live ([monitor]).
+    Top(crate::top::TopArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -252,6 +254,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => pipeline::generate(&args.spec(), &args.output),
         Command::Run(args) => run::run(&args.config, cli.verbose),
         Command::Bench(args) => crate::bench::bench(&args),
+        Command::Top(args) => crate::top::top(&args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "tapflow", &mut std::io::stdout());

@@ -9,6 +9,7 @@ mod pipeline;
 mod progress;
 mod run;
 mod summary;
+mod top;
 
 use std::process::ExitCode;
 

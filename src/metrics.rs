@@ -401,6 +401,17 @@ const MAX_REQUEST: usize = 8192;
 /// What the server shows: rendered afresh for each scrape.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The JSON body of `GET /top` (the millisecond monitor's live view), read afresh for each
+/// request; `None` while there is nothing to show.
+pub type TopSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Everything one connection may be asked for.
+#[derive(Clone)]
+struct Pages {
+    metrics: Render,
+    top: Option<TopSource>,
+}
+
 /// Serves `GET /metrics` until dropped.
 pub struct MetricsServer {
     local_addr: SocketAddr,
@@ -421,6 +432,19 @@ impl MetricsServer {
     /// Binds `addr` (port 0 picks a free port: see [`MetricsServer::local_addr`]) and
     /// serves what `render` returns from a thread named `tapflow-metrics`.
     pub fn start(addr: SocketAddr, render: Render) -> io::Result<MetricsServer> {
+        MetricsServer::start_with_top(addr, render, None)
+    }
+
+    /// [`MetricsServer::start`], also serving `top` at `GET /top` as JSON.
+    pub fn start_with_top(
+        addr: SocketAddr,
+        render: Render,
+        top: Option<TopSource>,
+    ) -> io::Result<MetricsServer> {
+        let pages = Pages {
+            metrics: render,
+            top,
+        };
         let listener = TcpListener::bind(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -438,7 +462,7 @@ impl MetricsServer {
             let connections = connections.clone();
             thread::Builder::new()
                 .name("tapflow-metrics".into())
-                .spawn(move || serve(&listener, &render, &stop, &connections))?
+                .spawn(move || serve(&listener, &pages, &stop, &connections))?
         };
         Ok(MetricsServer {
             local_addr,
@@ -520,12 +544,7 @@ impl Connections {
     }
 }
 
-fn serve(
-    listener: &TcpListener,
-    render: &Render,
-    stop: &AtomicBool,
-    connections: &Arc<Connections>,
-) {
+fn serve(listener: &TcpListener, pages: &Pages, stop: &AtomicBool, connections: &Arc<Connections>) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -535,13 +554,13 @@ fn serve(
                     );
                     continue;
                 };
-                let render = render.clone();
+                let pages = pages.clone();
                 let connections_for_thread = connections.clone();
                 let spawned = thread::Builder::new()
                     .name("tapflow-metrics-conn".into())
                     .spawn(move || {
                         if let Err(e) =
-                            answer(stream, &render, || connections_for_thread.answering(id))
+                            answer(stream, &pages, || connections_for_thread.answering(id))
                         {
                             log::debug!("metrics endpoint: request from {peer}: {e}");
                         }
@@ -565,7 +584,7 @@ fn serve(
 
 /// Reads one request head (by [`REQUEST_DEADLINE`], however slowly it comes) and answers
 /// it; the connection closes after.
-fn answer(mut stream: TcpStream, render: &Render, answering: impl FnOnce()) -> io::Result<()> {
+fn answer(mut stream: TcpStream, pages: &Pages, answering: impl FnOnce()) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
     let deadline = Instant::now() + REQUEST_DEADLINE;
@@ -632,9 +651,20 @@ fn answer(mut stream: TcpStream, render: &Render, answering: impl FnOnce()) -> i
     };
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     if path == "/metrics" {
-        let body = render();
+        let body = (pages.metrics)();
         let body = if head_only { "" } else { body.as_str() };
         respond(&mut stream, 200, "OK", body, !head_only)
+    } else if path == "/top" {
+        match pages.top.as_ref().and_then(|top| top()) {
+            Some(body) => respond_as(&mut stream, 200, "OK", JSON_TYPE, &body, !head_only),
+            None => respond(
+                &mut stream,
+                404,
+                "Not Found",
+                "no live view: the [monitor] section is off\n",
+                !head_only,
+            ),
+        }
     } else {
         respond(
             &mut stream,
@@ -646,6 +676,8 @@ fn answer(mut stream: TcpStream, render: &Render, answering: impl FnOnce()) -> i
     }
 }
 
+const JSON_TYPE: &str = "application/json";
+
 fn respond(
     stream: &mut TcpStream,
     code: u16,
@@ -653,8 +685,19 @@ fn respond(
     body: &str,
     with_body: bool,
 ) -> io::Result<()> {
+    respond_as(stream, code, reason, CONTENT_TYPE, body, with_body)
+}
+
+fn respond_as(
+    stream: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    body: &str,
+    with_body: bool,
+) -> io::Result<()> {
     let mut response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n",
         body.len()
     );
@@ -1223,6 +1266,36 @@ mod tests {
             assert!(
                 emitted.contains_key(name),
                 "docs/METRICS.md documents {name}, which is not emitted"
+            );
+        }
+    }
+
+    #[test]
+    fn top_serves_its_source_as_json_and_is_a_404_without_one() {
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), empty_render()).unwrap();
+        let (head, body) = http(server.local_addr(), "GET /top HTTP/1.0\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+        assert!(body.contains("[monitor]"), "{body}");
+        let shown = Arc::new(AtomicU64::new(0));
+        let counter = shown.clone();
+        let top: TopSource = Arc::new(move || {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            Some(format!("{{\"refresh\":{n}}}"))
+        });
+        let server = MetricsServer::start_with_top(
+            "127.0.0.1:0".parse().unwrap(),
+            empty_render(),
+            Some(top),
+        )
+        .unwrap();
+        for n in 0..2 {
+            let (head, body) = http(server.local_addr(), "GET /top HTTP/1.1\r\n\r\n");
+            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+            assert!(head.contains("Content-Type: application/json"), "{head}");
+            assert_eq!(
+                body,
+                format!("{{\"refresh\":{n}}}"),
+                "each request reads it anew"
             );
         }
     }

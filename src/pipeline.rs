@@ -113,7 +113,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
              collector would receive nothing (use --export v9 or ipfix, or drop --aggregate)"
         );
     }
-    let events = plan.events_json.clone().or(config.events.output.clone());
+    let events = plan.events_json.clone().or(config.events_output());
     let json_records = plan
         .records_json
         .clone()

@@ -191,7 +191,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         extensions: (0..workers)
             .map(|_| crate::extensions::worker_extensions(&config))
             .collect(),
-        events: config.events.output.clone(),
+        events: config.events_output(),
         events_queue: config.events.queue,
     };
     // The endpoint answers from the start; the workers' counters join once they run.
@@ -201,7 +201,11 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
             let live = live.clone();
             let render: metrics::Render =
                 Arc::new(move || metrics::render(&live.get().map(Live::view).unwrap_or_default()));
-            Some(MetricsServer::start(addr, render).with_context(|| {
+            let top: Option<metrics::TopSource> = config.monitor().map(|_| {
+                let top: metrics::TopSource = Arc::new(crate::extensions::top_json);
+                top
+            });
+            Some(MetricsServer::start_with_top(addr, render, top).with_context(|| {
                 format!(
                     "cannot serve metrics on {addr}; change [stats] prometheus or set it to false"
                 )

@@ -694,6 +694,60 @@ fn dotted_keys_and_inline_tables_are_located_too() {
 }
 
 #[test]
+fn monitor_section_mistakes_name_the_key_and_line() {
+    for (body, needle, key, says) in [
+        ("window_ms = 0\n", "window_ms", "monitor.window_ms", "1"),
+        ("window_ms = 101\n", "window_ms", "monitor.window_ms", "100"),
+        (
+            "link_bps = 1000\nheavy_hitter_share = 1.5\n",
+            "heavy_hitter_share",
+            "monitor.heavy_hitter_share",
+            "share",
+        ),
+        (
+            "congestion_utilisation = 0.9\n",
+            "congestion_utilisation",
+            "monitor.congestion_utilisation",
+            "link_bps",
+        ),
+        ("windows = 0\n", "windows", "monitor.windows", "1"),
+    ] {
+        let text = format!("{BASE}\n[monitor]\n{body}");
+        let (d, rendered) = one_error(&text);
+        assert_eq!(d.key.as_deref(), Some(key), "{rendered}");
+        assert_eq!(
+            d.location.unwrap().line,
+            line_of(&text, needle),
+            "{rendered}"
+        );
+        assert!(rendered.contains(says), "{rendered}");
+    }
+    let (d, _) = one_error(&format!("{BASE}\n[monitor]\nwindow = 10\n"));
+    assert_eq!(d.key.as_deref(), Some("monitor.window"));
+}
+
+#[test]
+fn a_monitor_section_turns_the_monitor_on_with_defaults() {
+    assert!(
+        Config::parse(BASE, "tapflow.toml")
+            .unwrap()
+            .monitor
+            .is_none()
+    );
+    let text = format!("{BASE}\n[monitor]\nevents = \"-\"\n");
+    let config = Config::parse(&text, "tapflow.toml").unwrap();
+    let monitor = config.monitor.as_ref().unwrap();
+    assert_eq!(
+        (monitor.window_ms, monitor.windows, monitor.top_flows),
+        (10, 1, 64)
+    );
+    assert!(
+        config.events_output().is_some(),
+        "[monitor] events is the event output"
+    );
+}
+
+#[test]
 fn every_unknown_key_is_reported_at_once_in_file_order() {
     let text = "[cache]\ncapactiy = 5\ninactive_timout = 3\n\n[[collector]]\n\
                 address = \"127.0.0.1:2055\"\nmtus = 3\n\n[cahce]\n";

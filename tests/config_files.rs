@@ -106,6 +106,7 @@ fn reference_file_documents_every_key() {
         "[logging]",
         "[stats]",
         "[events]",
+        "[monitor]",
     ];
     let top = accepted_keys("");
     assert_eq!(top.len(), tables.len(), "{top:?}");

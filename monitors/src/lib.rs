@@ -6,9 +6,12 @@
 //! No module here is compiled into the worker's loop unless attached: with nothing
 //! enabled, the workers run the loop without any hook (see `probe::ext`).
 
-use flowcache::counters::Spec;
+pub mod rate;
+pub mod rate_trace;
+
+use flowcache::counters::{CounterSet, Spec};
 
 /// Each extension's counters, by extension name: the families the metrics endpoint shows
 /// as `tapflow_<extension>_<name>_total` when it runs. A test holds docs/METRICS.md to this
 /// list; an extension adds its line (`("tcp_kpi", <TcpKpiStats as CounterSet>::SPECS)`).
-pub const COUNTERS: &[(&str, &[Spec])] = &[];
+pub const COUNTERS: &[(&str, &[Spec])] = &[("monitor", rate::MonitorStats::SPECS)];

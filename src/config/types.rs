@@ -40,6 +40,9 @@ pub struct Config {
     pub logging: LoggingSection,
     pub stats: StatsSection,
     pub events: EventsSection,
+    /// `[monitor]`: millisecond link and flow rates, heavy hitters and congestion
+    /// (docs/EVENTS.md); on when the section is present.
+    pub monitor: Option<MonitorSection>,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
@@ -804,4 +807,63 @@ fn deserialize_destination<'de, D: Deserializer<'de>>(
         PhantomData,
     ))?;
     Ok(Some(destination))
+}
+
+/// `[monitor]`: per-port utilisation and the heaviest flows' rates over windows of packet
+/// time, with heavy-hitter and congestion events (issue 17; docs/EVENTS.md).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MonitorSection {
+    /// Off with `false`, keeping the other settings (the section's presence turns it on).
+    pub enabled: bool,
+    /// Window width, 1 to 100 ms; rates are re-evaluated every millisecond.
+    pub window_ms: u32,
+    /// A port's capacity in bit/s, for utilisation and `heavy_hitter_share`.
+    pub link_bps: Option<u64>,
+    /// A flow over this share (0-1) of `link_bps` is a heavy hitter.
+    pub heavy_hitter_share: Option<f64>,
+    /// A flow over this many bit/s is a heavy hitter.
+    pub heavy_hitter_bps: Option<u64>,
+    /// A port over this share (0-1) of `link_bps` is congested.
+    pub congestion_utilisation: Option<f64>,
+    /// Consecutive windows a condition must hold (or cease) before its event.
+    pub windows: u32,
+    /// Where the events go as JSON lines (as `[events] output`, which it overrides).
+    #[serde(deserialize_with = "deserialize_destination")]
+    pub events: Option<exporter::json::JsonDestination>,
+    /// Flows each worker's top-K summary keeps.
+    pub top_flows: usize,
+}
+
+impl Config {
+    /// The `[monitor]` section, when it is present and enabled.
+    pub fn monitor(&self) -> Option<&MonitorSection> {
+        self.monitor.as_ref().filter(|m| m.enabled)
+    }
+
+    /// Where events go: `[monitor] events`, else `[events] output`.
+    pub fn events_output(&self) -> Option<exporter::json::JsonDestination> {
+        self.monitor()
+            .and_then(|m| m.events.clone())
+            .or_else(|| self.events.output.clone())
+    }
+}
+
+// Validation rejects NaN, the only value for which equality is not reflexive.
+impl Eq for MonitorSection {}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        MonitorSection {
+            enabled: true,
+            window_ms: 10,
+            link_bps: None,
+            heavy_hitter_share: None,
+            heavy_hitter_bps: None,
+            congestion_utilisation: None,
+            windows: 1,
+            events: None,
+            top_flows: 64,
+        }
+    }
 }

@@ -11,7 +11,8 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::types::{
     AggregationSection, CacheSection, CollectorSection, Config, DpdkSection, EventsSection,
-    ExportSection, LoggingSection, PortSection, SamplingSection, StatsSection, WorkersSection,
+    ExportSection, LoggingSection, MonitorSection, PortSection, SamplingSection, StatsSection,
+    WorkersSection,
 };
 use super::validate::{KeyPath, Segment};
 
@@ -90,6 +91,7 @@ pub(crate) fn accepted_keys(table: &KeyPath) -> Option<&'static [&'static str]> 
         "logging" => fields_of::<LoggingSection>(),
         "stats" => fields_of::<StatsSection>(),
         "events" => fields_of::<EventsSection>(),
+        "monitor" => fields_of::<MonitorSection>(),
         _ => return None,
     })
 }

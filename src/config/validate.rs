@@ -265,6 +265,7 @@ impl Config {
         self.check_cache(&mut c);
         self.check_collectors(&mut c, purpose == Purpose::Run);
         self.check_rest(&mut c);
+        self.check_monitor(&mut c);
         if c.problems.is_empty() {
             Ok(())
         } else {
@@ -682,6 +683,39 @@ impl Config {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    fn check_monitor(&self, c: &mut Checker) {
+        let Some(monitor) = &self.monitor else {
+            return;
+        };
+        let at = |key: &str| KeyPath::key("monitor").then(key);
+        c.range(at("window_ms"), monitor.window_ms, 1, 100, " ms");
+        c.range(at("windows"), monitor.windows, 1, 1_000, "");
+        c.range(at("top_flows"), monitor.top_flows, 1, 4_096, "");
+        if let Some(bps) = monitor.link_bps {
+            c.range(at("link_bps"), bps, 1, 10u64.pow(13), " bit/s");
+        }
+        if let Some(bps) = monitor.heavy_hitter_bps {
+            c.range(at("heavy_hitter_bps"), bps, 1, 10u64.pow(13), " bit/s");
+        }
+        for (key, share) in [
+            ("heavy_hitter_share", monitor.heavy_hitter_share),
+            ("congestion_utilisation", monitor.congestion_utilisation),
+        ] {
+            let Some(share) = share else { continue };
+            if !(share > 0.0 && share <= 1.0) {
+                c.fail(
+                    at(key),
+                    format!("{share} is not a share: use a number in (0, 1]"),
+                );
+            } else if monitor.link_bps.is_none() {
+                c.fail(
+                    at(key),
+                    "is a share of link_bps: set link_bps, the port's capacity in bit/s",
+                );
             }
         }
     }
