@@ -164,6 +164,10 @@ pub struct ReplayArgs {
     /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,
+    /// Print the summary as one JSON object (counters named as on the metrics endpoint)
+    /// instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +224,7 @@ impl ReplayArgs {
             pace: self.pace,
             template_refresh_datagrams: self.template_refresh_datagrams,
             eal_args: self.eal_args.clone(),
+            json: self.json,
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct ReplaySpec {
     pub pace: Option<u32>,
     pub template_refresh_datagrams: Option<u32>,
     pub eal_args: Vec<String>,
+    /// The summary as one JSON object instead of tables.
+    pub json: bool,
 }
 
 /// Resolves HOST:PORT (names allowed), taking the first address.
@@ -112,7 +114,11 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         );
     }
     let events = plan.events_json.clone().or(config.events.output.clone());
-    if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
+    let json_records = plan
+        .records_json
+        .clone()
+        .or_else(|| crate::run::json_collector(&config));
+    if collectors.is_empty() && json_records.is_none() && events.is_none() {
         bail!(
             "nowhere to export to: give --collector HOST:PORT, --records-json PATH (- for \
              stdout) or --events-json PATH, or a --config file with [[collector]] tables"
@@ -181,7 +187,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         options_interval_ms: 60_000,
         sampling: sampler.info(),
         clock: Clock::Packet,
-        json_records: plan.records_json.clone(),
+        json_records,
         json_append: false,
     };
 
@@ -368,6 +374,8 @@ pub struct PipelineHandles {
     pub collectors: SharedCollectorCounters,
     /// Events by type, as the event output last published them.
     pub events: SharedEventCounts,
+    /// Messages the export loop took from the workers: moves while it drains their queue.
+    pub exporter_heartbeat: Arc<AtomicU64>,
     /// Lets the supervisor send reloaded collectors to the export loop.
     pub to_exporter: Sender<ToExporter>,
     /// Set by SIGINT/SIGTERM: the workers flush and stop.
@@ -472,9 +480,11 @@ pub fn run_pipeline(
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
     let published: SharedCollectorCounters = Arc::default();
+    let exporter_heartbeat = Arc::new(AtomicU64::new(0));
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
-        .with_published_counters(published.clone());
+        .with_published_counters(published.clone())
+        .with_heartbeat(exporter_heartbeat.clone());
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
@@ -537,6 +547,7 @@ pub fn run_pipeline(
         snapshots,
         collectors: published,
         events: event_counts,
+        exporter_heartbeat,
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),
@@ -592,7 +603,23 @@ fn print_replay_summary(
         secs,
         packets as f64 / secs.max(1e-9) / 1e6
     );
-    text.push_str(&report_tables(report, file_packets, aggregated));
+    if plan.json {
+        let summary = serde_json::json!({
+            "file": plan.file.display().to_string(),
+            "source": match plan.source {
+                ReplaySource::Dpdk => "dpdk",
+                ReplaySource::File => "file",
+            },
+            "export": export_name,
+            "seconds": (secs * 1e3).round() / 1e3,
+            "packets_in_file": file_packets,
+            "counters": report_json(report),
+        });
+        text = summary.to_string();
+        text.push('\n');
+    } else {
+        text.push_str(&report_tables(report, file_packets, aggregated));
+    }
     // JSON lines on stdout are for a script: the summary then goes to stderr.
     let json_on_stdout = [&plan.records_json, &plan.events_json]
         .iter()
@@ -604,6 +631,76 @@ fn print_replay_summary(
     };
     // A closed pipe (`| head`) is the reader's choice, not an error of the replay.
     let _ = written;
+}
+
+/// Series as JSON, by family: a number, or an object by label value.
+fn series_json(series: impl IntoIterator<Item = Series>, prefix: &str) -> serde_json::Value {
+    let mut families = serde_json::Map::new();
+    for s in series {
+        let name = format!("{prefix}{}", s.spec.family);
+        if s.label_value.is_empty() {
+            families.insert(name, s.value.into());
+        } else if let serde_json::Value::Object(by_label) = families
+            .entry(name)
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+        {
+            by_label.insert(s.label_value.to_string(), s.value.into());
+        }
+    }
+    serde_json::Value::Object(families)
+}
+
+/// Everything a run counted, named by the metrics families (docs/METRICS.md): the
+/// workers', caches' and sources' counters summed, each extension's and each collector's,
+/// and what the JSON outputs wrote.
+fn report_json(report: &ExportReport) -> serde_json::Value {
+    let source = SourceStats::sum(report.workers.iter().map(|w| &w.source));
+    let worker = probe::worker::WorkerStats::sum(report.workers.iter().map(|w| &w.worker));
+    let cache = flowcache::CacheStats::sum(report.workers.iter().map(|w| &w.cache));
+    let mut extensions: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, u64>> =
+        Default::default();
+    for w in &report.workers {
+        for (extension, series) in &w.extensions {
+            let counters = extensions.entry(extension).or_default();
+            for s in series {
+                let key = if s.label_value.is_empty() {
+                    s.spec.family.to_string()
+                } else {
+                    format!("{}{{{}}}", s.spec.family, s.label_value)
+                };
+                *counters.entry(key).or_default() += s.value;
+            }
+        }
+    }
+    let collectors: Vec<serde_json::Value> = report
+        .collectors
+        .iter()
+        .map(|(name, counters)| {
+            serde_json::json!({ "name": name, "counters": series_json(counters.series(), "") })
+        })
+        .collect();
+    serde_json::json!({
+        "totals": series_json(
+            [worker.series(), cache.series(), source.series()].into_iter().flatten(),
+            "",
+        ),
+        "extensions": extensions,
+        "collectors": collectors,
+        "json_records": report.json_records.as_ref().map(|(destination, written)| {
+            serde_json::json!({
+                "destination": destination.to_string(),
+                "lines": written.lines,
+                "errors": written.errors,
+            })
+        }),
+        "events": report.events.as_ref().map(|events| {
+            serde_json::json!({
+                "by_type": events.by_type.iter().map(|(k, n)| (k.to_string(), *n))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                "errors": events.written.errors,
+            })
+        }),
+    })
 }
 
 /// The summary rows of a worker's, its cache's and its source's counters (summed over

@@ -58,3 +58,39 @@ fn check_config_json_lists_every_problem_with_its_place() {
             .contains("127.0.0.1:2055")
     );
 }
+
+#[test]
+fn replay_json_summary_counts_what_the_capture_holds() {
+    let dir = scratch_dir("replay-json-summary");
+    let pcap = common::generate_pcap(&dir, 40, 5, true);
+    let truth = common::ground_truth(&pcap);
+    let (truth_packets, truth_octets) = common::sum(&truth);
+    let out = tapflow()
+        .args([
+            "replay",
+            pcap.to_str().unwrap(),
+            "--source",
+            "file",
+            "--json",
+        ])
+        .args(["--records-json", dir.join("r.jsonl").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let totals = &summary["counters"]["totals"];
+    let in_file = summary["packets_in_file"].as_u64().unwrap();
+    assert_eq!(totals["tapflow_rx_packets_total"], in_file);
+    assert_eq!(totals["tapflow_cache_packets_total"], truth_packets);
+    assert_eq!(totals["tapflow_cache_octets_total"], truth_octets);
+    let unaccounted = totals["tapflow_unaccounted_packets_total"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(unaccounted + truth_packets, in_file, "{summary}");
+    let lines = std::fs::read_to_string(dir.join("r.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(summary["counters"]["json_records"]["lines"], lines as u64);
+    assert_eq!(lines, truth.len());
+}

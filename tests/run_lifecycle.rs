@@ -148,3 +148,39 @@ fn sighup_moves_export_to_the_new_collector_losing_nothing() {
         common::counter(&stdout, "packets received") - common::counter(&stdout, "not in any flow")
     );
 }
+
+#[test]
+fn a_json_collector_receives_every_record_of_the_run() {
+    let dir = scratch_dir("run-json");
+    let pcap = generate_pcap(&dir, 200, 10, false);
+    let records = dir.join("records.jsonl");
+    let config = dir.join("tapflow.toml");
+    let prefix = format!("tapflow-test-json-{}", std::process::id());
+    write_dpdk_run_config(
+        &config,
+        &pcap,
+        &prefix,
+        &format!("version = \"json\"\naddress = \"{}\"", records.display()),
+    );
+    let child = start_run(&config);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "TERM");
+    let (stdout, _) = wait_output(child);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let packets: u64 = lines.iter().map(|r| r["packets"].as_u64().unwrap()).sum();
+    let octets: u64 = lines.iter().map(|r| r["octets"].as_u64().unwrap()).sum();
+    assert_eq!(
+        packets,
+        common::counter(&stdout, "packets in records"),
+        "{stdout}"
+    );
+    assert_eq!(octets, common::counter(&stdout, "octets in records"));
+    assert!(
+        packets > 2_000,
+        "the port should have looped the file: {stdout}"
+    );
+}

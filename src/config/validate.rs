@@ -401,9 +401,7 @@ impl Config {
                         args.iter()
                             .any(|a| keys.iter().any(|k| a.trim().starts_with(&format!("{k}="))))
                     };
-                    let driver = name.trim_end_matches(|ch: char| ch.is_ascii_digit());
-                    let driver = driver.strip_prefix("eth_").unwrap_or(driver);
-                    let driver = driver.strip_prefix("net_").unwrap_or(driver);
+                    let driver = port.vdev_driver();
                     if driver == "pcap" && !has(&["rx_pcap", "rx_iface", "rx_iface_in", "iface"]) {
                         c.fail(
                             at("device"),
@@ -418,6 +416,21 @@ impl Config {
                         c.fail(
                             at("device"),
                             format!("{:?}: an af_packet device needs iface=IFNAME", port.device),
+                        );
+                    }
+                    let qpairs = port.device_arg("qpairs").unwrap_or("1");
+                    if driver == "af_packet" && (qpairs != "1" || port.rx_queues != 1) {
+                        c.fail(
+                            at("device"),
+                            format!(
+                                "{:?}: an af_packet device takes one queue (qpairs=1, \
+                                 rx_queues = 1). DPDK's af_packet driver spreads queues with \
+                                 a PACKET_FANOUT group that makes the kernel reassemble IPv4 \
+                                 fragments, so tapflow reads the interface through one \
+                                 AF_PACKET socket without fanout; for several queues use \
+                                 \"net_af_xdp0,iface=IFNAME,queue_count=N\" (docs/INSTALL.md)",
+                                port.device
+                            ),
                         );
                     }
                 }
@@ -542,8 +555,38 @@ impl Config {
         }
         let mut seen: HashMap<(String, Transport), usize> = HashMap::new();
         let mut labels: HashMap<&str, usize> = HashMap::new();
+        let mut json_collector: Option<usize> = None;
         for (i, collector) in self.collectors.iter().enumerate() {
             let at = |key: &str| KeyPath::item("collector", i).then(key);
+            if collector.version == super::types::ExportVersion::Json {
+                if let Err(why) = collector.address.parse::<exporter::json::JsonDestination>() {
+                    c.fail(at("address"), why);
+                }
+                if let Some(first) = json_collector.replace(i) {
+                    c.fail(
+                        at("version"),
+                        format!(
+                            "[[collector]] #{} already writes JSON records; one JSON \
+                             collector is supported (read its file or socket from several \
+                             places instead)",
+                            first + 1
+                        ),
+                    );
+                }
+                if let Some(first) = labels.insert(collector.label(), i)
+                    && collector.name.is_some()
+                {
+                    c.fail(
+                        at("name"),
+                        format!(
+                            "{:?} is already the name of [[collector]] #{}",
+                            collector.label(),
+                            first + 1
+                        ),
+                    );
+                }
+                continue;
+            }
             if collector.address.trim().is_empty() {
                 c.fail(
                     at("address"),
