@@ -179,3 +179,53 @@ fn a_replay_with_nowhere_to_export_says_what_to_give() {
         "{stderr}"
     );
 }
+
+/// The capacity a replay's log line reports.
+fn logged_capacity(run: &std::process::Output) -> usize {
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let at = stderr
+        .find("collector(s), cache ")
+        .unwrap_or_else(|| panic!("no replay log line in:\n{stderr}"))
+        + "collector(s), cache ".len();
+    stderr[at..].split(' ').next().unwrap().parse().unwrap()
+}
+
+/// A replay left at the default capacity sizes its table from the file (zeroing a table
+/// sized for a live port was most of a short replay's time), never below 8 slots for each
+/// of the file's flows, and exports exactly what the live-port-sized table exports.
+#[test]
+fn a_replay_sizes_its_table_from_the_file_with_the_same_records() {
+    let dir = scratch_dir("replay-table");
+    let pcap = generate_pcap(&dir, 300, 7, true);
+    let flows = ground_truth(&pcap).len();
+    let mut outputs = Vec::new();
+    let mut capacities = Vec::new();
+    for (name, size) in [("sized", None), ("default", Some("1048576"))] {
+        let out = dir.join(format!("{name}.jsonl"));
+        let mut cmd = tapflow();
+        cmd.env("RUST_LOG", "info")
+            .args(["replay", pcap.to_str().unwrap(), "--source", "file"])
+            .args(["--records-json", out.to_str().unwrap()]);
+        if let Some(size) = size {
+            cmd.args(["--cache-size", size]);
+        }
+        let run = cmd.output().unwrap();
+        assert!(run.status.success(), "{}", text(&run));
+        capacities.push(logged_capacity(&run));
+        let mut lines: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        outputs.push(lines);
+    }
+    assert_eq!(capacities[1], 1 << 20, "an operator's --cache-size is kept");
+    assert!(
+        capacities[0] < 1 << 20 && capacities[0] >= 8 * flows,
+        "sized from the file: {} entries for {flows} flows",
+        capacities[0]
+    );
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1], "the same records from either table");
+}
