@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod explain;
 mod pipeline;
 mod progress;
 mod run;

@@ -28,6 +28,13 @@ use crate::summary::thousands;
 
 pub fn check_config(path: &Path) -> Result<ExitCode> {
     let config = Config::load(path)?;
+    let text = std::fs::read_to_string(path)?;
+    for warning in config.policy_warnings(&text) {
+        match warning.location {
+            Some(at) => println!("{}:{at}: warning: {}", path.display(), warning.message),
+            None => println!("{}: warning: {}", path.display(), warning.message),
+        }
+    }
     println!("{}: ok", path.display());
     println!();
     print!("{}", config.describe());

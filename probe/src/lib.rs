@@ -7,6 +7,7 @@ pub mod export_loop;
 pub mod ext;
 pub mod parse;
 pub mod pcap;
+pub mod policy;
 pub mod source;
 pub mod synth;
 pub mod worker;

@@ -11,6 +11,7 @@
 //! flowcache and exporter settings.
 
 mod error;
+mod policy;
 mod types;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, Location};
+pub use policy::{PolicySection, Scalar};
 pub use types::{
     AggregationSection, CacheSection, CollectorSection, Config, DEFAULT_CONFIG_PATH,
     DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, ExportSection, ExportVersion,

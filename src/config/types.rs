@@ -38,6 +38,9 @@ pub struct Config {
     pub export: ExportSection,
     pub logging: LoggingSection,
     pub stats: StatsSection,
+    /// `[[policy]]`: what to monitor and how, first match wins.
+    #[serde(rename = "policy")]
+    pub policies: Vec<super::policy::PolicySection>,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
