@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod explain;
+mod extensions;
 mod pipeline;
 mod progress;
 mod run;
