@@ -1066,6 +1066,8 @@ fn run_workers<S: PacketSource + Send + 'static>(
             .collect(),
         events: None,
         events_queue: config.events.queue,
+        policy: config.policy_set(),
+        policy_routes: Vec::new(),
     };
     let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);

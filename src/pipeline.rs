@@ -17,6 +17,7 @@ use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
 use probe::parse::StopReason;
 use probe::pcap::FileSource;
+use probe::policy_stage::PolicyStage;
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
@@ -159,6 +160,13 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         extensions: vec![crate::extensions::worker_extensions(&config)],
         events,
         events_queue: config.events.queue,
+        policy: config.policy_set(),
+        // Collectors given as flags replace the file's, and with them its routes.
+        policy_routes: if plan.collectors.is_empty() {
+            config.policy_routes()
+        } else {
+            Vec::new()
+        },
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -376,6 +384,10 @@ pub struct PipelineSpec {
     pub events: Option<JsonDestination>,
     /// Events that may wait for the event output.
     pub events_queue: usize,
+    /// `[[policy]]` rules every worker applies, and the collectors each rule's records
+    /// go to (by index; rules not listed go to every collector).
+    pub policy: Option<Arc<probe::policy::RuleSet>>,
+    pub policy_routes: Vec<(Arc<str>, Vec<usize>)>,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -398,6 +410,8 @@ pub fn run_pipeline(
         extensions,
         events,
         events_queue,
+        policy,
+        policy_routes,
     } = spec;
     let mut extensions = extensions.into_iter();
     let quit = Arc::new(AtomicBool::new(false));
@@ -408,7 +422,8 @@ pub fn run_pipeline(
     let published: SharedCollectorCounters = Arc::default();
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
-        .with_published_counters(published.clone());
+        .with_published_counters(published.clone())
+        .with_policy_routes(&policy_routes);
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
@@ -447,6 +462,14 @@ pub fn run_pipeline(
         )
         .with_progress(progress)
         .with_snapshot(snapshot);
+        let worker = match &policy {
+            Some(rules) => worker.with_policy(PolicyStage::new(
+                rules.clone(),
+                cache.capacity,
+                cache.inactive_timeout_ms,
+            )),
+            None => worker,
+        };
         let worker = match (&event_queue, per_worker.next()) {
             (Some(queue), Some(attached)) if !attached.is_empty() => {
                 worker.with_extensions(attached, queue.clone())
@@ -580,6 +603,12 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
     }
     t.row(["not in any flow".to_string(), thousands(worker.unaccounted)]);
     t.row(["sampled out".to_string(), thousands(worker.sampled_out)]);
+    if worker.policy_ignored > 0 {
+        t.row([
+            "ignored by policy".to_string(),
+            thousands(worker.policy_ignored),
+        ]);
+    }
     t.row(["flows created".to_string(), thousands(cache.flows_created)]);
     for reason in EndReason::ALL {
         t.row([

@@ -149,6 +149,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
             .collect(),
         events: config.events.output.clone(),
         events_queue: config.events.queue,
+        policy: config.policy_set(),
+        policy_routes: config.policy_routes(),
     };
     let metrics = Arc::new(Metrics::new());
     let server = match config.stats.prometheus {

@@ -26,6 +26,7 @@ use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observa
 
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
+use crate::policy_stage::{PolicyStage, Verdict};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
 /// Where a worker's notion of "now" comes from.
@@ -98,7 +99,8 @@ impl WorkerConfig {
 /// Counters a worker keeps beside its cache's.
 ///
 /// Every packet taken from the source ends up in exactly one place:
-/// `packets == unaccounted + sampled_out + (packets in records handed to the exporter) +
+/// `packets == unaccounted + sampled_out + policy_ignored + (packets in records handed to
+/// the exporter) +
 /// packets_dropped + (packets in flows still cached)`; after the final flush nothing is
 /// cached. The same holds for IP octets with `octets_dropped`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +114,8 @@ pub struct WorkerStats {
     pub unaccounted: u64,
     /// IP packets the sampler dropped.
     pub sampled_out: u64,
+    /// IP packets of flows a policy ignores.
+    pub policy_ignored: u64,
     /// Records and batches lost because the exporter queue was full (Backpressure::Drop)
     /// or the exporter was gone.
     pub records_dropped: u64,
@@ -139,6 +143,7 @@ impl WorkerStats {
         }
         self.unaccounted += other.unaccounted;
         self.sampled_out += other.sampled_out;
+        self.policy_ignored += other.policy_ignored;
         self.records_dropped += other.records_dropped;
         self.batches_dropped += other.batches_dropped;
         self.packets_dropped += other.packets_dropped;
@@ -210,6 +215,8 @@ pub struct Worker {
     /// Events emitted during the current burst, and where they go.
     events: Vec<Event>,
     event_queue: Option<Sender<Event>>,
+    /// Policies: classified on a flow's first packet; `None` without `[[policy]]`.
+    policy: Option<Box<PolicyStage>>,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -362,6 +369,7 @@ struct BurstCounters {
     incomplete: u64,
     unaccounted: u64,
     sampled_out: u64,
+    policy_ignored: u64,
 }
 
 impl BurstCounters {
@@ -375,6 +383,7 @@ impl BurstCounters {
         stats.parse_stops[StopReason::Complete as usize] += self.packets - self.incomplete;
         stats.unaccounted += self.unaccounted;
         stats.sampled_out += self.sampled_out;
+        stats.policy_ignored += self.policy_ignored;
     }
 }
 
@@ -417,15 +426,60 @@ impl PacketHook for ExtensionHook<'_> {
     }
 }
 
-/// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
+/// What decides, per accounted packet, whether it goes on to the cache and under which
+/// key. Compiled once per kind, so [`NoPolicy`] costs what the sampler alone costs.
+trait Selector {
+    fn select(
+        &mut self,
+        key: &mut FlowKey,
+        sampler: &mut Sampler,
+        keep_all: bool,
+        now_ms: u64,
+    ) -> Verdict;
+}
+
+struct NoPolicy;
+
+impl Selector for NoPolicy {
+    #[inline(always)]
+    fn select(
+        &mut self,
+        key: &mut FlowKey,
+        sampler: &mut Sampler,
+        keep_all: bool,
+        _: u64,
+    ) -> Verdict {
+        if keep_all || sampler.keep(key) {
+            Verdict::Keep
+        } else {
+            Verdict::SampledOut
+        }
+    }
+}
+
+impl Selector for PolicyStage {
+    #[inline(always)]
+    fn select(
+        &mut self,
+        key: &mut FlowKey,
+        sampler: &mut Sampler,
+        keep_all: bool,
+        now_ms: u64,
+    ) -> Verdict {
+        PolicyStage::select(self, key, sampler, keep_all, now_ms)
+    }
+}
+
+/// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those `selector`
 /// keeps; returns how many were kept. Every frame is shown to `hook`.
 #[inline]
-fn parse_burst<H: PacketHook>(
+fn parse_burst<H: PacketHook, S: Selector>(
     packets: &[Packet<'_>],
     sampler: &mut Sampler,
     observations: &mut [Observation; MAX_BURST],
     counters: &mut BurstCounters,
     hook: &mut H,
+    selector: &mut S,
 ) -> usize {
     let mut kept = 0;
     let keep_all = sampler.keeps_all();
@@ -458,12 +512,12 @@ fn parse_burst<H: PacketHook>(
             stamp_ms = stamp_us / 1_000;
         }
         observation.timestamp_ms = stamp_ms;
-        let sampled = keep_all || sampler.keep(&observation.key);
-        hook.packet(packet, &observation.key, meta, sampled);
-        if sampled {
-            kept += 1;
-        } else {
-            counters.sampled_out += 1;
+        let verdict = selector.select(&mut observation.key, sampler, keep_all, stamp_ms);
+        hook.packet(packet, &observation.key, meta, verdict == Verdict::Keep);
+        match verdict {
+            Verdict::Keep => kept += 1,
+            Verdict::SampledOut => counters.sampled_out += 1,
+            Verdict::Ignored => counters.policy_ignored += 1,
         }
     }
     counters.packets += packets.len().min(MAX_BURST) as u64;
@@ -502,7 +556,14 @@ impl Worker {
             extensions: Extensions::default(),
             events: Vec::new(),
             event_queue: None,
+            policy: None,
         }
+    }
+
+    /// Applies policies to the flows (see [`PolicyStage`]).
+    pub fn with_policy(mut self, stage: PolicyStage) -> Self {
+        self.policy = Some(Box::new(stage));
+        self
     }
 
     /// Attaches extensions; their events go to `event_queue` (a full queue drops and
@@ -526,12 +587,21 @@ impl Worker {
                 cache: *self.shard.stats(),
                 source: self.source.stats(),
                 flows_active: self.shard.len() as u64,
-                extensions: self.extensions.counters(),
+                extensions: self.extension_counters(),
             };
             if let Ok(mut slot) = shared.lock() {
                 *slot = snapshot;
             }
         }
+    }
+
+    /// Each extension's counters, and the policy stage's as extension `policy`.
+    fn extension_counters(&self) -> Vec<(&'static str, Vec<ExtCounter>)> {
+        let mut counters = self.extensions.counters();
+        if let Some(stage) = &self.policy {
+            counters.push(("policy", stage.ext_counters()));
+        }
+        counters
     }
 
     /// Publishes the packet count into `counter` once per burst.
@@ -574,6 +644,7 @@ impl Worker {
             now_ms,
             extensions,
             events,
+            policy,
             ..
         } = self;
         let clock = config.clock;
@@ -594,26 +665,48 @@ impl Worker {
             for chunk in burst.chunks(MAX_BURST) {
                 let mut counters = BurstCounters::default();
                 let (fresh, _) = pipeline.split();
-                let kept = if with_extensions {
-                    let mut hook = ExtensionHook {
-                        extensions: &mut *extensions,
-                        events: &mut *events,
-                    };
-                    parse_burst(
+                let observations = &mut fresh.observations;
+                let kept = match (with_extensions, policy.as_deref_mut()) {
+                    (true, stage) => {
+                        let mut hook = ExtensionHook {
+                            extensions: &mut *extensions,
+                            events: &mut *events,
+                        };
+                        match stage {
+                            Some(stage) => parse_burst(
+                                chunk,
+                                sampler,
+                                observations,
+                                &mut counters,
+                                &mut hook,
+                                stage,
+                            ),
+                            None => parse_burst(
+                                chunk,
+                                sampler,
+                                observations,
+                                &mut counters,
+                                &mut hook,
+                                &mut NoPolicy,
+                            ),
+                        }
+                    }
+                    (false, Some(stage)) => parse_burst(
                         chunk,
                         sampler,
-                        &mut fresh.observations,
-                        &mut counters,
-                        &mut hook,
-                    )
-                } else {
-                    parse_burst(
-                        chunk,
-                        sampler,
-                        &mut fresh.observations,
+                        observations,
                         &mut counters,
                         &mut NoHook,
-                    )
+                        stage,
+                    ),
+                    (false, None) => parse_burst(
+                        chunk,
+                        sampler,
+                        observations,
+                        &mut counters,
+                        &mut NoHook,
+                        &mut NoPolicy,
+                    ),
                 };
                 counters.add_to(stats);
                 if kept > 0 {
@@ -701,6 +794,11 @@ impl Worker {
     /// Backpressure::Drop, or a gone exporter) is counted, packets and octets included,
     /// and its vector is kept for the next batch.
     fn ship(&mut self, backpressure: Backpressure) {
+        if let Some(stage) = self.policy.as_deref_mut() {
+            for record in &mut self.pending {
+                stage.mark(record);
+            }
+        }
         if !self.extensions.is_empty() {
             self.records_to_extensions();
         }
@@ -799,7 +897,7 @@ impl Worker {
             source: self.source.stats(),
             error,
             source_ended,
-            extensions: self.extensions.counters(),
+            extensions: self.extension_counters(),
         };
         // The final report always blocks: the exporter must learn the worker is done.
         let _ = self

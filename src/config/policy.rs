@@ -265,6 +265,30 @@ impl Config {
         rules
     }
 
+    /// The rule set the workers apply; `None` without `[[policy]]` tables.
+    pub fn policy_set(&self) -> Option<Arc<RuleSet>> {
+        (!self.policies.is_empty()).then(|| Arc::new(RuleSet::new(self.policy_rules())))
+    }
+
+    /// For each metering rule that names collectors, the indices of those collectors in
+    /// `[[collector]]` order (what the export loop routes by).
+    pub fn policy_routes(&self) -> Vec<(Arc<str>, Vec<usize>)> {
+        self.policies
+            .iter()
+            .filter(|p| !p.collectors.is_empty())
+            .map(|p| {
+                let indices = self
+                    .collectors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| p.collectors.iter().any(|n| n == c.label()))
+                    .map(|(i, _)| i)
+                    .collect();
+                (Arc::from(p.name.as_str()), indices)
+            })
+            .collect()
+    }
+
     /// What check-config points out about the policies without refusing them: shadowed
     /// rules, overlapping rules with different actions, rules that can match nothing;
     /// located in `text` (the file this configuration was parsed from).
