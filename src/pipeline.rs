@@ -17,7 +17,7 @@ use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
 use probe::parse::StopReason;
 use probe::pcap::FileSource;
-use probe::policy_stage::PolicyStage;
+use probe::policy_stage::{PolicyStage, PolicySwap};
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
@@ -316,6 +316,9 @@ pub struct PipelineHandles {
     pub quit: Arc<AtomicBool>,
     /// Set once the export loop has finished.
     pub done: Arc<AtomicBool>,
+    /// Lets the supervisor hand reloaded `[[policy]]` rules to the workers (when the run
+    /// started with policies).
+    pub policy_swap: Option<Arc<PolicySwap>>,
 }
 
 /// Which CPU each of a run's threads is bound to; empty: none is (the scheduler places
@@ -414,6 +417,9 @@ pub fn run_pipeline(
         policy_routes,
     } = spec;
     let mut extensions = extensions.into_iter();
+    let policy_swap = policy
+        .as_ref()
+        .map(|rules| Arc::new(PolicySwap::new(rules.clone())));
     let quit = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, quit.clone())
@@ -462,13 +468,15 @@ pub fn run_pipeline(
         )
         .with_progress(progress)
         .with_snapshot(snapshot);
-        let worker = match &policy {
-            Some(rules) => worker.with_policy(PolicyStage::new(
-                rules.clone(),
-                cache.capacity,
-                cache.inactive_timeout_ms,
-            )),
-            None => worker,
+        let worker = match (&policy, &policy_swap) {
+            (Some(rules), Some(swap)) => worker
+                .with_policy(PolicyStage::new(
+                    rules.clone(),
+                    cache.capacity,
+                    cache.inactive_timeout_ms,
+                ))
+                .with_policy_swap(swap.clone()),
+            _ => worker,
         };
         let worker = match (&event_queue, per_worker.next()) {
             (Some(queue), Some(attached)) if !attached.is_empty() => {
@@ -494,6 +502,7 @@ pub fn run_pipeline(
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),
+        policy_swap: policy_swap.clone(),
     });
     drop(to_exporter);
     // Bound after the workers were spawned, so they do not inherit the exporter's CPU.

@@ -377,10 +377,43 @@ impl Supervisor {
                         Err(e) => log::error!("reload: {e:#}; keeping the old collectors"),
                     }
                 }
+                if new.policies != self.config.policies || new.collectors != self.config.collectors
+                {
+                    self.reload_policies(&new);
+                }
                 self.config = new;
             }
         }
         let _ = sdnotify::ready();
+    }
+}
+
+impl Supervisor {
+    /// Hands the new rules to the workers (flows already classified keep their decision
+    /// until they end) and the new routes to the export loop.
+    fn reload_policies(&self, new: &Config) {
+        let Some(swap) = &self.handles.policy_swap else {
+            if !new.policies.is_empty() {
+                log::warn!(
+                    "reload: [[policy]] tables added to a run started without any; they take \
+                     effect after a restart"
+                );
+            }
+            return;
+        };
+        let rules = new
+            .policy_set()
+            .unwrap_or_else(|| Arc::new(probe::policy::RuleSet::default()));
+        let count = rules.len();
+        swap.publish(rules);
+        let _ = self
+            .handles
+            .to_exporter
+            .send(ToExporter::PolicyRoutes(new.policy_routes()));
+        log::info!(
+            "reload: {count} policy rule(s) for new flows; flows already classified keep \
+             their decision until they end"
+        );
     }
 }
 

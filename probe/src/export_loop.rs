@@ -190,6 +190,9 @@ impl ExportLoop {
                         "reload: cannot open the new collectors ({e}); keeping the old ones"
                     ),
                 },
+                Ok(ToExporter::PolicyRoutes(routes)) => {
+                    self = self.with_policy_routes(&routes);
+                }
                 Ok(ToExporter::Finished(report)) => {
                     finished += 1;
                     self.report.workers.push(*report);

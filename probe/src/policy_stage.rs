@@ -19,7 +19,8 @@
 //! decision keep it until they end. The stage keeps the last [`GENERATIONS`] rule sets
 //! for them; a decision of an older one is taken again from the newest.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use flowcache::{FlowKey, FlowRecord, PolicyMark, RecordExtras, Sampler, flow_hash};
 
@@ -37,6 +38,44 @@ const REDUCED: u8 = 0x80;
 
 /// Slots per bucket of the decision table.
 const BUCKET: usize = 4;
+
+/// Where a reload (SIGHUP) leaves a new rule set for the workers: each worker looks at
+/// the version once per poll (one relaxed load) and takes the rules between bursts, so
+/// no packet waits or is lost.
+#[derive(Debug)]
+pub struct PolicySwap {
+    version: AtomicU64,
+    rules: Mutex<Arc<RuleSet>>,
+}
+
+impl PolicySwap {
+    pub fn new(rules: Arc<RuleSet>) -> PolicySwap {
+        PolicySwap {
+            version: AtomicU64::new(0),
+            rules: Mutex::new(rules),
+        }
+    }
+
+    /// Offers `rules` to every worker.
+    pub fn publish(&self, rules: Arc<RuleSet>) {
+        if let Ok(mut slot) = self.rules.lock() {
+            *slot = rules;
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        match self.rules.lock() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
 
 /// What the stage decided for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
