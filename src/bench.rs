@@ -117,8 +117,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Attach the extensions (KPIs, monitors, analyzers) this configuration enables, to
-    /// measure what they cost; the file's other settings are not used.
+    /// Attach the extensions (KPIs, monitors, analyzers) this configuration enables and
+    /// apply its [[policy]] rules, to measure what they cost; the file's other settings
+    /// are not used.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Extra EAL arguments for the pcap replay.

@@ -22,7 +22,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use flowcache::{FlowKey, FlowRecord, PolicyMark, RecordExtras, Sampler, flow_hash};
+use flowcache::{
+    FlowKey, FlowRecord, PolicyMark, RecordExtras, Sampler, advise_huge_pages, flow_hash,
+    keys_equal, prefetch_read,
+};
 
 use crate::ext::ExtCounter;
 use crate::policy::{Action, KeyMode, RuleSet};
@@ -36,8 +39,9 @@ const NO_RULE: u32 = u32::MAX;
 /// [`FlowKey::_reserved`] flag: the key was reduced and carries its rule in `src_addr`.
 const REDUCED: u8 = 0x80;
 
-/// Slots per bucket of the decision table.
-const BUCKET: usize = 4;
+/// Slots per bucket of the decision table; a bucket's tags are 16 bytes, so a lookup
+/// reads a quarter of a tag line and one slot.
+const BUCKET: usize = 8;
 
 /// Where a reload (SIGHUP) leaves a new rule set for the workers: each worker looks at
 /// the version once per poll (one relaxed load) and takes the rules between bursts, so
@@ -169,6 +173,9 @@ pub struct PolicyStage {
     /// Newest last.
     generations: Vec<Generation>,
     slots: Vec<Slot>,
+    /// Per slot: 0 when empty, else the high bits of the key's hash (never 0), so a
+    /// lookup compares only the slot whose tag matches.
+    tags: Vec<u16>,
     bucket_mask: usize,
     idle_ms: u32,
     counters: PolicyCounters,
@@ -179,11 +186,20 @@ impl PolicyStage {
     /// decision idle for `idle_ms` (the cache's inactive timeout) has ended.
     pub fn new(rules: Arc<RuleSet>, flows: usize, idle_ms: u64) -> PolicyStage {
         let buckets = flows.div_ceil(BUCKET).max(1).next_power_of_two();
+        // Huge pages before the first write, as the flow cache's: read at random.
+        let mut slots = Vec::with_capacity(buckets * BUCKET);
+        let mut tags = Vec::with_capacity(buckets * BUCKET);
+        advise_huge_pages(&slots);
+        advise_huge_pages(&tags);
+        slots.resize(buckets * BUCKET, Slot::default());
+        tags.resize(buckets * BUCKET, 0);
         PolicyStage {
             generations: vec![Generation::new(0, rules)],
-            slots: vec![Slot::default(); buckets * BUCKET],
+            slots,
+            tags,
             bucket_mask: buckets - 1,
-            idle_ms: u32::try_from(idle_ms.max(1)).unwrap_or(u32::MAX / 2),
+            // Times are refreshed once a second: a second's slack.
+            idle_ms: u32::try_from(idle_ms.saturating_add(1_000)).unwrap_or(u32::MAX / 2),
             counters: PolicyCounters::default(),
         }
     }
@@ -212,6 +228,22 @@ impl PolicyStage {
         (hash as usize & self.bucket_mask) * BUCKET
     }
 
+    #[inline]
+    fn tag(hash: u64) -> u16 {
+        (hash >> 48) as u16 | 1
+    }
+
+    /// The slot holding `key`'s decision, if any (ended or not).
+    #[inline]
+    fn find(&self, key: &FlowKey, hash: u64) -> Option<usize> {
+        let base = self.bucket(hash);
+        let tag = Self::tag(hash);
+        let tags = &self.tags[base..base + BUCKET];
+        (0..BUCKET)
+            .find(|&i| tags[i] == tag && keys_equal(&self.slots[base + i].key, key))
+            .map(|i| base + i)
+    }
+
     /// The packet's fate under its flow's decision (classifying the flow if it has none).
     /// A kept packet's key is reduced to its rule's flow key.
     #[inline]
@@ -222,16 +254,57 @@ impl PolicyStage {
         keep_all: bool,
         now_ms: u64,
     ) -> Verdict {
+        let hash = flow_hash(key);
+        self.select_hashed(key, hash, worker_sampler, keep_all, now_ms)
+    }
+
+    /// The hash of a key, as [`PolicyStage::select_hashed`] and the prefetches take it.
+    #[inline]
+    pub fn hash(key: &FlowKey) -> u64 {
+        flow_hash(key)
+    }
+
+    /// Requests the tags of `hash`'s bucket, ahead of its lookup.
+    #[inline]
+    pub fn prefetch_tags(&self, hash: u64) {
+        prefetch_read(&self.tags[self.bucket(hash)]);
+    }
+
+    /// Requests the slot whose tag matches `hash` (its tags requested earlier).
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        let base = self.bucket(hash);
+        let tag = Self::tag(hash);
+        if let Some(i) = self.tags[base..base + BUCKET]
+            .iter()
+            .position(|&t| t == tag)
+        {
+            prefetch_read(&self.slots[base + i]);
+        }
+    }
+
+    /// [`PolicyStage::select`] with the key's hash already computed.
+    #[inline]
+    pub fn select_hashed(
+        &mut self,
+        key: &mut FlowKey,
+        hash: u64,
+        worker_sampler: &mut Sampler,
+        keep_all: bool,
+        now_ms: u64,
+    ) -> Verdict {
         let now = now_ms as u32;
-        let base = self.bucket(flow_hash(key));
         let idle = self.idle_ms;
-        let bucket = &mut self.slots[base..base + BUCKET];
-        let found = bucket
-            .iter_mut()
-            .find(|s| s.used && s.key == *key && now.wrapping_sub(s.last_ms) <= idle);
+        let found = self
+            .find(key, hash)
+            .filter(|&i| now.wrapping_sub(self.slots[i].last_ms) <= idle);
         let (generation, rule) = match found {
-            Some(slot) => {
-                slot.last_ms = now;
+            Some(i) => {
+                let slot = &mut self.slots[i];
+                // Refreshed at most once a second: an unchanged line is not written back.
+                if now.wrapping_sub(slot.last_ms) >= 1_000 {
+                    slot.last_ms = now;
+                }
                 (slot.generation, slot.rule)
             }
             None => {
@@ -239,21 +312,28 @@ impl PolicyStage {
                 let rule = newest.rules.classify(key).unwrap_or(NO_RULE);
                 self.counters.classified += 1;
                 self.counters.matched += u64::from(rule != NO_RULE);
-                // A free slot, an ended decision, or the least recently seen one.
-                let victim = bucket
-                    .iter_mut()
-                    .max_by_key(|s| {
-                        if !s.used {
-                            u64::MAX
-                        } else {
-                            u64::from(now.wrapping_sub(s.last_ms))
-                        }
-                    })
-                    .expect("a bucket has slots");
-                if victim.used && now.wrapping_sub(victim.last_ms) <= idle {
+                // The ended decision of this key, a free slot, an ended decision, or the
+                // least recently seen one.
+                let base = self.bucket(hash);
+                let victim = self.find(key, hash).unwrap_or_else(|| {
+                    (base..base + BUCKET)
+                        .max_by_key(|&i| {
+                            if self.tags[i] == 0 {
+                                u64::MAX
+                            } else {
+                                u64::from(now.wrapping_sub(self.slots[i].last_ms))
+                            }
+                        })
+                        .expect("a bucket has slots")
+                });
+                if self.tags[victim] != 0
+                    && !keys_equal(&self.slots[victim].key, key)
+                    && now.wrapping_sub(self.slots[victim].last_ms) <= idle
+                {
                     self.counters.evicted += 1;
                 }
-                *victim = Slot {
+                self.tags[victim] = Self::tag(hash);
+                self.slots[victim] = Slot {
                     key: *key,
                     rule,
                     last_ms: now,
@@ -295,11 +375,9 @@ impl PolicyStage {
     }
 
     fn forget(&mut self, key: &FlowKey) {
-        let base = self.bucket(flow_hash(key));
-        for slot in &mut self.slots[base..base + BUCKET] {
-            if slot.used && slot.key == *key {
-                slot.used = false;
-            }
+        if let Some(i) = self.find(key, flow_hash(key)) {
+            self.tags[i] = 0;
+            self.slots[i].used = false;
         }
     }
 
@@ -314,11 +392,7 @@ impl PolicyStage {
             key._reserved &= !REDUCED;
             (generation, rule)
         } else {
-            let base = self.bucket(flow_hash(key));
-            match self.slots[base..base + BUCKET]
-                .iter()
-                .find(|s| s.used && s.key == *key)
-            {
+            match self.find(key, flow_hash(key)).map(|i| &self.slots[i]) {
                 Some(slot) => (slot.generation, slot.rule),
                 None => {
                     // Its decision was given up for room: the newest rules decide.

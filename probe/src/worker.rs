@@ -430,60 +430,114 @@ impl PacketHook for ExtensionHook<'_> {
     }
 }
 
-/// What decides, per accounted packet, whether it goes on to the cache and under which
-/// key. Compiled once per kind, so [`NoPolicy`] costs what the sampler alone costs.
-trait Selector {
-    fn select(
-        &mut self,
-        key: &mut FlowKey,
-        sampler: &mut Sampler,
-        keep_all: bool,
-        now_ms: u64,
-    ) -> Verdict;
-}
+/// How many accounted packets ahead of its lookup the policy loop requests a bucket's
+/// tags, and then the decision's slot (the tags must have arrived to pick the slot).
+const POLICY_TAGS_AHEAD: usize = 16;
+const POLICY_SLOT_AHEAD: usize = 8;
 
-struct NoPolicy;
-
-impl Selector for NoPolicy {
-    #[inline(always)]
-    fn select(
-        &mut self,
-        key: &mut FlowKey,
-        sampler: &mut Sampler,
-        keep_all: bool,
-        _: u64,
-    ) -> Verdict {
-        if keep_all || sampler.keep(key) {
-            Verdict::Keep
-        } else {
-            Verdict::SampledOut
-        }
-    }
-}
-
-impl Selector for PolicyStage {
-    #[inline(always)]
-    fn select(
-        &mut self,
-        key: &mut FlowKey,
-        sampler: &mut Sampler,
-        keep_all: bool,
-        now_ms: u64,
-    ) -> Verdict {
-        PolicyStage::select(self, key, sampler, keep_all, now_ms)
-    }
-}
-
-/// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those `selector`
-/// keeps; returns how many were kept. Every frame is shown to `hook`.
+/// The parse loop with a policy stage, in three passes so that the decision table's memory
+/// latency overlaps work instead of stalling each packet: parse every frame, then hash the
+/// accounted keys, then decide packet by packet (each bucket's tags and then its slot
+/// requested a few packets ahead) and keep what the policies keep.
+/// Frames that belong to no flow are shown to `hook` in the first pass, the others in the
+/// third.
 #[inline]
-fn parse_burst<H: PacketHook, S: Selector>(
+fn parse_burst_policy<H: PacketHook>(
     packets: &[Packet<'_>],
     sampler: &mut Sampler,
     observations: &mut [Observation; MAX_BURST],
     counters: &mut BurstCounters,
     hook: &mut H,
-    selector: &mut S,
+    stage: &mut PolicyStage,
+) -> usize {
+    let keep_all = sampler.keeps_all();
+    let mut metas = [PacketMeta::default(); MAX_BURST];
+    let mut origin = [0usize; MAX_BURST];
+    let mut hashes = [0u64; MAX_BURST];
+    let mut accounted = 0;
+    let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
+    for (index, packet) in packets.iter().enumerate().take(MAX_BURST) {
+        counters.bytes += u64::from(packet.wire_len);
+        let observation = &mut observations[accounted];
+        observation.key = FlowKey {
+            input_port: packet.port,
+            ..FlowKey::default()
+        };
+        let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
+        if meta.stop != StopReason::Complete {
+            counters.parse_stops[meta.stop as usize] += 1;
+            counters.incomplete += 1;
+        }
+        if !meta.stop.accounted() {
+            counters.unaccounted += 1;
+            hook.packet(packet, &observation.key, meta, false);
+            continue;
+        }
+        observation.octets = meta.octets;
+        observation.tcp_flags = meta.tcp_flags;
+        observation.ttl = meta.ttl;
+        if packet.timestamp_us != stamp_us {
+            stamp_us = packet.timestamp_us;
+            stamp_ms = stamp_us / 1_000;
+        }
+        observation.timestamp_ms = stamp_ms;
+        metas[accounted] = meta;
+        origin[accounted] = index;
+        accounted += 1;
+    }
+    for j in 0..accounted {
+        hashes[j] = PolicyStage::hash(&observations[j].key);
+        if j < POLICY_TAGS_AHEAD {
+            stage.prefetch_tags(hashes[j]);
+        }
+    }
+    let mut kept = 0;
+    for j in 0..accounted {
+        if j + POLICY_TAGS_AHEAD < accounted {
+            stage.prefetch_tags(hashes[j + POLICY_TAGS_AHEAD]);
+        }
+        if j + POLICY_SLOT_AHEAD < accounted {
+            stage.prefetch_slot(hashes[j + POLICY_SLOT_AHEAD]);
+        }
+        let mut observation = observations[j];
+        let verdict = stage.select_hashed(
+            &mut observation.key,
+            hashes[j],
+            sampler,
+            keep_all,
+            observation.timestamp_ms,
+        );
+        hook.packet(
+            &packets[origin[j]],
+            &observation.key,
+            metas[j],
+            verdict == Verdict::Keep,
+        );
+        match verdict {
+            Verdict::Keep => {
+                observations[kept] = observation;
+                kept += 1;
+            }
+            Verdict::SampledOut => counters.sampled_out += 1,
+            Verdict::Ignored => counters.policy_ignored += 1,
+        }
+    }
+    counters.packets += packets.len().min(MAX_BURST) as u64;
+    if keep_all {
+        sampler.kept_all(kept as u64);
+    }
+    kept
+}
+
+/// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
+/// keeps; returns how many were kept. Every frame is shown to `hook`.
+#[inline]
+fn parse_burst<H: PacketHook>(
+    packets: &[Packet<'_>],
+    sampler: &mut Sampler,
+    observations: &mut [Observation; MAX_BURST],
+    counters: &mut BurstCounters,
+    hook: &mut H,
 ) -> usize {
     let mut kept = 0;
     let keep_all = sampler.keeps_all();
@@ -516,12 +570,12 @@ fn parse_burst<H: PacketHook, S: Selector>(
             stamp_ms = stamp_us / 1_000;
         }
         observation.timestamp_ms = stamp_ms;
-        let verdict = selector.select(&mut observation.key, sampler, keep_all, stamp_ms);
-        hook.packet(packet, &observation.key, meta, verdict == Verdict::Keep);
-        match verdict {
-            Verdict::Keep => kept += 1,
-            Verdict::SampledOut => counters.sampled_out += 1,
-            Verdict::Ignored => counters.policy_ignored += 1,
+        let sampled = keep_all || sampler.keep(&observation.key);
+        hook.packet(packet, &observation.key, meta, sampled);
+        if sampled {
+            kept += 1;
+        } else {
+            counters.sampled_out += 1;
         }
     }
     counters.packets += packets.len().min(MAX_BURST) as u64;
@@ -696,7 +750,7 @@ impl Worker {
                             events: &mut *events,
                         };
                         match stage {
-                            Some(stage) => parse_burst(
+                            Some(stage) => parse_burst_policy(
                                 chunk,
                                 sampler,
                                 observations,
@@ -704,17 +758,12 @@ impl Worker {
                                 &mut hook,
                                 stage,
                             ),
-                            None => parse_burst(
-                                chunk,
-                                sampler,
-                                observations,
-                                &mut counters,
-                                &mut hook,
-                                &mut NoPolicy,
-                            ),
+                            None => {
+                                parse_burst(chunk, sampler, observations, &mut counters, &mut hook)
+                            }
                         }
                     }
-                    (false, Some(stage)) => parse_burst(
+                    (false, Some(stage)) => parse_burst_policy(
                         chunk,
                         sampler,
                         observations,
@@ -722,14 +771,9 @@ impl Worker {
                         &mut NoHook,
                         stage,
                     ),
-                    (false, None) => parse_burst(
-                        chunk,
-                        sampler,
-                        observations,
-                        &mut counters,
-                        &mut NoHook,
-                        &mut NoPolicy,
-                    ),
+                    (false, None) => {
+                        parse_burst(chunk, sampler, observations, &mut counters, &mut NoHook)
+                    }
                 };
                 counters.add_to(stats);
                 if kept > 0 {
