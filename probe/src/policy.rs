@@ -634,9 +634,6 @@ pub struct Meter {
     pub collectors: Vec<Arc<str>>,
     /// Exported with each record; `None`: no tag.
     pub tag: Option<u32>,
-    /// Transport KPIs and analyzers for these flows; `None`: as configured globally.
-    pub kpis: Option<bool>,
-    pub analyzers: Option<bool>,
 }
 
 /// What a rule does.

@@ -48,9 +48,6 @@ pub struct PolicySection {
     pub collectors: Vec<String>,
     /// Exported as `tag` with each record.
     pub tag: Option<u32>,
-    /// Transport KPIs and analyzers for these flows; absent: as configured globally.
-    pub kpis: Option<bool>,
-    pub analyzers: Option<bool>,
 }
 
 /// A TOML string or integer, kept as text (`443` and `"443"` are the same port).
@@ -170,8 +167,6 @@ impl PolicySection {
                     .map(|s| Arc::from(s.as_str()))
                     .collect(),
                 tag: self.tag,
-                kpis: self.kpis,
-                analyzers: self.analyzers,
             })
         } else {
             Action::Ignore
