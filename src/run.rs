@@ -6,39 +6,73 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
-use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
+use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
-use probe::parse::StopReason;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
 use tapflow::config::{CollectorSection, Config, SamplingMode, Transport};
-use tapflow::metrics::{self, Metrics, MetricsServer};
+use tapflow::metrics::{self, MetricsServer, RunView, WorkerView};
 use tapflow::sdnotify;
 
 use crate::pipeline::{
-    PipelineHandles, PipelineSpec, ThreadPlacement, print_report_tables, run_pipeline,
+    PipelineHandles, PipelineSpec, ThreadPlacement, print_report_tables, report_rows, run_pipeline,
 };
 use crate::summary::thousands;
 
-pub fn check_config(path: &Path) -> Result<ExitCode> {
-    let config = Config::load(path)?;
-    let text = std::fs::read_to_string(path)?;
-    for warning in config.policy_warnings(&text) {
-        match warning.location {
-            Some(at) => println!("{}:{at}: warning: {}", path.display(), warning.message),
-            None => println!("{}: warning: {}", path.display(), warning.message),
+pub fn check_config(path: &Path, json: bool) -> Result<ExitCode> {
+    if !json {
+        let config = Config::load(path)?;
+        let text = std::fs::read_to_string(path)?;
+        for warning in config.policy_warnings(&text) {
+            match warning.location {
+                Some(at) => println!("{}:{at}: warning: {}", path.display(), warning.message),
+                None => println!("{}: warning: {}", path.display(), warning.message),
+            }
         }
+        println!("{}: ok", path.display());
+        println!();
+        print!("{}", config.describe());
+        return Ok(ExitCode::SUCCESS);
     }
-    println!("{}: ok", path.display());
-    println!();
-    print!("{}", config.describe());
-    Ok(ExitCode::SUCCESS)
+    let loaded = Config::load(path);
+    let problems: Vec<serde_json::Value> = match &loaded {
+        Ok(_) => Vec::new(),
+        Err(e @ tapflow::config::ConfigError::Read { .. }) => {
+            vec![
+                serde_json::json!({ "line": null, "column": null, "key": null, "message": e.to_string() }),
+            ]
+        }
+        Err(e) => e
+            .diagnostics()
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "line": d.location.map(|l| l.line),
+                    "column": d.location.map(|l| l.column),
+                    "key": d.key,
+                    "message": d.message,
+                })
+            })
+            .collect(),
+    };
+    let report = serde_json::json!({
+        "file": path.display().to_string(),
+        "valid": loaded.is_ok(),
+        "problems": problems,
+        "description": loaded.as_ref().ok().map(Config::describe),
+    });
+    println!("{report}");
+    Ok(if loaded.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Turns the configuration's collectors into the exporter's.
@@ -106,10 +140,10 @@ pub fn sampler_spec(config: &Config) -> SamplerSpec {
 
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let config = Config::load(path)?;
-    if verbose == 0 {
+    if verbose == 0 && !crate::logging::level_is_from_env() {
         log::set_max_level(config.logging.level.to_level_filter());
     }
-    let (sources, placement) = open_ports(&config)?;
+    let (sources, placement, origins) = open_ports(&config)?;
     let spec = sampler_spec(&config);
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
@@ -139,7 +173,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         cache: cache_config(&config),
         export,
         start_ms: wall_clock_ms(),
-        expected_packets: 0,
+        progress: crate::progress::Goal::Unknown,
         clock: Clock::Wall,
         backpressure: Backpressure::Drop,
         queue_batches: config.export.queue_batches,
@@ -152,15 +186,19 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         policy: config.policy_set(),
         policy_routes: config.policy_routes(),
     };
-    let metrics = Arc::new(Metrics::new());
+    // The endpoint answers from the start; the workers' counters join once they run.
+    let live: Arc<OnceLock<Live>> = Arc::default();
     let server = match config.stats.prometheus {
-        Some(addr) => Some(
-            MetricsServer::start(addr, metrics.clone()).with_context(|| {
+        Some(addr) => {
+            let live = live.clone();
+            let render: metrics::Render =
+                Arc::new(move || metrics::render(&live.get().map(Live::view).unwrap_or_default()));
+            Some(MetricsServer::start(addr, render).with_context(|| {
                 format!(
                     "cannot serve metrics on {addr}; change [stats] prometheus or set it to false"
                 )
-            })?,
-        ),
+            })?)
+        }
         None => None,
     };
     log::info!(
@@ -173,9 +211,14 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     );
     let config_path = path.to_path_buf();
     let report = run_pipeline(sources, spec, |handles| {
+        let _ = live.set(Live {
+            snapshots: handles.snapshots.clone(),
+            collectors: handles.collectors.clone(),
+            events: handles.events.clone(),
+            origins,
+        });
         let supervisor = Supervisor {
             handles,
-            metrics,
             config,
             config_path,
         };
@@ -194,12 +237,17 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each worker's port (its `name`, or device name) and receive queue, in worker order.
+type Origins = Vec<(String, u16)>;
+type Sources = Vec<Box<dyn PacketSource + Send>>;
+
 #[cfg(feature = "dpdk")]
-fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
+fn open_ports(config: &Config) -> Result<(Sources, ThreadPlacement, Origins)> {
     use probe::dpdk::Eal;
     use probe::dpdk_source::{DpdkPortConfig, DpdkSource};
     let eal = Eal::init(&config.eal_args()).map_err(|e| anyhow!("{e}"))?;
     let mut sources: Vec<Box<dyn PacketSource + Send>> = Vec::new();
+    let mut origins = Origins::new();
     for port in &config.ports {
         let port_config = DpdkPortConfig::new(port.device_name())
             .rx_queues(port.rx_queues)
@@ -208,6 +256,7 @@ fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Thr
         let queues = DpdkSource::open_queues(&eal, &port_config)
             .map_err(|e| anyhow!("port {}: {e}", port.label()))?;
         for queue in queues {
+            origins.push((port.label().to_string(), queue.queue_id()));
             sources.push(Box::new(queue));
         }
     }
@@ -224,18 +273,49 @@ fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Thr
     } else {
         ThreadPlacement::default()
     };
-    Ok((sources, placement))
+    Ok((sources, placement, origins))
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn open_ports(_config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
+fn open_ports(_config: &Config) -> Result<(Sources, ThreadPlacement, Origins)> {
     bail!("this tapflow was built without DPDK: `run` needs it (use `replay --source file`)")
+}
+
+/// What a scrape reads of the running pipeline.
+struct Live {
+    snapshots: Vec<probe::worker::SharedSnapshot>,
+    collectors: probe::export_loop::SharedCollectorCounters,
+    events: probe::event_output::SharedEventCounts,
+    origins: Origins,
+}
+
+impl Live {
+    fn view(&self) -> RunView {
+        let workers = self
+            .snapshots
+            .iter()
+            .zip(&self.origins)
+            .map(|(shared, (port, queue))| WorkerView {
+                port: port.clone(),
+                queue: *queue,
+                snapshot: shared.lock().map(|s| s.clone()).unwrap_or_default(),
+            })
+            .collect();
+        RunView {
+            workers,
+            collectors: self
+                .collectors
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
+            events: self.events.lock().map(|e| e.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Watches the running pipeline from its own thread.
 struct Supervisor {
     handles: PipelineHandles,
-    metrics: Arc<Metrics>,
     config: Config,
     config_path: std::path::PathBuf,
 }
@@ -256,7 +336,6 @@ impl Supervisor {
         while !self.handles.done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             let totals = self.totals();
-            self.update_metrics(&totals);
             if self.handles.quit.load(Ordering::Relaxed) && !stopping_told {
                 let _ = sdnotify::stopping();
                 log::info!("stopping: flushing every flow and draining the exporter");
@@ -269,16 +348,17 @@ impl Supervisor {
             if last_stats.elapsed() >= stats_every {
                 let secs = last_stats.elapsed().as_secs_f64();
                 let packets = totals.worker.packets;
+                let counters: Vec<String> =
+                    report_rows(&totals.worker, &totals.cache, &totals.source)
+                        .into_iter()
+                        .map(|(name, value)| format!("{name} {}", thousands(value)))
+                        .collect();
                 log::info!(
-                    "rx {} pkts ({:.0} pps), flows active {}, created {}, records exported {}, \
-                     queue drops {}, nic missed {}",
+                    "rx {} pkts ({:.0} pps), flows active {}, {}",
                     thousands(packets),
                     (packets - last_packets) as f64 / secs,
                     thousands(totals.flows_active),
-                    thousands(totals.cache.flows_created),
-                    thousands(totals.worker.records_sent),
-                    thousands(totals.worker.records_dropped),
-                    thousands(totals.source.rx_missed),
+                    counters.join(", "),
                 );
                 last_packets = packets;
                 last_stats = Instant::now();
@@ -295,63 +375,11 @@ impl Supervisor {
             if let Ok(s) = shared.lock() {
                 totals.worker.merge(&s.worker);
                 totals.cache.merge(&s.cache);
-                totals.source.rx_missed += s.source.rx_missed;
-                totals.source.rx_errors += s.source.rx_errors;
-                totals.source.rx_nombuf += s.source.rx_nombuf;
+                totals.source.merge(&s.source);
                 totals.flows_active += s.flows_active;
             }
         }
         totals
-    }
-
-    fn update_metrics(&self, totals: &WorkerSnapshot) {
-        let m = &self.metrics;
-        for (id, shared) in self.handles.snapshots.iter().enumerate() {
-            if let Ok(s) = shared.lock() {
-                let worker = id.to_string();
-                m.set(&metrics::RX_PACKETS, &[&worker], s.worker.packets);
-                m.set(&metrics::RX_BYTES, &[&worker], s.worker.bytes);
-                m.set(&metrics::NIC_MISSED, &[&worker], s.source.rx_missed);
-                m.set(&metrics::NIC_ERRORS, &[&worker], s.source.rx_errors);
-                m.set(&metrics::NIC_NOMBUF, &[&worker], s.source.rx_nombuf);
-            }
-        }
-        for reason in StopReason::ALL {
-            m.set(
-                &metrics::PARSE_STOPS,
-                &[reason.name()],
-                totals.worker.parse_stops[reason as usize],
-            );
-        }
-        m.set(&metrics::SAMPLED_OUT, &[], totals.worker.sampled_out);
-        m.set(&metrics::FLOWS_ACTIVE, &[], totals.flows_active);
-        m.set(&metrics::FLOWS_CREATED, &[], totals.cache.flows_created);
-        for reason in EndReason::ALL {
-            m.set(
-                &metrics::FLOWS_EXPIRED,
-                &[reason.name()],
-                totals.cache.expired(reason),
-            );
-        }
-        m.set(&metrics::CACHE_EVICTIONS, &[], totals.cache.evictions);
-        for (kind, count) in crate::pipeline::cache_corrections(&totals.cache) {
-            m.set(&metrics::CACHE_CORRECTIONS, &[kind], count);
-        }
-        m.set(
-            &metrics::EXPORT_QUEUE_DROPPED_RECORDS,
-            &[],
-            totals.worker.records_dropped,
-        );
-        if let Ok(collectors) = self.handles.collectors.lock() {
-            for (name, c) in collectors.iter() {
-                let label = [name.as_str()];
-                m.set(&metrics::EXPORT_RECORDS, &label, c.records);
-                m.set(&metrics::EXPORT_DATAGRAMS, &label, c.datagrams);
-                m.set(&metrics::EXPORT_BYTES, &label, c.bytes);
-                m.set(&metrics::EXPORT_TEMPLATE_SENDS, &label, c.template_sends);
-                m.set(&metrics::EXPORT_SEND_ERRORS, &label, c.send_errors);
-            }
-        }
     }
 
     /// SIGHUP: collectors change in place; anything else is named as needing a restart.

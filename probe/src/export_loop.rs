@@ -209,10 +209,13 @@ impl ExportLoop {
     }
 
     fn advance(&mut self, now_ms: u64) {
-        if now_ms <= self.now_ms {
+        // The first call always runs, even at the start's own millisecond: collectors must
+        // learn templates and sampling before the first data record (FastNetMon applies
+        // the sampling it knows when a record arrives, and a whole capture can fit in 1 ms).
+        if now_ms <= self.now_ms && self.last_options_ms.is_some() {
             return;
         }
-        self.now_ms = now_ms;
+        self.now_ms = self.now_ms.max(now_ms);
         if let Some(aggregator) = self.aggregator.as_mut() {
             aggregator.poll(now_ms, &mut self.aggregates);
             self.send_aggregates();

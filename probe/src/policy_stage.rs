@@ -27,6 +27,8 @@ use flowcache::{
     keys_equal, prefetch_read,
 };
 
+use flowcache::counters::{CounterSet, Spec};
+
 use crate::ext::ExtCounter;
 use crate::policy::{Action, KeyMode, RuleSet};
 
@@ -150,21 +152,28 @@ struct Slot {
 
 const _: () = assert!(size_of::<Slot>() == 64);
 
-/// The stage's counters (on the metrics endpoint as `tapflow_policy_<name>_total`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PolicyCounters {
-    /// Flows classified (first packets, and flows whose decision had ended or was evicted).
-    pub classified: u64,
-    /// Classifications that matched a rule.
-    pub matched: u64,
-    /// Packets of ignored flows.
-    pub ignored_packets: u64,
-    /// Decisions given up for room while their flow was still sending.
-    pub evicted: u64,
-    /// Records that left with a policy mark.
-    pub marked_records: u64,
-    /// Rule set swaps (SIGHUP).
-    pub reloads: u64,
+flowcache::counters! {
+    /// The stage's counters: on the metrics endpoint as `tapflow_policy_<name>_total`
+    /// (the packets of ignored flows are a worker counter, `policy_ignored`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct PolicyCounters {
+        /// Flows classified (first packets, and flows whose decision ended or was evicted).
+        classified: u64 = Spec::counter("classified_flows", "flows classified",
+            "Flows classified by the policy rules (first packets)."),
+        /// Classifications that matched a rule.
+        matched: u64 = Spec::counter("matched_flows", "flows a rule selected",
+            "Classified flows that a policy rule selected."),
+        /// Decisions given up for room while their flow was still sending.
+        evicted: u64 = Spec::counter("evicted_decisions", "decisions evicted",
+            "Cached policy decisions given up for room while their flow was live.")
+            .when_nonzero(),
+        /// Records that left with a policy mark.
+        marked_records: u64 = Spec::counter("marked_records", "records marked",
+            "Records exported with a policy name and tag."),
+        /// Rule set swaps (SIGHUP).
+        reloads: u64 = Spec::counter("reloads", "rule sets reloaded",
+            "Policy rule sets swapped in (SIGHUP).").when_nonzero(),
+    }
 }
 
 /// One worker's policy stage.
@@ -358,7 +367,6 @@ impl PolicyStage {
         };
         let state = &mut g.state[rule as usize];
         if state.ignore {
-            self.counters.ignored_packets += 1;
             return Verdict::Ignored;
         }
         let verdict = match state.sampler.as_mut() {
@@ -426,39 +434,7 @@ impl PolicyStage {
 
     /// The counters as the metrics endpoint shows them.
     pub fn ext_counters(&self) -> Vec<ExtCounter> {
-        let c = self.counters;
-        vec![
-            ExtCounter {
-                name: "classified_flows",
-                help: "Flows classified by the policy rules (first packets)",
-                value: c.classified,
-            },
-            ExtCounter {
-                name: "matched_flows",
-                help: "Classified flows that a policy rule selected",
-                value: c.matched,
-            },
-            ExtCounter {
-                name: "ignored_packets",
-                help: "Packets of flows a policy ignores (not accounted)",
-                value: c.ignored_packets,
-            },
-            ExtCounter {
-                name: "evicted_decisions",
-                help: "Cached policy decisions given up for room while their flow was live",
-                value: c.evicted,
-            },
-            ExtCounter {
-                name: "marked_records",
-                help: "Records exported with a policy mark",
-                value: c.marked_records,
-            },
-            ExtCounter {
-                name: "reloads",
-                help: "Policy rule sets swapped in (SIGHUP)",
-                value: c.reloads,
-            },
-        ]
+        self.counters.series()
     }
 }
 

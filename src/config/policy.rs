@@ -22,7 +22,7 @@ use super::validate::{Checker, KeyPath, Problem, Segment};
 
 /// One `[[policy]]`; every key but `name` is optional and every list means "any of".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PolicySection {
     /// Names the rule in records (`policy`), logs and check-config. Required, unique.
     pub name: String,

@@ -1,7 +1,8 @@
 //! The configuration tree: one struct per TOML table, with the documented defaults.
 //!
-//! Every table has `#[serde(default, deny_unknown_fields)]`: a missing key takes the
-//! default below, an unknown key is an error. Ranges and cross-key rules are checked after
+//! Every table has `#[serde(default)]`: a missing key takes the default below. An unknown
+//! key is an error too, but all of them are reported at once (`unknown.rs`), so the tables
+//! do not deny unknown fields themselves. Ranges and cross-key rules are checked after
 //! deserialisation by [`Config::validate`](super::Config::validate).
 
 use std::fmt;
@@ -22,7 +23,7 @@ pub const DEFAULT_PROMETHEUS_LISTEN: SocketAddr =
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     pub dpdk: DpdkSection,
     /// `[[port]]`: the NIC ports or virtual devices to capture from.
@@ -46,7 +47,7 @@ pub struct Config {
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DpdkSection {
     /// DPDK's `-l` core list, e.g. `"0-3"` or `"0,2,4-7"`; `None`: every core (DPDK's
     /// default).
@@ -87,7 +88,7 @@ impl Default for DpdkSection {
 
 /// One `[[port]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PortSection {
     /// A PCI address (`0000:01:00.0`, optionally followed by `,devargs`) of a NIC bound
     /// to vfio-pci, or a DPDK virtual device (`net_pcap0,rx_pcap=/x.pcap`,
@@ -189,7 +190,7 @@ pub(crate) fn is_vdev_name(s: &str) -> bool {
 
 /// `[workers]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct WorkersSection {
     /// Worker threads: a number, or `"auto"` for one per receive queue.
     pub count: WorkerCount,
@@ -273,7 +274,7 @@ impl<'de> Deserialize<'de> for WorkerCount {
 
 /// `[sampling]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SamplingSection {
     pub mode: SamplingMode,
     /// Seed of the `random` sampler; `None`: a fixed built-in seed, so runs repeat.
@@ -512,7 +513,7 @@ impl DpdkLogLevel {
 
 /// `[cache]`: the per-worker flow cache shard.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CacheSection {
     /// Flow entries per worker (each worker owns one shard of this size).
     pub capacity: usize,
@@ -545,7 +546,7 @@ impl Default for CacheSection {
 
 /// `[aggregation]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AggregationSection {
     /// Export Cisco-style protocol-port aggregates (protocol, source port, destination
     /// port) instead of individual flows.
@@ -565,7 +566,7 @@ impl Default for AggregationSection {
 
 /// One `[[collector]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CollectorSection {
     /// `HOST:PORT` (`[v6]:PORT` for an IPv6 literal). Required.
     pub address: String,
@@ -642,7 +643,7 @@ pub(crate) fn parse_source(s: &str) -> Result<SocketAddr, String> {
 
 /// `[export]`: settings shared by all collectors.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ExportSection {
     /// IPFIX observation domain id / NetFlow v9 source id (the low byte is the v5 engine
     /// id).
@@ -665,7 +666,7 @@ impl Default for ExportSection {
 
 /// `[logging]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LoggingSection {
     pub level: LogLevel,
     /// DPDK's own log level (`--log-level`).
@@ -674,7 +675,7 @@ pub struct LoggingSection {
 
 /// `[stats]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct StatsSection {
     /// Seconds between counter lines in the log; 0: never.
     pub interval: u64,
@@ -724,7 +725,7 @@ fn deserialize_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAd
 /// `[events]`: the one event output of the appliance (heavy hitters, congestion, floods,
 /// trigger changes; docs/EVENTS.md).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct EventsSection {
     /// Where events go as JSON lines: a file path, `-` for stdout, `udp:HOST:PORT` or
     /// `unix:/path`; `None`: logged only.

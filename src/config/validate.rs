@@ -590,6 +590,17 @@ impl Config {
                     ),
                 );
             }
+            if self.aggregation.protocol_port
+                && collector.version == super::types::ExportVersion::V5
+            {
+                c.fail(
+                    at("version"),
+                    "v5 cannot carry protocol-port aggregates, and with [aggregation] \
+                     protocol_port = true nothing else is exported: this collector would \
+                     receive nothing (use version = \"v9\" or \"ipfix\", or turn \
+                     aggregation off)",
+                );
+            }
             c.range(at("mtu"), collector.mtu, MTU_RANGE.0, MTU_RANGE.1, " bytes");
             c.range(
                 at("template_refresh"),
