@@ -1156,10 +1156,41 @@ mod tests {
             .collect()
     }
 
+    /// A zero series for every label value of every spec.
+    fn zero_series(specs: &'static [Spec]) -> Vec<Series> {
+        specs
+            .iter()
+            .flat_map(|spec| {
+                let values: Vec<&'static str> = if spec.values.is_empty() {
+                    vec![""]
+                } else {
+                    spec.values
+                        .iter()
+                        .copied()
+                        .filter(|v| !v.is_empty())
+                        .collect()
+                };
+                values.into_iter().map(move |label_value| Series {
+                    spec,
+                    label_value,
+                    value: 0,
+                })
+            })
+            .collect()
+    }
+
     #[test]
     fn the_document_lists_exactly_the_families_emitted() {
-        // The sample run has a series in every family but the extension's own.
-        let body = render(&sample_run());
+        // The sample run has a series in every family; the monitors' extensions are
+        // attached to its first worker.
+        let mut run = sample_run();
+        for (extension, specs) in monitors::COUNTERS {
+            run.workers[0]
+                .snapshot
+                .extensions
+                .push((extension, zero_series(specs)));
+        }
+        let body = render(&run);
         let samples = parse_exposition(&body).unwrap();
         let documented = documented_families();
         let mut emitted = BTreeMap::new();

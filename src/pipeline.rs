@@ -376,6 +376,8 @@ pub struct PipelineHandles {
     pub collectors: SharedCollectorCounters,
     /// Events by type, as the event output last published them.
     pub events: SharedEventCounts,
+    /// Messages the export loop took from the workers: moves while it drains their queue.
+    pub exporter_heartbeat: Arc<AtomicU64>,
     /// Lets the supervisor send reloaded collectors to the export loop.
     pub to_exporter: Sender<ToExporter>,
     /// Set by SIGINT/SIGTERM: the workers flush and stop.
@@ -492,10 +494,12 @@ pub fn run_pipeline(
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
     let published: SharedCollectorCounters = Arc::default();
+    let exporter_heartbeat = Arc::new(AtomicU64::new(0));
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
         .with_published_counters(published.clone())
-        .with_policy_routes(&policy_routes);
+        .with_policy_routes(&policy_routes)
+        .with_heartbeat(exporter_heartbeat.clone());
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
@@ -568,6 +572,7 @@ pub fn run_pipeline(
         snapshots,
         collectors: published,
         events: event_counts,
+        exporter_heartbeat,
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),

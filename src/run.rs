@@ -16,7 +16,7 @@ use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
-use tapflow::config::{CollectorSection, Config, SamplingMode, Transport};
+use tapflow::config::{CollectorSection, Config, PortSection, SamplingMode, Transport};
 use tapflow::metrics::{self, MetricsServer, RunView, WorkerView};
 use tapflow::sdnotify;
 
@@ -245,11 +245,16 @@ type Sources = Vec<Box<dyn PacketSource + Send>>;
 fn open_ports(config: &Config) -> Result<(Sources, ThreadPlacement, Origins)> {
     use probe::dpdk::Eal;
     use probe::dpdk_source::{DpdkPortConfig, DpdkSource};
+    for port in &config.ports {
+        check_kernel_interface(port)?;
+    }
+    let _ = sdnotify::extend_timeout(EAL_START_EXTENSION);
     let eal = Eal::init(&config.eal_args()).map_err(|e| anyhow!("{e}"))?;
     let mut sources: Vec<Box<dyn PacketSource + Send>> = Vec::new();
     let mut origins = Origins::new();
     for port in &config.ports {
-        let port_config = DpdkPortConfig::new(port.device_name())
+        let _ = sdnotify::extend_timeout(PORT_START_EXTENSION);
+        let port_config = DpdkPortConfig::new(port.eal_device_name())
             .rx_queues(port.rx_queues)
             .rx_descriptors(port.rx_descriptors)
             .mempool_size(config.mempool_size());
@@ -274,6 +279,66 @@ fn open_ports(config: &Config) -> Result<(Sources, ThreadPlacement, Origins)> {
         ThreadPlacement::default()
     };
     Ok((sources, placement, origins))
+}
+
+/// Bytes of a frame DPDK 22.11's pcap driver captures (RTE_ETH_PCAP_SNAPLEN); it keeps
+/// the captured length as the frame's length, so a longer frame would be cut unseen.
+const PCAP_SNAPLEN: u32 = 16_128;
+
+/// Bytes of a frame an AF_XDP socket of DPDK 22.11 takes: an mbuf's 2176-byte buffer less
+/// its 128-byte headroom and the kernel's 256-byte XDP headroom. No multi-buffer support:
+/// the kernel drops a longer frame (counted as the port's missed frames).
+const AF_XDP_MAX_FRAME: u32 = 2176 - 128 - 256;
+
+/// Ethernet header and two VLAN tags: a frame's bytes beyond the interface's MTU.
+const L2_OVERHEAD: u32 = 14 + 2 * 4;
+
+/// A live port on a kernel interface must be able to carry the interface's largest frame
+/// whole; say what to change before DPDK starts rather than cut frames later.
+fn check_kernel_interface(port: &PortSection) -> Result<()> {
+    let Some(iface) = port.kernel_interface() else {
+        return Ok(());
+    };
+    let mtu_file = Path::new("/sys/class/net").join(iface).join("mtu");
+    let mtu: u32 = std::fs::read_to_string(&mtu_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "port {}: there is no interface {iface:?} in this network namespace \
+                 (`ip link show` lists them); fix iface= in [[port]] device",
+                port.label()
+            )
+        })?;
+    let largest = mtu + L2_OVERHEAD;
+    if matches!(port.vdev_driver(), "af_packet" | "pcap") && largest > PCAP_SNAPLEN {
+        bail!(
+            "port {}: {iface} has MTU {mtu} (frames up to {largest} bytes) but DPDK's pcap \
+             driver captures only {PCAP_SNAPLEN} bytes of a frame; lower the MTU to at most \
+             {} (`ip link set {iface} mtu N`)",
+            port.label(),
+            PCAP_SNAPLEN - L2_OVERHEAD
+        );
+    }
+    if port.vdev_driver() == "af_xdp" && largest > AF_XDP_MAX_FRAME {
+        bail!(
+            "port {}: {iface} has MTU {mtu} (frames up to {largest} bytes) but an AF_XDP \
+             socket takes frames of at most {AF_XDP_MAX_FRAME} bytes (no multi-buffer in \
+             DPDK 22.11); lower the MTU to at most {} (`ip link set {iface} mtu N`) or read \
+             jumbo frames with \"net_af_packet0,iface={iface}\"",
+            port.label(),
+            AF_XDP_MAX_FRAME - L2_OVERHEAD
+        );
+    }
+    if port.vdev_driver() == "af_packet" {
+        log::info!(
+            "port {}: reading {iface} through DPDK's pcap driver ({}): DPDK's af_packet \
+             driver has the kernel reassemble IPv4 fragments before they are seen",
+            port.label(),
+            port.eal_device()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -313,6 +378,20 @@ impl Live {
     }
 }
 
+/// How long a worker or the exporter may show no progress before systemd's watchdog is no
+/// longer fed. Workers publish about once a second, idle or not, and each sends the
+/// exporter a tick as often: three missed seconds is a stall, not a slow second.
+const DATA_PLANE_STALL: Duration = Duration::from_secs(3);
+
+/// Start-up the EAL may take (hugepage mapping, device probing) beyond TimeoutStartSec.
+const EAL_START_EXTENSION: Duration = Duration::from_secs(300);
+
+/// Start-up a port may take (mempool allocation, queue set-up).
+const PORT_START_EXTENSION: Duration = Duration::from_secs(120);
+
+/// Stop time each second of visible flush progress buys.
+const STOP_EXTENSION: Duration = Duration::from_secs(10);
+
 /// Watches the running pipeline from its own thread.
 struct Supervisor {
     handles: PipelineHandles,
@@ -328,6 +407,10 @@ impl Supervisor {
         }
         let _ = sdnotify::ready();
         let watchdog = sdnotify::watchdog_interval().map(|d| d / 2);
+        let mut running = sdnotify::ProgressGate::new(DATA_PLANE_STALL);
+        let mut flushing = sdnotify::ProgressGate::new(DATA_PLANE_STALL);
+        let mut last_extension: Option<Instant> = None;
+        let mut stall_told = false;
         let stats_every = Duration::from_secs(self.config.stats.interval.max(1));
         let mut last_stats = Instant::now();
         let mut last_watchdog = Instant::now();
@@ -336,14 +419,41 @@ impl Supervisor {
         while !self.handles.done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             let totals = self.totals();
-            if self.handles.quit.load(Ordering::Relaxed) && !stopping_told {
-                let _ = sdnotify::stopping();
-                log::info!("stopping: flushing every flow and draining the exporter");
-                stopping_told = true;
-            }
-            if watchdog.is_some_and(|every| last_watchdog.elapsed() >= every) {
-                let _ = sdnotify::watchdog();
-                last_watchdog = Instant::now();
+            let now = Instant::now();
+            let progress = self.progress();
+            let moving = running.observe(&progress, now);
+            if self.handles.quit.load(Ordering::Relaxed) {
+                if !stopping_told {
+                    let _ = sdnotify::stopping();
+                    log::info!("stopping: flushing every flow and draining the exporter");
+                    stopping_told = true;
+                }
+                // The final flush may outlast TimeoutStopSec on a large cache: extend it
+                // for as long as records still reach the exporter.
+                let flushed = flushing.observe(&[progress.iter().sum()], now);
+                if flushed && last_extension.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                    let _ = sdnotify::extend_timeout(STOP_EXTENSION);
+                    last_extension = Some(now);
+                }
+            } else if watchdog.is_some_and(|every| last_watchdog.elapsed() >= every) {
+                if moving {
+                    let _ = sdnotify::watchdog();
+                    last_watchdog = now;
+                    stall_told = false;
+                } else if !stall_told {
+                    if let Some((part, idle)) = running.stalest(now) {
+                        let who = match part {
+                            p if p < self.handles.snapshots.len() => format!("worker {p}"),
+                            _ => "the exporter".to_string(),
+                        };
+                        log::error!(
+                            "{who} made no progress for {:.1} s: systemd's watchdog is no \
+                             longer fed, so systemd restarts tapflow if it stays stuck",
+                            idle.as_secs_f64()
+                        );
+                    }
+                    stall_told = true;
+                }
             }
             if last_stats.elapsed() >= stats_every {
                 let secs = last_stats.elapsed().as_secs_f64();
@@ -367,6 +477,18 @@ impl Supervisor {
                 self.reload();
             }
         }
+    }
+
+    /// Each worker's published ticks, then the exporter's count of drained messages.
+    fn progress(&self) -> Vec<u64> {
+        let mut counters: Vec<u64> = self
+            .handles
+            .snapshots
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.ticks))
+            .collect();
+        counters.push(self.handles.exporter_heartbeat.load(Ordering::Relaxed));
+        counters
     }
 
     fn totals(&self) -> WorkerSnapshot {

@@ -481,6 +481,12 @@ fn port_and_collector_problems_name_their_table() {
             "iface=IFNAME",
         ),
         (
+            format!("[[port]]\ndevice = \"net_af_packet0,iface=eth1,qpairs=2\"\n{collector}"),
+            "net_af_packet0,iface=eth1,qpairs=2",
+            "port[0].device",
+            "takes one queue (qpairs=1, rx_queues = 1)",
+        ),
+        (
             format!("{port}{collector}mtu = 100\n"),
             "mtu",
             "collector[0].mtu",

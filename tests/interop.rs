@@ -521,6 +521,25 @@ fn wait_bound(port: u16, child: &mut Child, what: &str) {
     }
 }
 
+/// Waits until `path` exists and has not grown for `quiet`: a collector that writes as
+/// it decodes has caught up with what it received (at most 20 s).
+fn wait_quiet(path: &Path, quiet: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let len = || std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut last = len();
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = len();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if now > 0 && since.elapsed() >= quiet {
+            return;
+        }
+    }
+}
+
 /// Stops a collector we started, by its PID.
 fn terminate(child: &mut Child) {
     let _ = Command::new("kill")
@@ -619,6 +638,8 @@ fn start_nfcapd(dir: &Path, port: u16) -> Nfcapd {
 }
 
 fn read_nfcapd(mut n: Nfcapd) -> Reading {
+    // It writes its file on SIGTERM, with what it has taken off its socket by then.
+    std::thread::sleep(Duration::from_millis(500));
     terminate(&mut n.proc.0);
     // %ts/%te in UTC: nfdump 1.7.1's %ter prints the end's milliseconds wrong.
     let out = Command::new("nfdump")
@@ -729,8 +750,8 @@ fn start_nfacctd(dir: &Path, port: u16) -> Nfacctd {
 }
 
 fn read_nfacctd(mut n: Nfacctd) -> Reading {
-    // The print plugin writes its cache every second: wait for a write after the replay.
-    std::thread::sleep(Duration::from_millis(2_500));
+    // The print plugin appends its cache every second and writes nothing on SIGTERM.
+    wait_quiet(&n.csv, Duration::from_millis(1_500));
     terminate(&mut n.proc.0);
     let mut r = Reading::default();
     let csv = std::fs::read_to_string(&n.csv).unwrap_or_default();
@@ -872,8 +893,8 @@ fn start_netflow_py(dir: &Path, port: u16) -> Option<NetflowPy> {
 }
 
 fn read_netflow_py(mut n: NetflowPy) -> Reading {
-    // It decodes on a thread of its own, half a second a poll at most.
-    std::thread::sleep(Duration::from_millis(1_500));
+    // It decodes on a thread of its own and appends each message as it is decoded.
+    wait_quiet(&n.out, Duration::from_millis(1_000));
     terminate(&mut n.proc.0);
     let mut r = Reading::default();
     let log = std::fs::read_to_string(&n.log).unwrap_or_default();
@@ -976,7 +997,7 @@ fn split_addr_port(s: &str) -> (IpAddr, u16) {
 }
 
 fn read_fastnetmon(mut f: Fastnetmon) -> Reading {
-    std::thread::sleep(Duration::from_millis(1_000));
+    wait_quiet(&f.log, Duration::from_millis(1_000));
     terminate(&mut f.proc.0);
     let log = std::fs::read_to_string(&f.log).unwrap_or_default();
     let mut r = Reading::default();

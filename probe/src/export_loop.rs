@@ -5,6 +5,7 @@
 //! cost time here, never on a worker.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +64,7 @@ pub struct ExportLoop {
     last_options_ms: Option<u64>,
     report: ExportReport,
     published: Option<SharedCollectorCounters>,
+    heartbeat: Option<Arc<AtomicU64>>,
     start_ms: u64,
     json_records: Option<JsonLinesWriter>,
     /// Policy name to the collectors (bit i: collector i) its records go to; a record of
@@ -98,6 +100,7 @@ impl ExportLoop {
             last_options_ms: None,
             report: ExportReport::default(),
             published: None,
+            heartbeat: None,
             start_ms,
             json_records,
             routes: HashMap::new(),
@@ -131,6 +134,14 @@ impl ExportLoop {
     }
 
     /// Publishes collector counters into `shared` whenever the clock advances.
+    /// Counts the messages the loop takes from the workers into `heartbeat` (records, and
+    /// each worker's tick about once a second even when idle): a supervisor sees from it
+    /// that the exporter drains.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<AtomicU64>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
     pub fn with_published_counters(mut self, shared: SharedCollectorCounters) -> Self {
         self.published = Some(shared);
         self
@@ -176,7 +187,11 @@ impl ExportLoop {
     ) -> ExportReport {
         let mut finished = 0;
         while finished < workers {
-            match from_workers.recv_timeout(Duration::from_millis(200)) {
+            let message = from_workers.recv_timeout(Duration::from_millis(200));
+            if let (Some(heartbeat), Ok(_)) = (&self.heartbeat, &message) {
+                heartbeat.fetch_add(1, Ordering::Relaxed);
+            }
+            match message {
                 Ok(ToExporter::Records(mut batch)) => {
                     self.advance(batch.now_ms);
                     self.export_records(&batch.records);

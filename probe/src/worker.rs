@@ -188,6 +188,9 @@ pub struct WorkerSnapshot {
     pub flows_active: u64,
     /// Each attached extension's counters, by extension name.
     pub extensions: Vec<(&'static str, Vec<ExtCounter>)>,
+    /// Snapshots published so far: it moves while the worker's loop runs (idle or not)
+    /// and stops when the worker is stuck, which is what systemd's watchdog must see.
+    pub ticks: u64,
 }
 
 /// Where a worker publishes its snapshot; read by the supervisor thread.
@@ -221,6 +224,7 @@ pub struct Worker {
     /// Events emitted during the current burst, and where they go.
     events: Vec<Event>,
     event_queue: Option<Sender<Event>>,
+    ticks: u64,
     /// Policies: classified on a flow's first packet; `None` without `[[policy]]`.
     policy: Option<Box<PolicyStage>>,
     /// Where reloaded rules arrive, and the version last taken.
@@ -613,6 +617,7 @@ impl Worker {
             pipeline: BurstPipeline::new(),
             now_ms: 0,
             last_tick_ms: 0,
+            ticks: 0,
             sweep,
             progress: None,
             snapshot: None,
@@ -662,9 +667,11 @@ impl Worker {
         self
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
+        self.ticks += 1;
         if let Some(shared) = &self.snapshot {
             let snapshot = WorkerSnapshot {
+                ticks: self.ticks,
                 worker: self.stats,
                 cache: *self.shard.stats(),
                 source: self.source.stats(),

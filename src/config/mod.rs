@@ -169,7 +169,7 @@ impl Config {
         }
         for port in &self.ports {
             if port.kind() == Some(DeviceKind::Vdev) {
-                args.push(format!("--vdev={}", port.device.trim()));
+                args.push(format!("--vdev={}", port.eal_device()));
             }
         }
         args.extend(dpdk.eal_args.iter().cloned());

@@ -140,6 +140,57 @@ impl PortSection {
         self.device.split_once(',').map_or("", |(_, args)| args)
     }
 
+    /// The value of driver argument `key` (`iface` in `net_af_packet0,iface=eth1`).
+    pub fn device_arg(&self, key: &str) -> Option<&str> {
+        self.device_args()
+            .split(',')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == key))
+            .map(|(_, v)| v.trim())
+    }
+
+    /// The DPDK driver of a virtual device: `af_packet` for `net_af_packet0`.
+    pub fn vdev_driver(&self) -> &str {
+        let driver = self
+            .device_name()
+            .trim_end_matches(|ch: char| ch.is_ascii_digit());
+        let driver = driver.strip_prefix("eth_").unwrap_or(driver);
+        driver.strip_prefix("net_").unwrap_or(driver)
+    }
+
+    /// The kernel interface a live virtual device reads (af_packet, af_xdp, pcap).
+    pub fn kernel_interface(&self) -> Option<&str> {
+        match self.vdev_driver() {
+            "af_packet" | "af_xdp" => self.device_arg("iface"),
+            "pcap" => ["rx_iface", "rx_iface_in", "iface"]
+                .iter()
+                .find_map(|key| self.device_arg(key)),
+            _ => None,
+        }
+    }
+
+    /// The device as the EAL gets it. An af_packet device is read through DPDK's pcap
+    /// driver on the same interface instead: DPDK 22.11's af_packet driver joins every
+    /// socket to a PACKET_FANOUT group with PACKET_FANOUT_FLAG_DEFRAG (not configurable),
+    /// so the kernel reassembles IPv4 fragments before they reach the ring: fragments
+    /// vanish and the reassembled datagrams are cut at the ring's frame size. libpcap
+    /// reads the same kind of AF_PACKET ring without a fanout, reports the socket's drop
+    /// counter (PACKET_STATISTICS) as the port's missed frames, puts stripped VLAN tags
+    /// back, and chains frames longer than an mbuf.
+    pub fn eal_device(&self) -> String {
+        match (self.vdev_driver(), self.kernel_interface()) {
+            ("af_packet", Some(iface)) => format!("{},rx_iface={iface}", self.eal_device_name()),
+            _ => self.device.trim().to_string(),
+        }
+    }
+
+    /// The port name the EAL knows the device by (see [`PortSection::eal_device`]).
+    pub fn eal_device_name(&self) -> String {
+        match self.vdev_driver() {
+            "af_packet" => format!("net_pcap_{}", self.device_name().trim_start_matches("net_")),
+            _ => self.device_name().to_string(),
+        }
+    }
+
     /// PCI or vdev, or `None` if `device` is neither.
     pub fn kind(&self) -> Option<DeviceKind> {
         let name = self.device_name();
