@@ -118,8 +118,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Attach the extensions (KPIs, monitors, analyzers) this configuration enables, to
-    /// measure what they cost; the file's other settings are not used.
+    /// Attach the extensions (KPIs, monitors, analyzers) this configuration enables and
+    /// apply its [[policy]] rules, to measure what they cost; the file's other settings
+    /// are not used.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Extra EAL arguments for the pcap replay.
@@ -1067,6 +1068,8 @@ fn run_workers<S: PacketSource + Send + 'static>(
             .collect(),
         events: None,
         events_queue: config.events.queue,
+        policy: config.policy_set(),
+        policy_routes: Vec::new(),
     };
     let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);

@@ -66,6 +66,19 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Show which [[policy]] a packet falls under, and why.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Configuration file with the [[policy]] tables.
+    #[arg(long, short, value_name = "FILE", default_value = tapflow::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// The packet: "PROTO SRC[:PORT] > DST[:PORT] [vlan N] [input_port N]", e.g.
+    /// "tcp 10.0.0.1:1234 > 192.0.2.5:443" ([ADDR]:PORT for IPv6).
+    #[arg(long, value_name = "PACKET")]
+    pub packet: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -269,6 +282,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             clap_mangen::generate_to(Cli::command(), &dir)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain(args) => crate::explain::explain(&args.config, &args.packet),
         Command::CheckConfig(args) => {
             let path = args
                 .file

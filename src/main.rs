@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod explain;
 mod extensions;
 mod logging;
 mod pipeline;

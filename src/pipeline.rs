@@ -17,6 +17,7 @@ use flowcache::counters::{CounterSet, Series, Show};
 use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
 use probe::pcap::FileSource;
+use probe::policy_stage::{PolicyStage, PolicySwap};
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
@@ -209,6 +210,13 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         extensions: vec![crate::extensions::worker_extensions(&config)],
         events,
         events_queue: config.events.queue,
+        policy: config.policy_set(),
+        // Collectors given as flags replace the file's, and with them its routes.
+        policy_routes: if plan.collectors.is_empty() {
+            config.policy_routes()
+        } else {
+            Vec::new()
+        },
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -382,6 +390,9 @@ pub struct PipelineHandles {
     pub quit: Arc<AtomicBool>,
     /// Set once the export loop has finished.
     pub done: Arc<AtomicBool>,
+    /// Lets the supervisor hand reloaded `[[policy]]` rules to the workers (when the run
+    /// started with policies).
+    pub policy_swap: Option<Arc<PolicySwap>>,
 }
 
 /// Which CPU each of a run's threads is bound to; empty: none is (the scheduler places
@@ -450,6 +461,10 @@ pub struct PipelineSpec {
     pub events: Option<JsonDestination>,
     /// Events that may wait for the event output.
     pub events_queue: usize,
+    /// `[[policy]]` rules every worker applies, and the collectors each rule's records
+    /// go to (by index; rules not listed go to every collector).
+    pub policy: Option<Arc<probe::policy::RuleSet>>,
+    pub policy_routes: Vec<(Arc<str>, Vec<usize>)>,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -472,8 +487,13 @@ pub fn run_pipeline(
         extensions,
         events,
         events_queue,
+        policy,
+        policy_routes,
     } = spec;
     let mut extensions = extensions.into_iter();
+    let policy_swap = policy
+        .as_ref()
+        .map(|rules| Arc::new(PolicySwap::new(rules.clone())));
     let quit = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, quit.clone())
@@ -484,6 +504,7 @@ pub fn run_pipeline(
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
         .with_published_counters(published.clone())
+        .with_policy_routes(&policy_routes)
         .with_heartbeat(exporter_heartbeat.clone());
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
@@ -525,6 +546,16 @@ pub fn run_pipeline(
         )
         .with_progress(progress)
         .with_snapshot(snapshot);
+        let worker = match (&policy, &policy_swap) {
+            (Some(rules), Some(swap)) => worker
+                .with_policy(PolicyStage::new(
+                    rules.clone(),
+                    cache.capacity,
+                    cache.inactive_timeout_ms,
+                ))
+                .with_policy_swap(swap.clone()),
+            _ => worker,
+        };
         let worker = match (&event_queue, per_worker.next()) {
             (Some(queue), Some(attached)) if !attached.is_empty() => {
                 worker.with_extensions(attached, queue.clone())
@@ -551,6 +582,7 @@ pub fn run_pipeline(
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),
+        policy_swap: policy_swap.clone(),
     });
     drop(to_exporter);
     // Bound after the workers were spawned, so they do not inherit the exporter's CPU.

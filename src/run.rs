@@ -28,6 +28,13 @@ use crate::summary::thousands;
 pub fn check_config(path: &Path, json: bool) -> Result<ExitCode> {
     if !json {
         let config = Config::load(path)?;
+        let text = std::fs::read_to_string(path)?;
+        for warning in config.policy_warnings(&text) {
+            match warning.location {
+                Some(at) => println!("{}:{at}: warning: {}", path.display(), warning.message),
+                None => println!("{}: warning: {}", path.display(), warning.message),
+            }
+        }
         println!("{}: ok", path.display());
         println!();
         print!("{}", config.describe());
@@ -193,6 +200,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
             .collect(),
         events: config.events_output(),
         events_queue: config.events.queue,
+        policy: config.policy_set(),
+        policy_routes: config.policy_routes(),
     };
     // The endpoint answers from the start; the workers' counters join once they run.
     let live: Arc<OnceLock<Live>> = Arc::default();
@@ -539,10 +548,43 @@ impl Supervisor {
                         Err(e) => log::error!("reload: {e:#}; keeping the old collectors"),
                     }
                 }
+                if new.policies != self.config.policies || new.collectors != self.config.collectors
+                {
+                    self.reload_policies(&new);
+                }
                 self.config = new;
             }
         }
         let _ = sdnotify::ready();
+    }
+}
+
+impl Supervisor {
+    /// Hands the new rules to the workers (flows already classified keep their decision
+    /// until they end) and the new routes to the export loop.
+    fn reload_policies(&self, new: &Config) {
+        let Some(swap) = &self.handles.policy_swap else {
+            if !new.policies.is_empty() {
+                log::warn!(
+                    "reload: [[policy]] tables added to a run started without any; they take \
+                     effect after a restart"
+                );
+            }
+            return;
+        };
+        let rules = new
+            .policy_set()
+            .unwrap_or_else(|| Arc::new(probe::policy::RuleSet::default()));
+        let count = rules.len();
+        swap.publish(rules);
+        let _ = self
+            .handles
+            .to_exporter
+            .send(ToExporter::PolicyRoutes(new.policy_routes()));
+        log::info!(
+            "reload: {count} policy rule(s) for new flows; flows already classified keep \
+             their decision until they end"
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use crate::FlowKey;
 
 /// Asks the CPU to start loading the cache line holding `item`. No effect on results.
 #[inline(always)]
-pub(crate) fn prefetch_read<T>(item: &T) {
+pub fn prefetch_read<T>(item: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is only a hint: it never faults, whatever the address, and reads
     // or writes nothing architecturally visible. `item` is a live reference anyway. SSE is
@@ -28,7 +28,7 @@ const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 /// nearly every packet also misses the TLB, which costs about as much as the cache miss
 /// itself (BENCHMARKS.md). Refusal (THP off, not Linux) only costs speed, so it is not
 /// reported.
-pub(crate) fn advise_huge_pages<T>(buffer: &Vec<T>) {
+pub fn advise_huge_pages<T>(buffer: &Vec<T>) {
     let bytes = buffer.capacity() * size_of::<T>();
     if bytes >= HUGE_PAGE_MIN_BYTES {
         advise(buffer.as_ptr().cast(), bytes);
@@ -92,7 +92,7 @@ pub(crate) fn eq_mask<const B: usize>(words: &[u16; B], value: u16) -> u32 {
 /// no branch: the cache compares a key on every packet, and the derived comparison takes a
 /// branch per field.
 #[inline(always)]
-pub(crate) fn keys_equal(a: &FlowKey, b: &FlowKey) -> bool {
+pub fn keys_equal(a: &FlowKey, b: &FlowKey) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{

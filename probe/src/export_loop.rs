@@ -4,6 +4,7 @@
 //! It runs on the main lcore, off the data plane: pacing, reconnects and slow collectors
 //! cost time here, never on a worker.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +67,11 @@ pub struct ExportLoop {
     heartbeat: Option<Arc<AtomicU64>>,
     start_ms: u64,
     json_records: Option<JsonLinesWriter>,
+    /// Policy name to the collectors (bit i: collector i) its records go to; a record of
+    /// a policy not listed, or of none, goes to every collector.
+    routes: HashMap<Arc<str>, u64>,
+    /// Records routed to one collector, rebuilt per batch and collector.
+    routed: Vec<FlowRecord>,
 }
 
 impl ExportLoop {
@@ -97,7 +103,34 @@ impl ExportLoop {
             heartbeat: None,
             start_ms,
             json_records,
+            routes: HashMap::new(),
+            routed: Vec::new(),
         })
+    }
+
+    /// Sends each policy's records only to its collectors (indices into the collectors;
+    /// at most 64).
+    pub fn with_policy_routes(mut self, routes: &[(Arc<str>, Vec<usize>)]) -> Self {
+        self.routes = routes
+            .iter()
+            .map(|(name, collectors)| {
+                let bits = collectors
+                    .iter()
+                    .filter(|&&i| i < 64)
+                    .fold(0u64, |bits, &i| bits | 1 << i);
+                (name.clone(), bits)
+            })
+            .collect();
+        self
+    }
+
+    /// Whether collector `index` receives `record`.
+    fn routed_to(&self, record: &FlowRecord, index: usize) -> bool {
+        let policy = record.extras.as_ref().and_then(|e| e.policy.as_ref());
+        match policy.and_then(|p| self.routes.get(&p.name)) {
+            Some(bits) => bits & (1 << index.min(63)) != 0,
+            None => true,
+        }
     }
 
     /// Publishes collector counters into `shared` whenever the clock advances.
@@ -172,6 +205,9 @@ impl ExportLoop {
                         "reload: cannot open the new collectors ({e}); keeping the old ones"
                     ),
                 },
+                Ok(ToExporter::PolicyRoutes(routes)) => {
+                    self = self.with_policy_routes(&routes);
+                }
                 Ok(ToExporter::Finished(report)) => {
                     finished += 1;
                     self.report.workers.push(*report);
@@ -222,6 +258,20 @@ impl ExportLoop {
             Some(aggregator) => {
                 for r in records {
                     aggregator.add(r);
+                }
+            }
+            None if !self.routes.is_empty() => {
+                for i in 0..self.collectors.len() {
+                    let mut routed = std::mem::take(&mut self.routed);
+                    routed.clear();
+                    routed.extend(records.iter().filter(|r| self.routed_to(r, i)).cloned());
+                    self.collectors[i].export_flows(&routed, self.now_ms);
+                    self.routed = routed;
+                }
+                if let Some(json) = self.json_records.as_mut() {
+                    for r in records {
+                        json.write(&record_to_json(r));
+                    }
                 }
             }
             None => {

@@ -8,6 +8,8 @@ pub mod export_loop;
 pub mod ext;
 pub mod parse;
 pub mod pcap;
+pub mod policy;
+pub mod policy_stage;
 pub mod source;
 pub mod synth;
 pub mod worker;

@@ -11,6 +11,7 @@
 //! flowcache and exporter settings.
 
 mod error;
+mod policy;
 mod types;
 mod unknown;
 mod validate;
@@ -20,6 +21,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, Location};
 pub use types::MonitorSection;
+pub use policy::{PolicySection, Scalar};
 pub use types::{
     AggregationSection, CacheSection, CollectorSection, Config, DEFAULT_CONFIG_PATH,
     DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, EventsSection, ExportSection,

@@ -43,6 +43,9 @@ pub struct Config {
     /// `[monitor]`: millisecond link and flow rates, heavy hitters and congestion
     /// (docs/EVENTS.md); on when the section is present.
     pub monitor: Option<MonitorSection>,
+    /// `[[policy]]`: what to monitor and how, first match wins.
+    #[serde(rename = "policy")]
+    pub policies: Vec<super::policy::PolicySection>,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).

@@ -92,6 +92,7 @@ pub(crate) fn accepted_keys(table: &KeyPath) -> Option<&'static [&'static str]> 
         "stats" => fields_of::<StatsSection>(),
         "events" => fields_of::<EventsSection>(),
         "monitor" => fields_of::<MonitorSection>(),
+        "policy" => fields_of::<super::policy::PolicySection>(),
         _ => return None,
     })
 }

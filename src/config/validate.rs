@@ -120,12 +120,13 @@ impl fmt::Display for Problem {
 }
 
 /// Collects problems; `range` and friends keep the checks one line each.
-struct Checker {
-    problems: Vec<Problem>,
+#[derive(Debug, Default)]
+pub(super) struct Checker {
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn fail(&mut self, path: KeyPath, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, path: KeyPath, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
     }
 
@@ -266,6 +267,7 @@ impl Config {
         self.check_collectors(&mut c, purpose == Purpose::Run);
         self.check_rest(&mut c);
         self.check_monitor(&mut c);
+        self.check_policies(&mut c);
         if c.problems.is_empty() {
             Ok(())
         } else {
