@@ -1458,11 +1458,18 @@ fn late_collectors_recover_at_the_next_template_refresh() {
                     .expect("tapflow sends to every collector");
             }
         }
+        // The collectors are down for a while: sends are refused, as by a collector that
+        // is not running. Then the replay is held while the collectors start: under load,
+        // starting four of them one after another could outlast the replay, leaving a
+        // collector nothing to recover from.
         drop(early);
+        std::thread::sleep(Duration::from_millis(300));
+        common::signal(&child, "STOP");
         let nfcapd = start_nfcapd(&sub, ports[0]);
         let nfacctd = start_nfacctd(&sub, ports[1]);
         let fastnetmon = start_fastnetmon(&sub, ports[2]);
         let python = start_netflow_py(&sub, ports[3]);
+        common::signal(&child, "CONT");
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "replay: {}", text(&out));
         // The collectors were down at first: the summary counts the refused sends.

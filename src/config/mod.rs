@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, Location};
-pub use types::MonitorSection;
 pub use policy::{PolicySection, Scalar};
+pub use types::MonitorSection;
 pub use types::{
     AggregationSection, CacheSection, CollectorSection, Config, DEFAULT_CONFIG_PATH,
     DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, EventsSection, ExportSection,
