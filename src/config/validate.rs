@@ -561,6 +561,18 @@ impl Config {
         let mut json_collector: Option<usize> = None;
         for (i, collector) in self.collectors.iter().enumerate() {
             let at = |key: &str| KeyPath::item("collector", i).then(key);
+            if let Some(first) = labels.insert(collector.label(), i)
+                && collector.name.is_some()
+            {
+                c.fail(
+                    at("name"),
+                    format!(
+                        "{:?} is already the name of [[collector]] #{}",
+                        collector.label(),
+                        first + 1
+                    ),
+                );
+            }
             if collector.version == super::types::ExportVersion::Json {
                 if let Err(why) = collector.address.parse::<exporter::json::JsonDestination>() {
                     c.fail(at("address"), why);
@@ -572,18 +584,6 @@ impl Config {
                             "[[collector]] #{} already writes JSON records; one JSON \
                              collector is supported (read its file or socket from several \
                              places instead)",
-                            first + 1
-                        ),
-                    );
-                }
-                if let Some(first) = labels.insert(collector.label(), i)
-                    && collector.name.is_some()
-                {
-                    c.fail(
-                        at("name"),
-                        format!(
-                            "{:?} is already the name of [[collector]] #{}",
-                            collector.label(),
                             first + 1
                         ),
                     );
@@ -606,18 +606,6 @@ impl Config {
                         "{:?} over {} is already [[collector]] #{}",
                         collector.address,
                         collector.transport,
-                        first + 1
-                    ),
-                );
-            }
-            if let Some(first) = labels.insert(collector.label(), i)
-                && collector.name.is_some()
-            {
-                c.fail(
-                    at("name"),
-                    format!(
-                        "{:?} is already the name of [[collector]] #{}",
-                        collector.label(),
                         first + 1
                     ),
                 );
