@@ -38,6 +38,8 @@ pub struct Config {
     pub export: ExportSection,
     pub logging: LoggingSection,
     pub stats: StatsSection,
+    /// `[analyzers.*]` (issue 18).
+    pub analyzers: super::AnalyzersSection,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
