@@ -102,6 +102,7 @@ fn reference_file_documents_every_key() {
         "[export]",
         "[logging]",
         "[stats]",
+        "[events]",
         "[analyzers.syn_flood]",
         "[analyzers.half_open]",
         "[analyzers.dns]",
