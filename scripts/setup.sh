@@ -11,6 +11,7 @@ packages=(
     tcpreplay iproute2          # live-tap emulation in a network namespace
     softflowd pmacct            # peers for the benchmark comparison
     systemd                     # systemd-analyze verifies the unit
+    dnsmasq-base bind9-dnsutils # a real resolver and dig for the DNS analyzer's test
 )
 
 missing=()
