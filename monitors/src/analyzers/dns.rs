@@ -176,7 +176,7 @@ impl Analyzer for DnsAnalyzer {
         self.record(flow, &transaction);
     }
 
-    fn on_record(&mut self, record: &mut FlowRecord) {
+    fn on_record(&mut self, record: &mut FlowRecord, _on: bool) {
         if record.key.src_port != 53 && record.key.dst_port != 53 {
             return;
         }
@@ -257,7 +257,7 @@ mod tests {
             sampling: Default::default(),
             extras: None,
         };
-        analyzer.on_record(&mut record);
+        analyzer.on_record(&mut record, true);
         record
     }
 

@@ -165,8 +165,9 @@ trait Analyzer: fmt::Debug + Send {
     fn interest(&self) -> Interest;
     fn on_packet(&mut self, packet: &PacketView<'_>, out: &mut ExtOutput<'_>);
     fn on_clock(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {}
-    /// Called for every record, whatever the trigger: fields found while on still go out.
-    fn on_record(&mut self, _record: &mut FlowRecord) {}
+    /// Called for every record, whatever the trigger (`on` says whether it is on): fields
+    /// found while on still go out.
+    fn on_record(&mut self, _record: &mut FlowRecord, _on: bool) {}
     /// The trigger went off or the worker stops: close what is open, drop working state.
     fn stop(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {}
     fn counters(&self, _out: &mut Vec<ExtCounter>) {}
@@ -368,7 +369,7 @@ impl Extension for Analyzers {
 
     fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
         for slot in &mut self.slots {
-            slot.analyzer.on_record(record);
+            slot.analyzer.on_record(record, slot.trigger.is_on());
         }
         RecordFate::Keep
     }

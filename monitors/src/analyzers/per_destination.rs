@@ -1,10 +1,18 @@
 //! Per-destination accounting: packets and octets per destination prefix (configurable
 //! length per family), over intervals of packet time; at each interval's end the top
 //! destinations by octets leave as `destination_totals` records (JSON lines on the event
-//! output) and become the snapshot the metrics endpoint shows.
+//! output) and become the snapshot [`PerDestination::top`] shares.
+//!
+//! It counts the flow records leaving the cache, not packets: the cache already summed
+//! each flow's packets and octets, so accounting costs nothing per packet (a hash-map
+//! update per packet cost half the worker's throughput at 100k destinations,
+//! BENCHMARKS.md). A flow's traffic lands in the interval its record is exported in
+//! (inactive timeout after its last packet, or its active timeout); a biflow record's
+//! reverse direction is counted for its own destination, the record's source.
 
 use std::sync::{Arc, Mutex};
 
+use flowcache::FlowRecord;
 use probe::ext::{BoundedTable, Event, ExtCounter, ExtOutput, Interest, PacketView};
 
 use super::{AddrKey, Analyzer, PerDestinationSettings};
@@ -52,6 +60,19 @@ impl PerDestination {
     /// The last finished interval's top destinations.
     pub fn top(&self) -> Arc<Mutex<Vec<DestinationTotals>>> {
         Arc::clone(&self.top)
+    }
+
+    fn count(&mut self, version: u8, addr: [u8; 16], packets: u64, octets: u64) {
+        if packets == 0 {
+            return;
+        }
+        let prefix = AddrKey {
+            version,
+            bytes: mask(addr, self.prefix_len(version)),
+        };
+        let totals = self.totals.get_or_insert_with(&prefix, || (0, 0));
+        totals.0 += packets;
+        totals.1 += octets;
     }
 
     fn prefix_len(&self, version: u8) -> u8 {
@@ -104,28 +125,31 @@ impl Analyzer for PerDestination {
     }
 
     fn interest(&self) -> Interest {
-        Interest::IP
+        Interest::NONE
     }
 
-    #[inline]
-    fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
-        let key = packet.key;
-        let prefix = AddrKey {
-            version: key.ip_version,
-            bytes: mask(key.dst_addr, self.prefix_len(key.ip_version)),
-        };
-        let (packets, octets) = self.totals.get_or_insert_with(&prefix, || (0, 0));
-        *packets += 1;
-        *octets += u64::from(packet.meta.octets);
-        if self.interval_start_us == 0 {
-            self.interval_start_us = packet.timestamp_us;
+    fn on_packet(&mut self, _packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {}
+
+    fn on_record(&mut self, record: &mut FlowRecord, on: bool) {
+        if !on {
+            return;
+        }
+        let key = &record.key;
+        self.count(key.ip_version, key.dst_addr, record.packets, record.octets);
+        if let Some(reverse) = record.extras.as_ref().and_then(|e| e.reverse) {
+            self.count(
+                key.ip_version,
+                key.src_addr,
+                reverse.packets,
+                reverse.octets,
+            );
         }
     }
 
     fn on_clock(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
-        if self.interval_start_us != 0
-            && now_us.saturating_sub(self.interval_start_us) >= self.settings.interval_us
-        {
+        if self.interval_start_us == 0 {
+            self.interval_start_us = now_us;
+        } else if now_us.saturating_sub(self.interval_start_us) >= self.settings.interval_us {
             self.flush(now_us, out);
         }
     }
@@ -169,6 +193,23 @@ mod tests {
         assert_eq!(mask([0xff; 16], 128), [0xff; 16]);
     }
 
+    fn record(frame: Vec<u8>, packets: u64, octets: u64) -> FlowRecord {
+        let v = View::new(frame, 0);
+        FlowRecord {
+            key: v.key,
+            packets,
+            octets,
+            first_ms: 0,
+            last_ms: 0,
+            tcp_flags: 0,
+            min_ttl: 0,
+            max_ttl: 0,
+            end_reason: flowcache::EndReason::Idle,
+            sampling: Default::default(),
+            extras: None,
+        }
+    }
+
     #[test]
     fn totals_per_prefix_and_the_top_as_records() {
         let mut s = settings().per_destination;
@@ -176,18 +217,32 @@ mod tests {
         let mut accounting = PerDestination::new(s);
         let mut events = Vec::new();
         let t0 = 1_700_000_000_000_000u64;
-        let frames = [
-            udp([1, 1, 1, 1], 1, [10, 0, 1, 1], 2),
-            udp([1, 1, 1, 1], 1, [10, 0, 1, 200], 2),
-            tcp([1, 1, 1, 1], 1, [10, 0, 2, 1], 2, 0x10),
-            udp([1, 1, 1, 1], 1, [10, 0, 3, 1], 2),
-            udp([1, 1, 1, 1], 1, [10, 0, 3, 1], 2),
-            udp([1, 1, 1, 1], 1, [10, 0, 3, 1], 2),
+        accounting.on_clock(t0, &mut ExtOutput::new(&mut events));
+        let mut records = [
+            record(udp([1, 1, 1, 1], 1, [10, 0, 1, 1], 2), 1, 46),
+            record(udp([1, 1, 1, 1], 1, [10, 0, 1, 200], 2), 1, 46),
+            record(tcp([1, 1, 1, 1], 1, [10, 0, 2, 1], 2, 0x10), 1, 40),
+            record(udp([1, 1, 1, 1], 1, [10, 0, 3, 1], 2), 3, 138),
         ];
-        for (i, frame) in frames.into_iter().enumerate() {
-            let v = View::new(frame, t0 + i as u64);
-            accounting.on_packet(&v.view(), &mut ExtOutput::new(&mut events));
+        for r in &mut records {
+            accounting.on_record(r, true);
         }
+        // While the trigger is off nothing is counted.
+        accounting.on_record(
+            &mut record(udp([1, 1, 1, 1], 1, [10, 0, 2, 1], 2), 100, 4600),
+            false,
+        );
+        // A biflow's reverse direction counts for the record's source.
+        let mut biflow = record(udp([10, 0, 4, 4], 5, [10, 0, 5, 5], 6), 1, 10);
+        biflow.extras = Some(Box::new(flowcache::RecordExtras {
+            reverse: Some(flowcache::ReverseCounters {
+                packets: 4,
+                octets: 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        accounting.on_record(&mut biflow, true);
         accounting.on_clock(t0 + s.interval_us - 1, &mut ExtOutput::new(&mut events));
         assert!(events.is_empty());
         accounting.on_clock(t0 + s.interval_us, &mut ExtOutput::new(&mut events));
@@ -197,12 +252,11 @@ mod tests {
                 (
                     e.fields["destination"].as_str().unwrap(),
                     e.fields["packets"].as_u64().unwrap(),
+                    e.fields["octets"].as_u64().unwrap(),
                 )
             })
             .collect();
-        assert_eq!(rows, [("10.0.3.0/24", 3), ("10.0.1.0/24", 2)]);
-        // 46-byte UDP packets: IP length 20 + 8 + 18.
-        assert_eq!(events[0].fields["octets"], 3 * 46);
+        assert_eq!(rows, [("10.0.4.0/24", 4, 1000), ("10.0.3.0/24", 3, 138)]);
         assert_eq!(accounting.top().lock().unwrap().len(), 2);
         assert!(accounting.totals.is_empty());
     }
