@@ -12,6 +12,11 @@ use serde_json::json;
 
 use super::{AddrKey, Analyzer, SynFloodSettings, WINDOW_US, is_syn};
 
+/// A destination enters the table (with its sources and ports) only once the sketch has
+/// counted this fraction of `syn_per_sec` for it in the current second: the SYNs of
+/// ordinary traffic cost a sketch update, not a table insertion and an eviction each.
+const GATE_FRACTION: u64 = 8;
+const SKETCH_WIDTH: usize = 4096;
 /// Ports remembered per destination.
 const PORTS_PER_VICTIM: usize = 8;
 /// A flood with at least this many sources averaging at most [`SPOOFED_MAX_PER_SOURCE`]
@@ -53,7 +58,11 @@ impl Episode {
 #[derive(Debug, Default)]
 struct Destination {
     window_us: u64,
+    /// SYNs this window, including those only the sketch counted.
     window_syns: u64,
+    /// SYNs this window before the destination passed the sketch's gate.
+    syns_before_tracking: u64,
+    /// When tracking started this window.
     first_syn_in_window_us: u64,
     ports: Vec<(u16, u64)>,
     /// Distinct sources seen (a source evicted and seen again counts twice).
@@ -84,6 +93,10 @@ pub struct SynFloodDetector {
     /// Open floods, outside the destination table so that a scan pushing destinations
     /// out cannot lose a flood's end; at most `max_victims`.
     episodes: Vec<Episode>,
+    /// Count-min sketch of this second's SYNs per destination (two rows).
+    sketch: Vec<u32>,
+    sketch_window_us: u64,
+    hasher: ahash::RandomState,
     last_prune_us: u64,
     starts: u64,
     ends: u64,
@@ -97,11 +110,34 @@ impl SynFloodDetector {
             destinations: BoundedTable::new(settings.max_victims),
             sources: BoundedTable::new(settings.max_sources),
             episodes: Vec::new(),
+            sketch: vec![0; 2 * SKETCH_WIDTH],
+            sketch_window_us: 0,
+            hasher: ahash::RandomState::with_seeds(0x5f1, 0x00d, 0x18, 0x7e),
             last_prune_us: 0,
             starts: 0,
             ends: 0,
             episodes_refused: 0,
         }
+    }
+
+    /// Counts a SYN to `key` in the sketch; this second's count so far (never less).
+    fn sketch_count(&mut self, key: &AddrKey, window_us: u64) -> u64 {
+        if self.sketch_window_us != window_us {
+            self.sketch.fill(0);
+            self.sketch_window_us = window_us;
+        }
+        let hash = self.hasher.hash_one(key);
+        let slots = [
+            (hash as usize) % SKETCH_WIDTH,
+            SKETCH_WIDTH + ((hash >> 32) as usize) % SKETCH_WIDTH,
+        ];
+        let mut estimate = u32::MAX;
+        for slot in slots {
+            let counter = &mut self.sketch[slot];
+            *counter = counter.saturating_add(1);
+            estimate = estimate.min(*counter);
+        }
+        u64::from(estimate)
     }
 
     fn start_event(&self, key: &AddrKey, destination: &Destination, now_us: u64) -> Event {
@@ -110,8 +146,9 @@ impl SynFloodDetector {
         let elapsed = now_us
             .saturating_sub(destination.first_syn_in_window_us)
             .max(1_000);
-        let rate = destination.window_syns * 1_000_000 / elapsed;
-        let spoofed = looks_spoofed(destination.sources, destination.window_syns);
+        let tracked = destination.window_syns - destination.syns_before_tracking;
+        let rate = tracked * 1_000_000 / elapsed;
+        let spoofed = looks_spoofed(destination.sources, tracked);
         let top_sources = if spoofed {
             Vec::new()
         } else {
@@ -186,12 +223,12 @@ impl Analyzer for SynFloodDetector {
         let key = AddrKey::dst(packet.key);
         let source = AddrKey::src(packet.key);
         let threshold = self.settings.syn_per_sec;
-        let mut new_source = false;
-        *self.sources.get_or_insert_with(&(key, source), || {
-            new_source = true;
-            0
-        }) += 1;
         if let Some(episode) = self.episodes.iter_mut().find(|e| e.victim == key) {
+            let mut new_source = false;
+            *self.sources.get_or_insert_with(&(key, source), || {
+                new_source = true;
+                0
+            }) += 1;
             episode.roll(window, threshold);
             episode.window_syns += 1;
             episode.syns += 1;
@@ -202,12 +239,23 @@ impl Analyzer for SynFloodDetector {
             }
             return;
         }
+        let estimate = self.sketch_count(&key, window);
+        if estimate < (threshold / GATE_FRACTION).max(1) {
+            return;
+        }
+        let mut new_source = false;
+        *self.sources.get_or_insert_with(&(key, source), || {
+            new_source = true;
+            0
+        }) += 1;
         let destination = self
             .destinations
             .get_or_insert_with(&key, Destination::default);
         if destination.window_us != window {
+            // Tracked from here on; the sketch knows (never less than) the SYNs before.
             destination.window_us = window;
-            destination.window_syns = 0;
+            destination.window_syns = estimate - 1;
+            destination.syns_before_tracking = estimate - 1;
             destination.first_syn_in_window_us = now;
         }
         destination.window_syns += 1;
@@ -405,7 +453,8 @@ mod tests {
         let mut detector = SynFloodDetector::new(s);
         let t0 = 1_700_000_000_000_000u64;
         let mut events = Vec::new();
-        // Three sources at 1000 SYNs a second each; then SYNs to 1000 other addresses.
+        // Three sources at 1000 SYNs a second each; then 70 SYNs (past the sketch's gate of
+        // 62) to each of 50 other addresses.
         let flood = (0..3000u64).map(|i| {
             let src = [198, 51, 100, (i % 3) as u8 + 1];
             (
@@ -413,11 +462,9 @@ mod tests {
                 tcp(src, 1000 + (i / 3) as u16, [10, 0, 0, 1], 22, SYN),
             )
         });
-        let scan = (0..1000u64).map(|i| {
-            (
-                t0 + 1_500_000 + i,
-                tcp([1, 1, 1, 1], 9, [10, 2, (i >> 8) as u8, i as u8], 22, SYN),
-            )
+        let scan = (0..3500u64).map(|i| {
+            let dst = [10, 2, 0, (i % 50) as u8];
+            (t0 + 1_500_000 + i, tcp([1, 1, 1, 1], 9, dst, 22, SYN))
         });
         run(&mut detector, flood.chain(scan), &mut events);
         let start = &events[0];
