@@ -11,6 +11,8 @@ packages=(
     tcpreplay iproute2          # live-tap emulation in a network namespace
     softflowd pmacct            # peers for the benchmark comparison
     systemd                     # systemd-analyze verifies the unit
+    groff-base                  # renders the man pages in the tests
+    libfixbuf-tools fastnetmon python3-venv  # interoperability matrix (tests/interop.rs)
     dnsmasq-base bind9-dnsutils # a real resolver and dig for the DNS analyzer's test
 )
 
@@ -30,6 +32,14 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The PyPI `netflow` collector for tests/interop.rs, in a virtual environment of its own.
+netflow_venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/netflow-venv"
+if ! "$netflow_venv/bin/python" -c 'import netflow' 2>/dev/null; then
+    echo "setup: installing the netflow collector (PyPI) into $netflow_venv" >&2
+    python3 -m venv "$netflow_venv"
+    "$netflow_venv/bin/pip" install -q netflow==0.12.2
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
+use flowcache::counters::CounterSet;
 use flowcache::{CacheConfig, CacheStats, ENTRY_BYTES, EndReason, FlowKey, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoopConfig, ExportReport};
 use probe::parse::parse_frame;
@@ -46,7 +47,7 @@ use probe::synth::{FrameLen, FrameOptions, ProtocolMix, TrafficSpec};
 use probe::worker::{Backpressure, Clock, WorkerStats, wall_clock_ms};
 use probe::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
-use crate::pipeline::{PipelineSpec, ThreadPlacement, run_pipeline};
+use crate::pipeline::{PipelineSpec, ThreadPlacement, report_rows, run_pipeline};
 use crate::summary::{Table, thousands};
 use tapflow::config::{Config, Purpose};
 
@@ -1056,7 +1057,7 @@ fn run_workers<S: PacketSource + Send + 'static>(
         cache,
         export,
         start_ms: wall_clock_ms(),
-        expected_packets: 0,
+        progress: crate::progress::Goal::Unknown,
         clock: Clock::Wall,
         backpressure: Backpressure::Drop,
         queue_batches: EXPORT_QUEUE_BATCHES,
@@ -1241,28 +1242,13 @@ fn text(o: &Outcome) -> String {
         "flows cached at the end".to_string(),
         thousands(o.flows_cached()),
     ]);
-    c.row([
-        "flows created".to_string(),
-        thousands(o.cache.flows_created),
-    ]);
-    c.row([
-        "evictions (cache full)".to_string(),
-        thousands(o.cache.evictions),
-    ]);
-    for reason in [EndReason::Idle, EndReason::Active, EndReason::EndOfFlow] {
-        c.row([
-            format!("flows ended: {}", reason.name()),
-            thousands(o.cache.expired(reason)),
-        ]);
+    let source = SourceStats::sum(o.export.workers.iter().map(|w| &w.source));
+    for (name, value) in report_rows(&o.stats, &o.cache, &source) {
+        c.row([name, thousands(value)]);
     }
-    c.row(["packets received".to_string(), thousands(o.stats.packets)]);
     c.row([
         "records to exporter".to_string(),
         thousands(o.export.records_in),
-    ]);
-    c.row([
-        "records dropped (queue full)".to_string(),
-        thousands(o.stats.records_dropped),
     ]);
     c.row([
         "export".to_string(),
@@ -1293,68 +1279,52 @@ fn text(o: &Outcome) -> String {
 }
 
 fn json(o: &Outcome) -> String {
-    let mut fields: Vec<(&str, String)> = vec![
-        ("source", format!("{:?}", o.source)),
-        ("workers", o.workers.to_string()),
-        ("flows", o.flows_per_worker.to_string()),
-        ("frame_bytes", format!("{:.1}", o.mean_frame)),
-        ("mpps", format!("{:.4}", o.worker.mpps)),
-        ("mpps_cpu", format!("{:.4}", o.worker.mpps_per_cpu)),
-        ("gbps", format!("{:.4}", o.worker.gbps)),
-        ("ns_per_packet", format!("{:.2}", o.worker.ns_per_packet)),
-        ("ceiling_mpps", format!("{:.4}", o.ratio_ceiling().mpps)),
-        (
-            "ceiling_mpps_cpu",
-            format!("{:.4}", o.ratio_ceiling().mpps_per_cpu),
-        ),
-        ("ceiling_paired", o.paired_ceiling.is_some().to_string()),
-        ("ceiling_packets", o.ratio_ceiling().packets.to_string()),
-        (
-            "ceiling_phase_mpps_cpu",
-            format!("{:.4}", o.ceiling.mpps_per_cpu),
-        ),
-        ("ratio_phase", format!("{:.4}", o.ratio_phase())),
-        (
-            "source_mpps",
-            o.source_only
-                .map_or("null".to_string(), |s| format!("{:.4}", s.mpps)),
-        ),
-        ("ratio", format!("{:.4}", o.ratio())),
-        ("ratio_wall", format!("{:.4}", o.ratio_wall())),
-        ("worker_waited", format!("{:.4}", o.worker.waited)),
-        ("ceiling_waited", format!("{:.4}", o.ratio_ceiling().waited)),
-        ("packets_measured", o.worker.packets.to_string()),
-        ("cache_capacity", o.cache_capacity.to_string()),
-        ("entry_bytes", ENTRY_BYTES.to_string()),
-        ("table_bytes", o.table_bytes.to_string()),
-        ("bytes_per_flow", format!("{:.1}", o.bytes_per_flow())),
-        ("flows_cached", o.flows_cached().to_string()),
-        ("flows_created", o.cache.flows_created.to_string()),
-        ("evictions", o.cache.evictions.to_string()),
-        ("records_exported", o.export.records_in.to_string()),
-        ("records_dropped", o.stats.records_dropped.to_string()),
-        ("dpdk_memory_bytes", o.dpdk_memory_bytes.to_string()),
-        ("rss_bytes", o.worker.rss_bytes.to_string()),
-        ("peak_rss_bytes", o.peak_rss_bytes.to_string()),
-        ("packets", o.stats.packets.to_string()),
-        ("load_before", format!("{:?}", o.load_before)),
-        ("load_after", format!("{:?}", o.load_after)),
-    ];
-    fields.push((
-        "export",
-        format!(
-            "{:?}",
-            match o.export_kind {
-                BenchExport::Ipfix => "ipfix-udp",
-                BenchExport::None => "none",
-            }
-        ),
-    ));
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("\"{k}\": {v}"))
-        .collect();
-    format!("{{{}}}", body.join(", "))
+    // Rates to four decimals, sizes to one: the precision the measurement has.
+    let r4 = |x: f64| (x * 1e4).round() / 1e4;
+    let r2 = |x: f64| (x * 1e2).round() / 1e2;
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    serde_json::json!({
+        "source": o.source,
+        "workers": o.workers,
+        "flows": o.flows_per_worker,
+        "frame_bytes": r1(o.mean_frame),
+        "mpps": r4(o.worker.mpps),
+        "mpps_cpu": r4(o.worker.mpps_per_cpu),
+        "gbps": r4(o.worker.gbps),
+        "ns_per_packet": r2(o.worker.ns_per_packet),
+        "ceiling_mpps": r4(o.ratio_ceiling().mpps),
+        "ceiling_mpps_cpu": r4(o.ratio_ceiling().mpps_per_cpu),
+        "ceiling_paired": o.paired_ceiling.is_some(),
+        "ceiling_packets": o.ratio_ceiling().packets,
+        "ceiling_phase_mpps_cpu": r4(o.ceiling.mpps_per_cpu),
+        "ratio_phase": r4(o.ratio_phase()),
+        "source_mpps": o.source_only.map(|s| r4(s.mpps)),
+        "ratio": r4(o.ratio()),
+        "ratio_wall": r4(o.ratio_wall()),
+        "worker_waited": r4(o.worker.waited),
+        "ceiling_waited": r4(o.ratio_ceiling().waited),
+        "packets_measured": o.worker.packets,
+        "cache_capacity": o.cache_capacity,
+        "entry_bytes": ENTRY_BYTES,
+        "table_bytes": o.table_bytes,
+        "bytes_per_flow": r1(o.bytes_per_flow()),
+        "flows_cached": o.flows_cached(),
+        "flows_created": o.cache.flows_created,
+        "evictions": o.cache.evictions,
+        "records_exported": o.export.records_in,
+        "records_dropped": o.stats.records_dropped,
+        "dpdk_memory_bytes": o.dpdk_memory_bytes,
+        "rss_bytes": o.worker.rss_bytes,
+        "peak_rss_bytes": o.peak_rss_bytes,
+        "packets": o.stats.packets,
+        "load_before": o.load_before,
+        "load_after": o.load_after,
+        "export": match o.export_kind {
+            BenchExport::Ipfix => "ipfix-udp",
+            BenchExport::None => "none",
+        },
+    })
+    .to_string()
 }
 
 #[cfg(test)]

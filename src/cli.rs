@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use exporter::ExportVersion;
 use exporter::json::JsonDestination;
 use flowcache::SamplerSpec;
@@ -53,6 +53,17 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Measure the data plane's throughput against the source's raw receive ceiling.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `tapflow manpage | man -l -`; with --dir, write
+    /// tapflow.1 and one page per command (tapflow-replay.1, ...) there.
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +80,10 @@ pub struct CheckConfigArgs {
     pub file: Option<PathBuf>,
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print one JSON object (file, valid, problems with line, column, key and message)
+    /// instead of text; the exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -126,7 +141,8 @@ pub struct ReplayArgs {
     /// Aggregation interval [default: 60].
     #[arg(long, value_name = "SECS")]
     pub aggregate_interval: Option<u64>,
-    /// Flow cache capacity (entries) [default: 1048576].
+    /// Flow cache capacity (entries) [default: 1048576, or for a replay sized from the
+    /// file: 8 slots for each flow it could hold, at least 4096].
     #[arg(long)]
     pub cache_size: Option<usize>,
     /// Observation domain id (IPFIX) / source id (v9) / engine id (v5, low byte)
@@ -140,6 +156,11 @@ pub struct ReplayArgs {
     /// with small socket buffers lose datagrams when a replay runs at full speed.
     #[arg(long, value_name = "DATAGRAMS_PER_SEC")]
     pub pace: Option<u32>,
+    /// v9/IPFIX: send the templates again after this many datagrams without them (0:
+    /// never by count), so a collector that starts late decodes from then on
+    /// [default: 20].
+    #[arg(long, value_name = "DATAGRAMS")]
+    pub template_refresh_datagrams: Option<u32>,
     /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,
@@ -197,6 +218,7 @@ impl ReplayArgs {
             observation_domain: self.observation_domain,
             mtu: self.mtu,
             pace: self.pace,
+            template_refresh_datagrams: self.template_refresh_datagrams,
             eal_args: self.eal_args.clone(),
         }
     }
@@ -225,12 +247,26 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => pipeline::generate(&args.spec(), &args.output),
         Command::Run(args) => run::run(&args.config, cli.verbose),
         Command::Bench(args) => crate::bench::bench(&args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "tapflow", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage { dir: None } => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(Cli::command(), &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig(args) => {
             let path = args
                 .file
                 .or(args.config)
                 .unwrap_or_else(|| tapflow::config::DEFAULT_CONFIG_PATH.into());
-            run::check_config(&path)
+            run::check_config(&path, args.json)
         }
     }
 }

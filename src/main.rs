@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod extensions;
+mod logging;
 mod pipeline;
 mod progress;
 mod run;
@@ -15,7 +16,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_logging(args.verbose);
+    logging::init(args.verbose);
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {
@@ -24,35 +25,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => log::LevelFilter::Warn,
-        1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    let _ = log::set_boxed_logger(Box::new(StderrLogger)).map(|()| log::set_max_level(level));
-}
-
-/// Plain stderr logger: systemd's journal adds timestamps, terminals don't need them.
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            eprintln!(
-                "tapflow: {}: {}",
-                record.level().as_str().to_lowercase(),
-                record.args()
-            );
-        }
-    }
-
-    fn flush(&self) {}
 }

@@ -1,6 +1,6 @@
 //! Assembles sources, workers and the export loop into one run, and reports on it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,21 +12,21 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
-use exporter::{CollectorConfig, SessionConfig, TransportKind};
-use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
+use exporter::{CollectorConfig, CollectorCounters, SessionConfig, TransportKind};
+use flowcache::counters::{CounterSet, Series, Show};
+use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
-use probe::parse::StopReason;
 use probe::pcap::FileSource;
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
-use crate::progress::Progress;
+use crate::progress::{Goal, Progress};
 use crate::summary::{Table, thousands};
 use exporter::ExportVersion;
 use exporter::json::JsonDestination;
-use probe::event_output::run_event_output;
+use probe::event_output::{SharedEventCounts, run_event_output};
 use probe::ext::{Extension, Extensions};
-use tapflow::config::{Config, Purpose};
+use tapflow::config::{CacheSection, Config, Purpose};
 
 /// Batches in flight between the workers and the exporter.
 const EXPORT_QUEUE_BATCHES: usize = 1024;
@@ -73,6 +73,7 @@ pub struct ReplaySpec {
     pub observation_domain: Option<u32>,
     pub mtu: Option<usize>,
     pub pace: Option<u32>,
+    pub template_refresh_datagrams: Option<u32>,
     pub eal_args: Vec<String>,
 }
 
@@ -99,6 +100,17 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         None => crate::run::sampler_spec(&config),
     };
     let collectors = replay_collectors(plan, &config)?;
+    if config.aggregation.protocol_port
+        && collectors
+            .iter()
+            .any(|c| c.session.version == ExportVersion::V5)
+    {
+        bail!(
+            "--export v5 cannot carry --aggregate protocol-port: v5 has no place for an \
+             aggregate's flow count, and with aggregation nothing else is exported, so the \
+             collector would receive nothing (use --export v9 or ipfix, or drop --aggregate)"
+        );
+    }
     let events = plan.events_json.clone().or(config.events.output.clone());
     if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
         bail!(
@@ -106,24 +118,59 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
              stdout) or --events-json PATH, or a --config file with [[collector]] tables"
         );
     }
-    let cache = crate::run::cache_config(&config);
+    let mut cache = crate::run::cache_config(&config);
     if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
         bail!("--inactive-timeout and --active-timeout must be at least 1 second");
     }
-    // The DPDK replay must know the file's packet count to know when it has ended (the
-    // pcap driver gives no end-of-file signal); the file reader knows, so it counts first
-    // only for the progress line's percentage. Counting reads the whole file once more:
-    // a third of a file replay's time.
-    let counted = match plan.source {
-        ReplaySource::Dpdk => true,
-        ReplaySource::File => std::io::stderr().is_terminal(),
+    if plan.cache_size.is_none() && config.cache.capacity == CacheSection::default().capacity {
+        cache.capacity = replay_cache_capacity(path, cache.capacity);
+    }
+    log::info!(
+        "replay {}: {} collector(s), cache {} entries, timeouts {} s idle / {} s active, \
+         sampling {sampling}{}{}",
+        plan.file.display(),
+        collectors.len(),
+        cache.capacity,
+        cache.inactive_timeout_ms / 1000,
+        cache.active_timeout_ms / 1000,
+        plan.records_json
+            .as_ref()
+            .map(|d| format!(", records to {d}"))
+            .unwrap_or_default(),
+        events
+            .as_ref()
+            .map(|d| format!(", events to {d}"))
+            .unwrap_or_default(),
+    );
+    // One pass over the file. The file reader finds the first timestamp as it starts and
+    // measures progress in bytes read. The DPDK replay must know the file's packet count
+    // to know when it has ended (the pcap driver gives no end-of-file signal), so it scans
+    // the file first, which also yields the first timestamp.
+    let (opened, total, start_us, goal) = match plan.source {
+        ReplaySource::File => {
+            let mut source = FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?;
+            let start_us = source.first_timestamp_us().map_err(|e| anyhow!("{e}"))?;
+            let goal = match source.file_len() {
+                Some(total) => Goal::Bytes {
+                    read: source.bytes_read(),
+                    total,
+                },
+                None => Goal::Unknown,
+            };
+            (Some(source), None, start_us, goal)
+        }
+        ReplaySource::Dpdk => {
+            let scanned = FileSource::scan(path).map_err(|e| anyhow!("{e}"))?;
+            let goal = Goal::Packets(scanned.packets);
+            (
+                None,
+                Some(scanned.packets),
+                scanned.first_timestamp_us,
+                goal,
+            )
+        }
     };
-    let total = if counted {
-        Some(FileSource::count_packets(path).map_err(|e| anyhow!("{e}"))?)
-    } else {
-        None
-    };
-    let start_ms = first_timestamp_ms(path)?;
+    let start_ms = start_us.unwrap_or(0) / 1000;
 
     let sampler = Sampler::new(sampling);
     let aggregated = config.aggregation.protocol_port;
@@ -138,12 +185,9 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         json_append: false,
     };
 
-    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match plan.source {
-        ReplaySource::File => (
-            Box::new(FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?),
-            ThreadPlacement::default(),
-        ),
-        ReplaySource::Dpdk => dpdk_replay_source(path, total.unwrap_or(0), &plan.eal_args)?,
+    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match opened {
+        Some(source) => (Box::new(source), ThreadPlacement::default()),
+        None => dpdk_replay_source(path, total.unwrap_or(0), &plan.eal_args)?,
     };
 
     let started = Instant::now();
@@ -151,7 +195,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         cache,
         export,
         start_ms,
-        expected_packets: total.unwrap_or(0),
+        progress: goal,
         clock: Clock::Packet,
         backpressure: Backpressure::Block,
         queue_batches: EXPORT_QUEUE_BATCHES,
@@ -238,6 +282,9 @@ fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<Collector
         if let Some(pace) = plan.pace {
             collector.pace_datagrams_per_sec = (pace > 0).then_some(pace);
         }
+        if let Some(n) = plan.template_refresh_datagrams {
+            collector.session.template_refresh_datagrams = n;
+        }
     }
     Ok(collectors)
 }
@@ -287,14 +334,31 @@ fn dpdk_replay_source(
     bail!("this tapflow was built without DPDK; use --source file")
 }
 
-/// The timestamp of the file's first packet: a replay's clock starts there.
-fn first_timestamp_ms(path: &Path) -> Result<u64> {
-    let mut source = FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?;
-    let mut first = None;
-    source
-        .poll_burst(&mut |burst| first = burst.first().map(|p| p.timestamp_us / 1000))
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(first.unwrap_or(0))
+/// Smallest flow table a replay sizes from its file.
+const REPLAY_MIN_CAPACITY: usize = 4096;
+/// Fewest bytes a capture spends on a packet that can start a flow: a 16-byte classic pcap
+/// record header (a pcapng packet block spends 32) and an Ethernet and IPv4 header.
+const MIN_FLOW_RECORD_BYTES: u64 = 16 + 14 + 20;
+/// Slots per flow the file could hold at most, so that a bucket fills no more often than
+/// in a table sized for a live port.
+const REPLAY_SLOTS_PER_FLOW: u64 = 8;
+
+/// A replay's flow table when the operator left the capacity at its default (`default`,
+/// sized for a live port): no larger than 8 slots for every flow the file could hold (one
+/// per `MIN_FLOW_RECORD_BYTES`). The table is written whole when a worker starts, and the
+/// kernel zeroes each page on that first touch: for the default 1M entries (68 MB) that is
+/// 11-39 ms, most of a short replay's time. The file cannot hold more flows than that, so
+/// results are the same. Live ports stay preallocated at the configured size.
+fn replay_cache_capacity(path: &Path, default: usize) -> usize {
+    let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+        return default;
+    };
+    let most_flows = len / MIN_FLOW_RECORD_BYTES;
+    let wanted = usize::try_from(most_flows.saturating_mul(REPLAY_SLOTS_PER_FLOW));
+    wanted
+        .unwrap_or(usize::MAX)
+        .max(REPLAY_MIN_CAPACITY)
+        .min(default)
 }
 
 /// What a running pipeline shares with whoever supervises it (`tapflow run`).
@@ -302,6 +366,10 @@ fn first_timestamp_ms(path: &Path) -> Result<u64> {
 pub struct PipelineHandles {
     pub snapshots: Vec<SharedSnapshot>,
     pub collectors: SharedCollectorCounters,
+    /// Events by type, as the event output last published them.
+    pub events: SharedEventCounts,
+    /// Messages the export loop took from the workers: moves while it drains their queue.
+    pub exporter_heartbeat: Arc<AtomicU64>,
     /// Lets the supervisor send reloaded collectors to the export loop.
     pub to_exporter: Sender<ToExporter>,
     /// Set by SIGINT/SIGTERM: the workers flush and stop.
@@ -364,8 +432,8 @@ pub struct PipelineSpec {
     pub cache: CacheConfig,
     pub export: ExportLoopConfig,
     pub start_ms: u64,
-    /// For the progress line (replays); 0 when unknown.
-    pub expected_packets: u64,
+    /// What the progress line measures against (replays).
+    pub progress: Goal,
     pub clock: Clock,
     pub backpressure: Backpressure,
     pub queue_batches: usize,
@@ -390,7 +458,7 @@ pub fn run_pipeline(
         cache,
         export,
         start_ms,
-        expected_packets,
+        progress: goal,
         clock,
         backpressure,
         queue_batches,
@@ -406,23 +474,27 @@ pub fn run_pipeline(
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
     let published: SharedCollectorCounters = Arc::default();
+    let exporter_heartbeat = Arc::new(AtomicU64::new(0));
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
-        .with_published_counters(published.clone());
+        .with_published_counters(published.clone())
+        .with_heartbeat(exporter_heartbeat.clone());
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
     let per_worker: Vec<Extensions> = (0..workers)
         .map(|_| Extensions::new(extensions.next().unwrap_or_default()))
         .collect();
+    let event_counts = SharedEventCounts::default();
     // The event output exists when some worker has an extension that may emit.
     let (event_queue, event_thread) = if per_worker.iter().any(|e| !e.is_empty()) {
         let (tx, rx) = crossbeam_channel::bounded(events_queue.max(1));
         let output = events.clone();
         let append = clock == Clock::Wall;
+        let published = event_counts.clone();
         let thread = std::thread::Builder::new()
             .name("tapflow-events".into())
-            .spawn(move || run_event_output(rx, output, append))
+            .spawn(move || run_event_output(rx, output, append, &published))
             .context("cannot start the event output thread")?;
         (Some(tx), Some(thread))
     } else {
@@ -468,6 +540,8 @@ pub fn run_pipeline(
     let supervisor = supervise(PipelineHandles {
         snapshots,
         collectors: published,
+        events: event_counts,
+        exporter_heartbeat,
         to_exporter: to_exporter.clone(),
         quit: quit.clone(),
         done: done.clone(),
@@ -475,7 +549,7 @@ pub fn run_pipeline(
     drop(to_exporter);
     // Bound after the workers were spawned, so they do not inherit the exporter's CPU.
     ThreadPlacement::bind(placement.exporter, "the exporter");
-    let progress = Progress::start(counters, expected_packets);
+    let progress = Progress::start(counters, goal);
     let mut report = exporter.run(from_workers, recycle, workers);
     progress.finish();
     done.store(true, Ordering::Relaxed);
@@ -537,16 +611,19 @@ fn print_replay_summary(
     let _ = written;
 }
 
-/// What the flow caches adjusted, by the `kind` label of
-/// `tapflow_cache_corrections_total`: clock and counter edge cases, each still accounted.
-pub fn cache_corrections(cache: &flowcache::CacheStats) -> [(&'static str, u64); 5] {
-    [
-        ("future_timestamp", cache.future_timestamps),
-        ("stale_timestamp", cache.stale_timestamps),
-        ("reordered", cache.reordered),
-        ("counter_split", cache.counter_splits),
-        ("resync", cache.resyncs),
-    ]
+/// The summary rows of a worker's, its cache's and its source's counters (summed over
+/// workers), as their declarations show them.
+pub fn report_rows(
+    worker: &probe::worker::WorkerStats,
+    cache: &flowcache::CacheStats,
+    source: &SourceStats,
+) -> Vec<(String, u64)> {
+    [worker.series(), cache.series(), source.series()]
+        .into_iter()
+        .flatten()
+        .filter(Series::shown)
+        .map(|s| (s.row_name(), s.value))
+        .collect()
 }
 
 /// The counter table and the per-collector table that end every run.
@@ -555,42 +632,35 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
 }
 
 fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: bool) -> String {
-    let mut source = SourceStats::default();
-    let mut worker = probe::worker::WorkerStats::default();
-    let mut cache = flowcache::CacheStats::default();
-    for w in &report.workers {
-        source.rx_packets += w.source.rx_packets;
-        source.rx_missed += w.source.rx_missed;
-        source.rx_errors += w.source.rx_errors;
-        source.rx_nombuf += w.source.rx_nombuf;
-        worker.merge(&w.worker);
-        cache.merge(&w.cache);
-    }
+    let source = SourceStats::sum(report.workers.iter().map(|w| &w.source));
+    let worker = probe::worker::WorkerStats::sum(report.workers.iter().map(|w| &w.worker));
+    let cache = flowcache::CacheStats::sum(report.workers.iter().map(|w| &w.cache));
     let mut t = Table::new(["counter", "value"]);
     if let Some(total) = file_packets {
         t.row(["packets in file".to_string(), thousands(total)]);
     }
-    t.row(["packets received".to_string(), thousands(worker.packets)]);
-    t.row(["bytes received".to_string(), thousands(worker.bytes)]);
-    for reason in StopReason::ALL {
-        let n = worker.parse_stops[reason as usize];
-        if n > 0 && reason != StopReason::Complete {
-            t.row([format!("parse stop: {}", reason.name()), thousands(n)]);
+    for (name, value) in report_rows(&worker, &cache, &source) {
+        t.row([name, thousands(value)]);
+    }
+    // Extension counters, summed over workers, by extension.
+    let mut extensions: Vec<(String, u64, bool)> = Vec::new();
+    for w in &report.workers {
+        for (extension, series) in &w.extensions {
+            for s in series {
+                let name = format!("{extension}: {}", s.row_name());
+                match extensions.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some((_, value, shown)) => {
+                        *value += s.value;
+                        *shown |= s.shown();
+                    }
+                    None => extensions.push((name, s.value, s.shown())),
+                }
+            }
         }
     }
-    t.row(["not in any flow".to_string(), thousands(worker.unaccounted)]);
-    t.row(["sampled out".to_string(), thousands(worker.sampled_out)]);
-    t.row(["flows created".to_string(), thousands(cache.flows_created)]);
-    for reason in EndReason::ALL {
-        t.row([
-            format!("flows ended: {}", reason.name()),
-            thousands(cache.expired(reason)),
-        ]);
-    }
-    // Rare, so shown only when they happened (METRICS.md explains each).
-    for (kind, count) in cache_corrections(&cache) {
-        if count > 0 {
-            t.row([format!("cache correction: {kind}"), thousands(count)]);
+    for (name, value, shown) in extensions {
+        if shown {
+            t.row([name, thousands(value)]);
         }
     }
     t.row([
@@ -606,16 +676,6 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
         t.row([
             "aggregate records".to_string(),
             thousands(report.aggregates_out),
-        ]);
-    }
-    t.row([
-        "records dropped (queue full)".to_string(),
-        thousands(worker.records_dropped),
-    ]);
-    if worker.records_folded > 0 {
-        t.row([
-            "records folded into biflows".to_string(),
-            thousands(worker.records_folded),
         ]);
     }
     if let Some((destination, written)) = &report.json_records {
@@ -635,10 +695,6 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
         for (kind, n) in &events.by_type {
             t.row([format!("events: {kind}"), thousands(*n)]);
         }
-        t.row([
-            "events dropped (queue full)".to_string(),
-            thousands(worker.events_dropped),
-        ]);
         if events.written.errors > 0 {
             t.row([
                 "event write errors".to_string(),
@@ -646,30 +702,31 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
             ]);
         }
     }
-    if source.rx_missed + source.rx_errors + source.rx_nombuf > 0 {
-        t.row(["nic missed".to_string(), thousands(source.rx_missed)]);
-        t.row(["nic errors".to_string(), thousands(source.rx_errors)]);
-        t.row(["nic no mbuf".to_string(), thousands(source.rx_nombuf)]);
+    // A collector's counters shown always are the columns of its table; the rare ones
+    // are rows here when they happened.
+    for (name, counters) in &report.collectors {
+        for s in counters.series() {
+            if s.spec.show == Show::NonZero && s.shown() {
+                t.row([
+                    format!("collector {name}: {}", s.row_name()),
+                    thousands(s.value),
+                ]);
+            }
+        }
     }
     let mut text = t.render();
     text.push('\n');
-    let mut c = Table::new([
-        "collector",
-        "records",
-        "datagrams",
-        "bytes",
-        "templates",
-        "send errors",
-    ]);
+    let columns = CollectorCounters::SPECS
+        .iter()
+        .filter(|spec| spec.show == Show::Always);
+    let mut c = Table::new(std::iter::once("collector").chain(columns.map(|spec| spec.row)));
     for (name, counters) in &report.collectors {
-        c.row([
-            name.clone(),
-            thousands(counters.records),
-            thousands(counters.datagrams),
-            thousands(counters.bytes),
-            thousands(counters.template_sends),
-            thousands(counters.send_errors),
-        ]);
+        let values = counters
+            .series()
+            .into_iter()
+            .filter(|s| s.spec.show == Show::Always)
+            .map(|s| thousands(s.value));
+        c.row(std::iter::once(name.clone()).chain(values));
     }
     text.push_str(&c.render());
     text

@@ -6,32 +6,66 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
-use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
+use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
-use probe::parse::StopReason;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
-use tapflow::config::{CollectorSection, Config, SamplingMode, Transport};
-use tapflow::metrics::{self, Metrics, MetricsServer};
+use tapflow::config::{CollectorSection, Config, PortSection, SamplingMode, Transport};
+use tapflow::metrics::{self, MetricsServer, RunView, WorkerView};
 use tapflow::sdnotify;
 
 use crate::pipeline::{
-    PipelineHandles, PipelineSpec, ThreadPlacement, print_report_tables, run_pipeline,
+    PipelineHandles, PipelineSpec, ThreadPlacement, print_report_tables, report_rows, run_pipeline,
 };
 use crate::summary::thousands;
 
-pub fn check_config(path: &Path) -> Result<ExitCode> {
-    let config = Config::load(path)?;
-    println!("{}: ok", path.display());
-    println!();
-    print!("{}", config.describe());
-    Ok(ExitCode::SUCCESS)
+pub fn check_config(path: &Path, json: bool) -> Result<ExitCode> {
+    if !json {
+        let config = Config::load(path)?;
+        println!("{}: ok", path.display());
+        println!();
+        print!("{}", config.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = Config::load(path);
+    let problems: Vec<serde_json::Value> = match &loaded {
+        Ok(_) => Vec::new(),
+        Err(e @ tapflow::config::ConfigError::Read { .. }) => {
+            vec![
+                serde_json::json!({ "line": null, "column": null, "key": null, "message": e.to_string() }),
+            ]
+        }
+        Err(e) => e
+            .diagnostics()
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "line": d.location.map(|l| l.line),
+                    "column": d.location.map(|l| l.column),
+                    "key": d.key,
+                    "message": d.message,
+                })
+            })
+            .collect(),
+    };
+    let report = serde_json::json!({
+        "file": path.display().to_string(),
+        "valid": loaded.is_ok(),
+        "problems": problems,
+        "description": loaded.as_ref().ok().map(Config::describe),
+    });
+    println!("{report}");
+    Ok(if loaded.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Turns the configuration's collectors into the exporter's.
@@ -99,10 +133,10 @@ pub fn sampler_spec(config: &Config) -> SamplerSpec {
 
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let config = Config::load(path)?;
-    if verbose == 0 {
+    if verbose == 0 && !crate::logging::level_is_from_env() {
         log::set_max_level(config.logging.level.to_level_filter());
     }
-    let (sources, placement) = open_ports(&config)?;
+    let (sources, placement, origins) = open_ports(&config)?;
     let spec = sampler_spec(&config);
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
@@ -132,7 +166,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         cache: cache_config(&config),
         export,
         start_ms: wall_clock_ms(),
-        expected_packets: 0,
+        progress: crate::progress::Goal::Unknown,
         clock: Clock::Wall,
         backpressure: Backpressure::Drop,
         queue_batches: config.export.queue_batches,
@@ -143,15 +177,19 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         events: config.events.output.clone(),
         events_queue: config.events.queue,
     };
-    let metrics = Arc::new(Metrics::new());
+    // The endpoint answers from the start; the workers' counters join once they run.
+    let live: Arc<OnceLock<Live>> = Arc::default();
     let server = match config.stats.prometheus {
-        Some(addr) => Some(
-            MetricsServer::start(addr, metrics.clone()).with_context(|| {
+        Some(addr) => {
+            let live = live.clone();
+            let render: metrics::Render =
+                Arc::new(move || metrics::render(&live.get().map(Live::view).unwrap_or_default()));
+            Some(MetricsServer::start(addr, render).with_context(|| {
                 format!(
                     "cannot serve metrics on {addr}; change [stats] prometheus or set it to false"
                 )
-            })?,
-        ),
+            })?)
+        }
         None => None,
     };
     log::info!(
@@ -164,9 +202,14 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     );
     let config_path = path.to_path_buf();
     let report = run_pipeline(sources, spec, |handles| {
+        let _ = live.set(Live {
+            snapshots: handles.snapshots.clone(),
+            collectors: handles.collectors.clone(),
+            events: handles.events.clone(),
+            origins,
+        });
         let supervisor = Supervisor {
             handles,
-            metrics,
             config,
             config_path,
         };
@@ -185,20 +228,31 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each worker's port (its `name`, or device name) and receive queue, in worker order.
+type Origins = Vec<(String, u16)>;
+type Sources = Vec<Box<dyn PacketSource + Send>>;
+
 #[cfg(feature = "dpdk")]
-fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
+fn open_ports(config: &Config) -> Result<(Sources, ThreadPlacement, Origins)> {
     use probe::dpdk::Eal;
     use probe::dpdk_source::{DpdkPortConfig, DpdkSource};
+    for port in &config.ports {
+        check_kernel_interface(port)?;
+    }
+    let _ = sdnotify::extend_timeout(EAL_START_EXTENSION);
     let eal = Eal::init(&config.eal_args()).map_err(|e| anyhow!("{e}"))?;
     let mut sources: Vec<Box<dyn PacketSource + Send>> = Vec::new();
+    let mut origins = Origins::new();
     for port in &config.ports {
-        let port_config = DpdkPortConfig::new(port.device_name())
+        let _ = sdnotify::extend_timeout(PORT_START_EXTENSION);
+        let port_config = DpdkPortConfig::new(port.eal_device_name())
             .rx_queues(port.rx_queues)
             .rx_descriptors(port.rx_descriptors)
             .mempool_size(config.mempool_size());
         let queues = DpdkSource::open_queues(&eal, &port_config)
             .map_err(|e| anyhow!("port {}: {e}", port.label()))?;
         for queue in queues {
+            origins.push((port.label().to_string(), queue.queue_id()));
             sources.push(Box::new(queue));
         }
     }
@@ -215,18 +269,123 @@ fn open_ports(config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, Thr
     } else {
         ThreadPlacement::default()
     };
-    Ok((sources, placement))
+    Ok((sources, placement, origins))
+}
+
+/// Bytes of a frame DPDK 22.11's pcap driver captures (RTE_ETH_PCAP_SNAPLEN); it keeps
+/// the captured length as the frame's length, so a longer frame would be cut unseen.
+const PCAP_SNAPLEN: u32 = 16_128;
+
+/// Bytes of a frame an AF_XDP socket of DPDK 22.11 takes: an mbuf's 2176-byte buffer less
+/// its 128-byte headroom and the kernel's 256-byte XDP headroom. No multi-buffer support:
+/// the kernel drops a longer frame (counted as the port's missed frames).
+const AF_XDP_MAX_FRAME: u32 = 2176 - 128 - 256;
+
+/// Ethernet header and two VLAN tags: a frame's bytes beyond the interface's MTU.
+const L2_OVERHEAD: u32 = 14 + 2 * 4;
+
+/// A live port on a kernel interface must be able to carry the interface's largest frame
+/// whole; say what to change before DPDK starts rather than cut frames later.
+fn check_kernel_interface(port: &PortSection) -> Result<()> {
+    let Some(iface) = port.kernel_interface() else {
+        return Ok(());
+    };
+    let mtu_file = Path::new("/sys/class/net").join(iface).join("mtu");
+    let mtu: u32 = std::fs::read_to_string(&mtu_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "port {}: there is no interface {iface:?} in this network namespace \
+                 (`ip link show` lists them); fix iface= in [[port]] device",
+                port.label()
+            )
+        })?;
+    let largest = mtu + L2_OVERHEAD;
+    if matches!(port.vdev_driver(), "af_packet" | "pcap") && largest > PCAP_SNAPLEN {
+        bail!(
+            "port {}: {iface} has MTU {mtu} (frames up to {largest} bytes) but DPDK's pcap \
+             driver captures only {PCAP_SNAPLEN} bytes of a frame; lower the MTU to at most \
+             {} (`ip link set {iface} mtu N`)",
+            port.label(),
+            PCAP_SNAPLEN - L2_OVERHEAD
+        );
+    }
+    if port.vdev_driver() == "af_xdp" && largest > AF_XDP_MAX_FRAME {
+        bail!(
+            "port {}: {iface} has MTU {mtu} (frames up to {largest} bytes) but an AF_XDP \
+             socket takes frames of at most {AF_XDP_MAX_FRAME} bytes (no multi-buffer in \
+             DPDK 22.11); lower the MTU to at most {} (`ip link set {iface} mtu N`) or read \
+             jumbo frames with \"net_af_packet0,iface={iface}\"",
+            port.label(),
+            AF_XDP_MAX_FRAME - L2_OVERHEAD
+        );
+    }
+    if port.vdev_driver() == "af_packet" {
+        log::info!(
+            "port {}: reading {iface} through DPDK's pcap driver ({}): DPDK's af_packet \
+             driver has the kernel reassemble IPv4 fragments before they are seen",
+            port.label(),
+            port.eal_device()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn open_ports(_config: &Config) -> Result<(Vec<Box<dyn PacketSource + Send>>, ThreadPlacement)> {
+fn open_ports(_config: &Config) -> Result<(Sources, ThreadPlacement, Origins)> {
     bail!("this tapflow was built without DPDK: `run` needs it (use `replay --source file`)")
 }
+
+/// What a scrape reads of the running pipeline.
+struct Live {
+    snapshots: Vec<probe::worker::SharedSnapshot>,
+    collectors: probe::export_loop::SharedCollectorCounters,
+    events: probe::event_output::SharedEventCounts,
+    origins: Origins,
+}
+
+impl Live {
+    fn view(&self) -> RunView {
+        let workers = self
+            .snapshots
+            .iter()
+            .zip(&self.origins)
+            .map(|(shared, (port, queue))| WorkerView {
+                port: port.clone(),
+                queue: *queue,
+                snapshot: shared.lock().map(|s| s.clone()).unwrap_or_default(),
+            })
+            .collect();
+        RunView {
+            workers,
+            collectors: self
+                .collectors
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
+            events: self.events.lock().map(|e| e.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// How long a worker or the exporter may show no progress before systemd's watchdog is no
+/// longer fed. Workers publish about once a second, idle or not, and each sends the
+/// exporter a tick as often: three missed seconds is a stall, not a slow second.
+const DATA_PLANE_STALL: Duration = Duration::from_secs(3);
+
+/// Start-up the EAL may take (hugepage mapping, device probing) beyond TimeoutStartSec.
+const EAL_START_EXTENSION: Duration = Duration::from_secs(300);
+
+/// Start-up a port may take (mempool allocation, queue set-up).
+const PORT_START_EXTENSION: Duration = Duration::from_secs(120);
+
+/// Stop time each second of visible flush progress buys.
+const STOP_EXTENSION: Duration = Duration::from_secs(10);
 
 /// Watches the running pipeline from its own thread.
 struct Supervisor {
     handles: PipelineHandles,
-    metrics: Arc<Metrics>,
     config: Config,
     config_path: std::path::PathBuf,
 }
@@ -239,6 +398,10 @@ impl Supervisor {
         }
         let _ = sdnotify::ready();
         let watchdog = sdnotify::watchdog_interval().map(|d| d / 2);
+        let mut running = sdnotify::ProgressGate::new(DATA_PLANE_STALL);
+        let mut flushing = sdnotify::ProgressGate::new(DATA_PLANE_STALL);
+        let mut last_extension: Option<Instant> = None;
+        let mut stall_told = false;
         let stats_every = Duration::from_secs(self.config.stats.interval.max(1));
         let mut last_stats = Instant::now();
         let mut last_watchdog = Instant::now();
@@ -247,29 +410,56 @@ impl Supervisor {
         while !self.handles.done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             let totals = self.totals();
-            self.update_metrics(&totals);
-            if self.handles.quit.load(Ordering::Relaxed) && !stopping_told {
-                let _ = sdnotify::stopping();
-                log::info!("stopping: flushing every flow and draining the exporter");
-                stopping_told = true;
-            }
-            if watchdog.is_some_and(|every| last_watchdog.elapsed() >= every) {
-                let _ = sdnotify::watchdog();
-                last_watchdog = Instant::now();
+            let now = Instant::now();
+            let progress = self.progress();
+            let moving = running.observe(&progress, now);
+            if self.handles.quit.load(Ordering::Relaxed) {
+                if !stopping_told {
+                    let _ = sdnotify::stopping();
+                    log::info!("stopping: flushing every flow and draining the exporter");
+                    stopping_told = true;
+                }
+                // The final flush may outlast TimeoutStopSec on a large cache: extend it
+                // for as long as records still reach the exporter.
+                let flushed = flushing.observe(&[progress.iter().sum()], now);
+                if flushed && last_extension.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                    let _ = sdnotify::extend_timeout(STOP_EXTENSION);
+                    last_extension = Some(now);
+                }
+            } else if watchdog.is_some_and(|every| last_watchdog.elapsed() >= every) {
+                if moving {
+                    let _ = sdnotify::watchdog();
+                    last_watchdog = now;
+                    stall_told = false;
+                } else if !stall_told {
+                    if let Some((part, idle)) = running.stalest(now) {
+                        let who = match part {
+                            p if p < self.handles.snapshots.len() => format!("worker {p}"),
+                            _ => "the exporter".to_string(),
+                        };
+                        log::error!(
+                            "{who} made no progress for {:.1} s: systemd's watchdog is no \
+                             longer fed, so systemd restarts tapflow if it stays stuck",
+                            idle.as_secs_f64()
+                        );
+                    }
+                    stall_told = true;
+                }
             }
             if last_stats.elapsed() >= stats_every {
                 let secs = last_stats.elapsed().as_secs_f64();
                 let packets = totals.worker.packets;
+                let counters: Vec<String> =
+                    report_rows(&totals.worker, &totals.cache, &totals.source)
+                        .into_iter()
+                        .map(|(name, value)| format!("{name} {}", thousands(value)))
+                        .collect();
                 log::info!(
-                    "rx {} pkts ({:.0} pps), flows active {}, created {}, records exported {}, \
-                     queue drops {}, nic missed {}",
+                    "rx {} pkts ({:.0} pps), flows active {}, {}",
                     thousands(packets),
                     (packets - last_packets) as f64 / secs,
                     thousands(totals.flows_active),
-                    thousands(totals.cache.flows_created),
-                    thousands(totals.worker.records_sent),
-                    thousands(totals.worker.records_dropped),
-                    thousands(totals.source.rx_missed),
+                    counters.join(", "),
                 );
                 last_packets = packets;
                 last_stats = Instant::now();
@@ -280,69 +470,29 @@ impl Supervisor {
         }
     }
 
+    /// Each worker's published ticks, then the exporter's count of drained messages.
+    fn progress(&self) -> Vec<u64> {
+        let mut counters: Vec<u64> = self
+            .handles
+            .snapshots
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.ticks))
+            .collect();
+        counters.push(self.handles.exporter_heartbeat.load(Ordering::Relaxed));
+        counters
+    }
+
     fn totals(&self) -> WorkerSnapshot {
         let mut totals = WorkerSnapshot::default();
         for shared in &self.handles.snapshots {
             if let Ok(s) = shared.lock() {
                 totals.worker.merge(&s.worker);
                 totals.cache.merge(&s.cache);
-                totals.source.rx_missed += s.source.rx_missed;
-                totals.source.rx_errors += s.source.rx_errors;
-                totals.source.rx_nombuf += s.source.rx_nombuf;
+                totals.source.merge(&s.source);
                 totals.flows_active += s.flows_active;
             }
         }
         totals
-    }
-
-    fn update_metrics(&self, totals: &WorkerSnapshot) {
-        let m = &self.metrics;
-        for (id, shared) in self.handles.snapshots.iter().enumerate() {
-            if let Ok(s) = shared.lock() {
-                let worker = id.to_string();
-                m.set(&metrics::RX_PACKETS, &[&worker], s.worker.packets);
-                m.set(&metrics::RX_BYTES, &[&worker], s.worker.bytes);
-                m.set(&metrics::NIC_MISSED, &[&worker], s.source.rx_missed);
-                m.set(&metrics::NIC_ERRORS, &[&worker], s.source.rx_errors);
-                m.set(&metrics::NIC_NOMBUF, &[&worker], s.source.rx_nombuf);
-            }
-        }
-        for reason in StopReason::ALL {
-            m.set(
-                &metrics::PARSE_STOPS,
-                &[reason.name()],
-                totals.worker.parse_stops[reason as usize],
-            );
-        }
-        m.set(&metrics::SAMPLED_OUT, &[], totals.worker.sampled_out);
-        m.set(&metrics::FLOWS_ACTIVE, &[], totals.flows_active);
-        m.set(&metrics::FLOWS_CREATED, &[], totals.cache.flows_created);
-        for reason in EndReason::ALL {
-            m.set(
-                &metrics::FLOWS_EXPIRED,
-                &[reason.name()],
-                totals.cache.expired(reason),
-            );
-        }
-        m.set(&metrics::CACHE_EVICTIONS, &[], totals.cache.evictions);
-        for (kind, count) in crate::pipeline::cache_corrections(&totals.cache) {
-            m.set(&metrics::CACHE_CORRECTIONS, &[kind], count);
-        }
-        m.set(
-            &metrics::EXPORT_QUEUE_DROPPED_RECORDS,
-            &[],
-            totals.worker.records_dropped,
-        );
-        if let Ok(collectors) = self.handles.collectors.lock() {
-            for (name, c) in collectors.iter() {
-                let label = [name.as_str()];
-                m.set(&metrics::EXPORT_RECORDS, &label, c.records);
-                m.set(&metrics::EXPORT_DATAGRAMS, &label, c.datagrams);
-                m.set(&metrics::EXPORT_BYTES, &label, c.bytes);
-                m.set(&metrics::EXPORT_TEMPLATE_SENDS, &label, c.template_sends);
-                m.set(&metrics::EXPORT_SEND_ERRORS, &label, c.send_errors);
-            }
-        }
     }
 
     /// SIGHUP: collectors change in place; anything else is named as needing a restart.

@@ -12,7 +12,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sends `state` (e.g. `"READY=1"`) to `$NOTIFY_SOCKET`. `Ok(false)` when the variable is
 /// unset or empty (not started by systemd, or `NotifyAccess` withheld it).
@@ -73,6 +73,56 @@ pub fn stopping() -> io::Result<bool> {
 /// `Type=notify` with `ExecReload`.)
 pub fn reloading() -> io::Result<bool> {
     notify("RELOADING=1")
+}
+
+/// `EXTEND_TIMEOUT_USEC=...`: the start-up or shutdown under way needs up to `more` from
+/// now; systemd extends its start or stop timeout rather than kill the service.
+pub fn extend_timeout(more: Duration) -> io::Result<bool> {
+    notify(&format!("EXTEND_TIMEOUT_USEC={}", more.as_micros()))
+}
+
+/// Whether the watchdog may be fed: each part of the data plane (a worker, the exporter)
+/// reports a counter that moves while it works, and the gate opens only while every one
+/// of them moved within `grace`. A thread that merely runs proves nothing about the
+/// workers; their counters do.
+#[derive(Clone, Debug)]
+pub struct ProgressGate {
+    grace: Duration,
+    /// Each part's counter as last seen, and when it last changed.
+    seen: Vec<(u64, Instant)>,
+}
+
+impl ProgressGate {
+    pub fn new(grace: Duration) -> ProgressGate {
+        ProgressGate {
+            grace,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes the parts' counters at `now` (always the same parts, in the same order);
+    /// true while every part moved within the grace time.
+    pub fn observe(&mut self, counters: &[u64], now: Instant) -> bool {
+        if self.seen.len() != counters.len() {
+            self.seen = counters.iter().map(|&c| (c, now)).collect();
+        }
+        for (seen, &counter) in self.seen.iter_mut().zip(counters) {
+            if seen.0 != counter {
+                *seen = (counter, now);
+            }
+        }
+        self.stalest(now).is_none_or(|(_, idle)| idle <= self.grace)
+    }
+
+    /// The part that has not moved for longest (the first of equals: a stuck worker
+    /// before the exporter its ticks stopped feeding), and for how long.
+    pub fn stalest(&self, now: Instant) -> Option<(usize, Duration)> {
+        self.seen
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (_, at))| *at)
+            .map(|(part, (_, at))| (part, now.saturating_duration_since(*at)))
+    }
 }
 
 /// `STATUS=text`: one line shown by `systemctl status`.
@@ -267,5 +317,22 @@ mod tests {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID");
         run(&mut child);
+    }
+
+    #[test]
+    fn progress_gate_closes_when_one_part_stops_moving() {
+        let grace = Duration::from_secs(3);
+        let mut gate = ProgressGate::new(grace);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(gate.observe(&[0, 0], at(0)));
+        assert!(gate.observe(&[1, 5], at(1)));
+        // Part 0 stops at 1; part 1 goes on.
+        assert!(gate.observe(&[1, 6], at(3)));
+        assert!(gate.observe(&[1, 7], at(4)));
+        assert!(!gate.observe(&[1, 8], at(5)), "part 0 idle for 4 s");
+        assert_eq!(gate.stalest(at(5)), Some((0, Duration::from_secs(4))));
+        // It moves again: the gate opens.
+        assert!(gate.observe(&[2, 9], at(6)));
     }
 }

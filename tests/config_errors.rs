@@ -481,6 +481,12 @@ fn port_and_collector_problems_name_their_table() {
             "iface=IFNAME",
         ),
         (
+            format!("[[port]]\ndevice = \"net_af_packet0,iface=eth1,qpairs=2\"\n{collector}"),
+            "net_af_packet0,iface=eth1,qpairs=2",
+            "port[0].device",
+            "takes one queue (qpairs=1, rx_queues = 1)",
+        ),
+        (
             format!("{port}{collector}mtu = 100\n"),
             "mtu",
             "collector[0].mtu",
@@ -515,6 +521,12 @@ fn port_and_collector_problems_name_their_table() {
             "tcp",
             "collector[0].transport",
             "tcp carries only IPFIX",
+        ),
+        (
+            format!("{port}[aggregation]\nprotocol_port = true\n{collector}version = \"v5\"\n"),
+            "v5",
+            "collector[0].version",
+            "v5 cannot carry protocol-port aggregates",
         ),
         (
             format!("{port}{collector}transport = \"sctp\"\n"),
@@ -679,4 +691,28 @@ fn dotted_keys_and_inline_tables_are_located_too() {
         rendered.contains("unknown key `intervall` in [aggregation]"),
         "{rendered}"
     );
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once_in_file_order() {
+    let text = "[cache]\ncapactiy = 5\ninactive_timout = 3\n\n[[collector]]\n\
+                address = \"127.0.0.1:2055\"\nmtus = 3\n\n[cahce]\n";
+    let err = Config::parse(text, "tapflow.toml").unwrap_err();
+    let unknown: Vec<(usize, String)> = err
+        .diagnostics()
+        .iter()
+        .filter(|d| d.message.starts_with("unknown key"))
+        .map(|d| (d.location.unwrap().line, d.message.clone()))
+        .collect();
+    let lines: Vec<usize> = unknown.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [2, 3, 7, 9], "{err}");
+    for (suggestion, (_, message)) in ["capacity", "inactive_timeout", "mtu", "cache"]
+        .iter()
+        .zip(&unknown)
+    {
+        assert!(
+            message.contains(&format!("(did you mean `{suggestion}`?)")),
+            "{message}"
+        );
+    }
 }

@@ -229,7 +229,7 @@ fn sampling_modes_round_trip_through_their_text() {
 fn auto_workers_follow_the_queues() {
     let c = parse(
         "[[port]]\ndevice = \"0000:01:00.0\"\nrx_queues = 4\n\
-         [[port]]\ndevice = \"net_af_packet0,iface=eth2,qpairs=2\"\nrx_queues = 2\n\
+         [[port]]\ndevice = \"net_af_xdp0,iface=eth2,queue_count=2\"\nrx_queues = 2\n\
          [[collector]]\naddress = \"127.0.0.1:2055\"\n",
     );
     assert_eq!(c.total_rx_queues(), 6);
@@ -305,6 +305,8 @@ fn summary_lists_ports_workers_cache_and_collectors_aligned() {
         "v5 has no templates: {text}"
     );
     assert!(lines[collectors + 1].contains("ipfix = 192.0.2.2:4739 ipfix over udp"));
-    assert!(lines[labelled("eal")].contains("-a 0000:01:00.0 --vdev=net_af_packet0,iface=eth2"));
+    assert!(
+        lines[labelled("eal")].contains("-a 0000:01:00.0 --vdev=net_pcap_af_packet0,rx_iface=eth2")
+    );
     assert!(lines[labelled("stats")].contains("http://127.0.0.1:9464/metrics"));
 }

@@ -2,8 +2,12 @@
 //! transport, optional pacing, and the send path counters.
 //!
 //! A collector that is down costs counters, never the data plane: a UDP send refused by
-//! the kernel (`ECONNREFUSED` after the collector's ICMP port unreachable, a full socket
-//! buffer) counts a send error and the records in that datagram as dropped; a TCP collector
+//! the kernel (a full socket buffer) counts a send error and the records in that datagram
+//! as dropped. `ECONNREFUSED` is different: the kernel reports the ICMP port unreachable
+//! that an *earlier* datagram drew, and refuses the current one for it. That earlier
+//! datagram's records are counted as dropped and the current one is retried once
+//! (`send_retries`), so a collector that is down, or has just restarted, does not also
+//! lose every other datagram to its predecessor's error. A TCP collector
 //! that is not connected drops the records of each call without encoding them, while its
 //! transport reconnects with backoff. Nothing here blocks for long: UDP sends wait at most
 //! [`UDP_SEND_TIMEOUT`](crate::UDP_SEND_TIMEOUT), TCP never blocks.
@@ -18,11 +22,12 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use flowcache::counters::Spec;
 use flowcache::{AggregateRecord, FlowRecord, SamplingInfo};
 
 use crate::session::{
     ConfigError, DEFAULT_MTU, DEFAULT_MTU_IPV6, Datagram, ExportSession, ExportVersion,
-    ExporterStatistics, SessionConfig, SessionCounters,
+    ExporterStatistics, SessionConfig, SessionCounters, Unsupported,
 };
 use crate::transport::{Readiness, TcpOptions, TcpTransport, Transport, UdpOptions, UdpTransport};
 
@@ -113,29 +118,55 @@ impl CollectorConfig {
     }
 }
 
-/// Send path counters of one collector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CollectorCounters {
-    /// Flow and aggregate data records in datagrams the transport accepted.
-    pub records: u64,
-    /// Options data records in datagrams the transport accepted.
-    pub options_records: u64,
-    /// Datagrams (export messages) the transport accepted, and their bytes.
-    pub datagrams: u64,
-    pub bytes: u64,
-    /// Datagrams the transport refused (collector down, buffer full), and export calls
-    /// refused whole because a TCP collector was not connected (one per call: nothing was
-    /// encoded, but the operator must see the loss here as well as in `records_dropped`).
-    pub send_errors: u64,
-    /// Datagrams carrying the template set that the transport accepted.
-    pub template_sends: u64,
-    /// Data records that never reached the wire: in a refused datagram, or handed in
-    /// while a TCP collector was not connected.
-    pub records_dropped: u64,
-    /// Records the version cannot carry (v5: IPv6 flows and aggregates), skipped.
-    pub unsupported_records: u64,
-    /// TCP connections established after the first (each restarts the templates).
-    pub reconnects: u64,
+/// `reason` label values of `tapflow_export_unsupported_records_total`, by `Unsupported`.
+const UNSUPPORTED_REASONS: [&str; 2] = [Unsupported::ALL[0].name(), Unsupported::ALL[1].name()];
+
+flowcache::counters! {
+    /// Send path counters of one collector. The summary's collector table has a column for
+    /// each counter shown always, in this order.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CollectorCounters {
+        /// Flow and aggregate data records in datagrams the transport accepted.
+        records: u64 = Spec::counter("tapflow_export_records_total", "records",
+            "Flow (or aggregate) records sent to each collector."),
+        /// Options data records in datagrams the transport accepted.
+        options_records: u64 = Spec::counter("tapflow_export_options_records_total",
+            "options records", "Options records (sampling, exporter statistics) sent to each \
+            collector.").when_nonzero(),
+        /// Datagrams (export messages) the transport accepted, and their bytes.
+        datagrams: u64 = Spec::counter("tapflow_export_datagrams_total", "datagrams",
+            "Export messages sent to each collector."),
+        bytes: u64 = Spec::counter("tapflow_export_bytes_total", "bytes",
+            "Bytes of export messages sent to each collector."),
+        /// Datagrams carrying the template set that the transport accepted.
+        template_sends: u64 = Spec::counter("tapflow_export_template_sends_total", "templates",
+            "Times the templates were sent to each collector."),
+        /// Datagrams the transport refused (collector down, buffer full), ICMP unreachable
+        /// reports for an earlier datagram (UDP `ECONNREFUSED`), and export calls refused
+        /// whole because a TCP collector was not connected (one per call: nothing was
+        /// encoded, but the operator must see the loss here as well as in `records_dropped`).
+        send_errors: u64 = Spec::counter("tapflow_export_send_errors_total", "send errors",
+            "Export messages the operating system refused to send to each collector."),
+        /// Data records that never reached the wire: in a refused datagram, or handed in
+        /// while a TCP collector was not connected.
+        records_dropped: u64 = Spec::counter("tapflow_export_lost_records_total",
+            "records lost", "Records that never reached each collector: in a refused \
+            message, or while a TCP collector was not connected.").when_nonzero(),
+        /// Records the version cannot carry, skipped, indexed by `Unsupported as usize`
+        /// (v5: IPv6 flows, aggregates).
+        unsupported: [u64; 2] = Spec::counter("tapflow_export_unsupported_records_total",
+            "records the version cannot carry", "Records the collector's export version \
+            cannot carry, skipped, by reason.").by("reason", &UNSUPPORTED_REASONS)
+            .when_nonzero(),
+        /// UDP sends refused because an earlier datagram drew an ICMP port unreachable, and
+        /// retried once.
+        send_retries: u64 = Spec::counter("tapflow_export_send_retries_total", "send retries",
+            "UDP sends refused for an earlier datagram's ICMP port unreachable, retried once.")
+            .when_nonzero(),
+        /// TCP connections established after the first (each restarts the templates).
+        reconnects: u64 = Spec::counter("tapflow_export_reconnects_total", "reconnects",
+            "TCP connections to each collector established after the first.").when_nonzero(),
+    }
 }
 
 impl CollectorCounters {
@@ -192,6 +223,17 @@ pub struct Collector {
     counters: CollectorCounters,
     sessions_started: u64,
     last_error_log: Option<Instant>,
+    /// UDP: `ECONNREFUSED` reports an earlier datagram's ICMP error; retry the current one.
+    retry_refused: bool,
+    /// The last datagram the transport accepted, until an ICMP error is reported for it.
+    last_accepted: Option<Accepted>,
+}
+
+/// What a datagram the transport accepted carried.
+#[derive(Clone, Copy, Debug)]
+struct Accepted {
+    data_records: u32,
+    templates: bool,
 }
 
 impl Collector {
@@ -250,6 +292,8 @@ impl Collector {
             counters: CollectorCounters::default(),
             sessions_started: 0,
             last_error_log: None,
+            retry_refused: config.transport == TransportKind::Udp,
+            last_accepted: None,
         })
     }
 
@@ -354,6 +398,8 @@ impl Collector {
             pacer,
             counters,
             last_error_log,
+            retry_refused,
+            last_accepted,
             ..
         } = self;
         let mut lost_templates = false;
@@ -361,7 +407,25 @@ impl Collector {
             if let Some(pacer) = pacer.as_mut() {
                 pacer.wait();
             }
-            match transport.send(d.bytes) {
+            let mut sent = transport.send(d.bytes);
+            if *retry_refused
+                && let Err(e) = &sent
+                && e.kind() == io::ErrorKind::ConnectionRefused
+            {
+                // The error belongs to an earlier datagram: that one is lost, this one
+                // was not sent yet.
+                counters.send_errors += 1;
+                if let Some(earlier) = last_accepted.take() {
+                    let records = u64::from(earlier.data_records);
+                    counters.records = counters.records.saturating_sub(records);
+                    counters.records_dropped += records;
+                    lost_templates |= earlier.templates;
+                }
+                log_send_error(name, last_error_log, e, counters.send_errors);
+                counters.send_retries += 1;
+                sent = transport.send(d.bytes);
+            }
+            match sent {
                 Ok(()) => {
                     counters.datagrams += 1;
                     counters.bytes += d.bytes.len() as u64;
@@ -370,6 +434,10 @@ impl Collector {
                     if d.template_records > 0 {
                         counters.template_sends += 1;
                     }
+                    *last_accepted = Some(Accepted {
+                        data_records: d.data_records,
+                        templates: d.template_records > 0,
+                    });
                 }
                 Err(e) => {
                     counters.send_errors += 1;
@@ -379,7 +447,20 @@ impl Collector {
                 }
             }
         });
-        self.counters.unsupported_records = self.session.counters().unsupported_records;
+        let unsupported = self.session.counters().unsupported;
+        for reason in Unsupported::ALL {
+            if self.counters.unsupported[reason as usize] == 0 && unsupported.get(reason) > 0 {
+                log::warn!(
+                    "collector {}: {}: skipping them (counted as not exportable, {})",
+                    self.name,
+                    reason.describe(),
+                    reason.name()
+                );
+            }
+        }
+        for reason in Unsupported::ALL {
+            self.counters.unsupported[reason as usize] = unsupported.get(reason);
+        }
         if lost_templates {
             // The collector may never have seen them: send them again with the next datagram.
             self.session.force_template_refresh();
@@ -412,6 +493,8 @@ mod tests {
         sent: Vec<Vec<u8>>,
         readiness: Vec<Readiness>,
         fail_sends: bool,
+        /// Refuse the next send as the kernel does after an ICMP port unreachable.
+        icmp_error_pending: bool,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -421,6 +504,9 @@ mod tests {
         fn send(&mut self, message: &[u8]) -> io::Result<()> {
             let mut s = self.0.lock().unwrap();
             if s.fail_sends {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            if std::mem::take(&mut s.icmp_error_pending) {
                 return Err(io::ErrorKind::ConnectionRefused.into());
             }
             s.sent.push(message.to_vec());
@@ -481,6 +567,37 @@ mod tests {
         c.export_flows(&records[..1], 5_001);
         assert_eq!(c.counters().template_sends, 1);
         assert_eq!(c.counters().records, 1);
+    }
+
+    #[test]
+    fn an_earlier_datagrams_icmp_error_costs_that_datagram_not_the_current_one() {
+        let (mut c, fake) = collector(ExportVersion::Ipfix, TransportKind::Udp);
+        c.export_flows(&[flow(1), flow(2)], 5_000);
+        assert_eq!(c.counters().records, 2);
+        // The collector was down for that datagram: the kernel refuses the next send.
+        fake.0.lock().unwrap().icmp_error_pending = true;
+        c.export_flows(&[flow(3)], 5_001);
+        let k = *c.counters();
+        assert_eq!(k.send_retries, 1);
+        assert_eq!(k.send_errors, 1);
+        assert_eq!((k.records, k.records_dropped), (1, 2), "{k:?}");
+        let sent = fake.0.lock().unwrap().sent.len();
+        assert_eq!(sent, 2, "the retried datagram went out");
+        // The lost datagram carried the templates: they go out again with the next one.
+        c.export_flows(&[flow(4)], 5_002);
+        assert_eq!(c.counters().template_sends, 2);
+    }
+
+    #[test]
+    fn tcp_sends_are_not_retried() {
+        let (mut c, fake) = collector(ExportVersion::Ipfix, TransportKind::Tcp);
+        fake.0.lock().unwrap().icmp_error_pending = true;
+        c.export_flows(&[flow(1)], 5_000);
+        let k = *c.counters();
+        assert_eq!(
+            (k.send_retries, k.send_errors, k.records_dropped),
+            (0, 1, 1)
+        );
     }
 
     #[test]

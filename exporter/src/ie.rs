@@ -52,6 +52,7 @@ pub mod id {
     pub const SOURCE_IPV6_ADDRESS: u16 = 27;
     pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
     pub const ICMP_TYPE_CODE_IPV4: u16 = 32;
+    pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
     pub const SAMPLING_INTERVAL: u16 = 34;
     pub const SAMPLING_ALGORITHM: u16 = 35;
     /// exportedOctetTotalCount (v9 TOTAL_BYTES_EXP).
@@ -70,6 +71,7 @@ pub mod id {
     pub const NOT_SENT_FLOW_TOTAL_COUNT: u16 = 166;
     pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
     pub const SAMPLING_PACKET_SPACE: u16 = 306;
+    pub const SELECTOR_ALGORITHM: u16 = 304;
 }
 
 /// NetFlow v9 options scope field types (RFC 3954 §6.2): a namespace of its own.
@@ -122,6 +124,10 @@ pub const EXPORTED_FLOW_RECORD_TOTAL_COUNT: Ie = ie(
 /// v9 decoder takes ICMP type and code only from this element, not from the destination
 /// port as its IPFIX decoder does.
 pub const ICMP_TYPE_V9: Ie = ie(id::ICMP_TYPE_CODE_IPV4, 2, "ICMP_TYPE");
+/// IPFIX ICMP type << 8 | code, for collectors that read it rather than the destination
+/// port (which carries the same value, as NetFlow always did).
+pub const ICMP_TYPE_CODE_IPV4: Ie = ie(id::ICMP_TYPE_CODE_IPV4, 2, "icmpTypeCodeIPv4");
+pub const ICMP_TYPE_CODE_IPV6: Ie = ie(id::ICMP_TYPE_CODE_IPV6, 2, "icmpTypeCodeIPv6");
 pub const MINIMUM_TTL: Ie = ie(id::MINIMUM_TTL, 1, "minimumTTL");
 pub const MAXIMUM_TTL: Ie = ie(id::MAXIMUM_TTL, 1, "maximumTTL");
 pub const VLAN_ID: Ie = ie(id::VLAN_ID, 2, "vlanId");
@@ -136,6 +142,9 @@ pub const SAMPLING_PACKET_INTERVAL: Ie =
     ie(id::SAMPLING_PACKET_INTERVAL, 4, "samplingPacketInterval");
 /// Packets skipped between selections (RFC 5477): interval - 1.
 pub const SAMPLING_PACKET_SPACE: Ie = ie(id::SAMPLING_PACKET_SPACE, 4, "samplingPacketSpace");
+/// RFC 5475 selection algorithm (IANA "Packet Sampling / Selection Algorithm" registry):
+/// says what the sampler really is, hash-based filtering included (see `session.rs`).
+pub const SELECTOR_ALGORITHM: Ie = ie(id::SELECTOR_ALGORITHM, 2, "selectorAlgorithm");
 /// v9 options scope "System", 4 bytes, carrying the source id.
 pub const V9_SCOPE_SYSTEM: Ie = ie(v9_scope::SYSTEM, 4, "System");
 
@@ -149,6 +158,7 @@ pub mod template_id {
     pub const PROTOCOL_PORT_AGGREGATE: u16 = 258;
     pub const SAMPLING_OPTIONS: u16 = 259;
     pub const EXPORTER_STATISTICS_OPTIONS: u16 = 260;
+    pub const SELECTOR_OPTIONS: u16 = 261;
 }
 
 /// An options template: scope fields, then the other fields.
@@ -183,6 +193,7 @@ pub const IPFIX_IPV4_FLOW: &[Ie] = &[
     DESTINATION_IPV4_ADDRESS,
     SOURCE_TRANSPORT_PORT,
     DESTINATION_TRANSPORT_PORT,
+    ICMP_TYPE_CODE_IPV4,
     PROTOCOL_IDENTIFIER,
     IP_CLASS_OF_SERVICE,
     TCP_CONTROL_BITS,
@@ -205,6 +216,7 @@ pub const IPFIX_IPV6_FLOW: &[Ie] = &[
     DESTINATION_IPV6_ADDRESS,
     SOURCE_TRANSPORT_PORT,
     DESTINATION_TRANSPORT_PORT,
+    ICMP_TYPE_CODE_IPV6,
     PROTOCOL_IDENTIFIER,
     IP_CLASS_OF_SERVICE,
     TCP_CONTROL_BITS,
@@ -298,12 +310,30 @@ pub const V9_AGGREGATE: &[Ie] = &[
 /// IPFIX sampling options (id 259), scoped to the observation domain. Both notations:
 /// samplingInterval/samplingAlgorithm (34/35, deprecated but what most collectors read) and
 /// samplingPacketInterval/samplingPacketSpace (305/306, RFC 5477), which is what nfdump 1.7.1
-/// (Debian 12) applies; it ignores 34/35 without a selector id. 305/306 come last: nfdump
-/// maps 34 and 306 onto the same slot and the later one wins.
+/// (Debian 12) applies; it ignores 34/35 without a selector id. The order is what lets every
+/// collector read the same interval: nfdump maps 34 and 306 onto one slot and FastNetMon 1.2
+/// maps 34 and 305 onto one, the later field winning in both, so 305 comes first, 306 last.
 pub const IPFIX_SAMPLING_OPTIONS: OptionsTemplate = OptionsTemplate {
     id: template_id::SAMPLING_OPTIONS,
     scope: &[OBSERVATION_DOMAIN_ID],
     fields: SAMPLING_OPTION_FIELDS,
+};
+
+const SAMPLING_OPTION_FIELDS: &[Ie] = &[
+    SAMPLING_PACKET_INTERVAL,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+    SAMPLING_PACKET_SPACE,
+];
+
+/// IPFIX selector options (id 261): selectorAlgorithm (304, RFC 5475) says what the sampler
+/// is, which samplingAlgorithm (35: deterministic or random) cannot, e.g. hash-based
+/// filtering for `hash:N`. A template of its own: nfdump 1.7.1 maps 304 and 35 onto one
+/// slot and, with 304 in the sampling template, applies no sampling at all.
+pub const IPFIX_SELECTOR_OPTIONS: OptionsTemplate = OptionsTemplate {
+    id: template_id::SELECTOR_OPTIONS,
+    scope: &[OBSERVATION_DOMAIN_ID],
+    fields: &[SELECTOR_ALGORITHM],
 };
 
 /// IPFIX exporter statistics options (id 260), after RFC 7011 §4.3.
@@ -318,19 +348,13 @@ pub const IPFIX_STATISTICS_OPTIONS: OptionsTemplate = OptionsTemplate {
     ],
 };
 
-/// NetFlow v9 sampling options (id 259), scope System; the same fields as IPFIX's.
+/// NetFlow v9 sampling options (id 259), scope System: IPFIX's fields in the same order.
+/// v9 gets no selector options: RFC 3954 does not define selectorAlgorithm.
 pub const V9_SAMPLING_OPTIONS: OptionsTemplate = OptionsTemplate {
     id: template_id::SAMPLING_OPTIONS,
     scope: &[V9_SCOPE_SYSTEM],
     fields: SAMPLING_OPTION_FIELDS,
 };
-
-const SAMPLING_OPTION_FIELDS: &[Ie] = &[
-    SAMPLING_INTERVAL,
-    SAMPLING_ALGORITHM,
-    SAMPLING_PACKET_INTERVAL,
-    SAMPLING_PACKET_SPACE,
-];
 
 /// NetFlow v9 exporter statistics options (id 260), scope System.
 pub const V9_STATISTICS_OPTIONS: OptionsTemplate = OptionsTemplate {
@@ -377,6 +401,8 @@ pub(crate) struct TemplateSet {
     pub aggregate: &'static [Ie],
     pub sampling: OptionsTemplate,
     pub statistics: OptionsTemplate,
+    /// IPFIX only: sent with every sampling record.
+    pub selector: Option<OptionsTemplate>,
 }
 
 impl TemplateSet {
@@ -403,6 +429,7 @@ impl TemplateSet {
             },
             sampling,
             statistics,
+            selector: ipfix.then_some(IPFIX_SELECTOR_OPTIONS),
         }
     }
 
@@ -414,8 +441,15 @@ impl TemplateSet {
         ]
     }
 
-    pub fn options_templates(&self) -> [OptionsTemplate; 2] {
-        [self.sampling, self.statistics]
+    /// The options templates whose records say how packets were selected.
+    pub fn sampling_templates(&self) -> impl Iterator<Item = OptionsTemplate> + use<> {
+        [Some(self.sampling), self.selector].into_iter().flatten()
+    }
+
+    pub fn options_templates(&self) -> impl Iterator<Item = OptionsTemplate> + use<> {
+        [Some(self.sampling), Some(self.statistics), self.selector]
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -459,10 +493,10 @@ mod tests {
 
     #[test]
     fn record_lengths_match_the_field_sums_by_hand() {
-        // 4+4+2+2+1+1+2+8+8+8+8+4+2+1+1+1 = 57, + 4 + 1 sampling = 62
-        assert_eq!(record_len(IPFIX_IPV4_FLOW), 62);
-        // 16+16+2+2+1+1+2+8+8+8+8+4+2+1+1+1 = 81, + 5 = 86
-        assert_eq!(record_len(IPFIX_IPV6_FLOW), 86);
+        // 4+4+2+2+2(ICMP)+1+1+2+8+8+8+8+4+2+1+1+1 = 59, + 4 + 1 sampling = 64
+        assert_eq!(record_len(IPFIX_IPV4_FLOW), 64);
+        // 16+16+2+2+2+1+1+2+8+8+8+8+4+2+1+1+1 = 83, + 5 = 88
+        assert_eq!(record_len(IPFIX_IPV6_FLOW), 88);
         // 4+4+2+2+2(ICMP_TYPE)+1+1+1+8+8+4+4+2+2+1+1+1 = 48, + 5 = 53
         assert_eq!(record_len(V9_IPV4_FLOW), 53);
         // 1+2+2+8+8+8+8+8 = 45, + 5 = 50
@@ -470,7 +504,9 @@ mod tests {
         // 1+2+2+8+8+8+4+4 = 37, + 5 = 42
         assert_eq!(record_len(V9_AGGREGATE), 42);
         assert_eq!(IPFIX_STATISTICS_OPTIONS.record_len(), 4 + 32);
-        assert_eq!(V9_SAMPLING_OPTIONS.record_len(), 4 + 4 + 1 + 4 + 4);
+        assert_eq!(V9_SAMPLING_OPTIONS.record_len(), 4 + 4 + 4 + 1 + 4);
+        assert_eq!(IPFIX_SAMPLING_OPTIONS.record_len(), 4 + 4 + 4 + 1 + 4);
+        assert_eq!(IPFIX_SELECTOR_OPTIONS.record_len(), 4 + 2);
     }
 
     #[test]
@@ -480,14 +516,15 @@ mod tests {
             (V9_IPV6_FLOW, IPFIX_IPV6_FLOW),
             (V9_AGGREGATE, IPFIX_AGGREGATE),
         ] {
-            // v9 alone carries ICMP_TYPE, for nfdump's v9 decoder.
-            let v9: Vec<Ie> = v9.iter().copied().filter(|f| *f != ICMP_TYPE_V9).collect();
             assert_eq!(v9.len(), ipfix.len());
             for (a, b) in v9.iter().zip(ipfix) {
+                // v9's ICMP_TYPE serves both IP versions; IPFIX has one element for each.
                 let allowed = matches!(
                     (a.id, b.id),
                     (id::FIRST_SWITCHED, id::FLOW_START_MILLISECONDS)
                         | (id::LAST_SWITCHED, id::FLOW_END_MILLISECONDS)
+                        | (id::ICMP_TYPE_CODE_IPV4, id::ICMP_TYPE_CODE_IPV4)
+                        | (id::ICMP_TYPE_CODE_IPV4, id::ICMP_TYPE_CODE_IPV6)
                 ) || (a.id == b.id
                     && matches!(a.id, id::TCP_CONTROL_BITS | id::INGRESS_INTERFACE));
                 assert!(a == b || allowed, "{a:?} vs {b:?}");

@@ -19,8 +19,8 @@ pub use collector::{
 pub use session::{
     ConfigError, DEFAULT_MTU, DEFAULT_MTU_IPV6, DEFAULT_TEMPLATE_REFRESH_DATAGRAMS,
     DEFAULT_TEMPLATE_REFRESH_MS, Datagram, ExportSession, ExportVersion, ExporterStatistics,
-    MAX_MTU, ParseVersionError, SessionConfig, SessionCounters, sampling_algorithm_code,
-    v5_sampling_field,
+    MAX_MTU, ParseVersionError, SessionConfig, SessionCounters, Unsupported, UnsupportedCounts,
+    sampling_algorithm_code, selector_algorithm_code, v5_sampling_field,
 };
 pub use transport::{
     Readiness, TcpOptions, TcpStats, TcpTransport, Transport, UDP_SEND_TIMEOUT, UdpOptions,

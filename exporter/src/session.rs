@@ -187,8 +187,56 @@ pub struct ExporterStatistics {
     pub not_sent_records: u64,
 }
 
+/// Why a record could not be exported in the collector's format. A configuration that makes
+/// one of these certain is refused at start; what remains is counted per reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unsupported {
+    /// NetFlow v5 has IPv4 addresses only.
+    Ipv6InV5,
+    /// NetFlow v5 has no place for a protocol-port aggregate's flow count.
+    AggregateInV5,
+}
+
+impl Unsupported {
+    pub const ALL: [Unsupported; 2] = [Unsupported::Ipv6InV5, Unsupported::AggregateInV5];
+
+    /// The metrics label and summary name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Unsupported::Ipv6InV5 => "ipv6_in_v5",
+            Unsupported::AggregateInV5 => "aggregate_in_v5",
+        }
+    }
+
+    /// What an operator reads in the warning.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Unsupported::Ipv6InV5 => "NetFlow v5 cannot carry IPv6 flows",
+            Unsupported::AggregateInV5 => "NetFlow v5 cannot carry protocol-port aggregates",
+        }
+    }
+}
+
+/// Records skipped because the format cannot carry them, per [`Unsupported`] reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnsupportedCounts([u64; 2]);
+
+impl UnsupportedCounts {
+    pub fn get(&self, reason: Unsupported) -> u64 {
+        self.0[reason as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    fn add(&mut self, reason: Unsupported, n: u64) {
+        self.0[reason as usize] += n;
+    }
+}
+
 /// What one session has encoded. Every record handed in ends up in exactly one of
-/// `flow_records`, `aggregate_records` or `unsupported_records`.
+/// `flow_records`, `aggregate_records` or `unsupported`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionCounters {
     /// Export messages (datagrams) emitted, and their bytes.
@@ -203,8 +251,8 @@ pub struct SessionCounters {
     /// Times the full template set was sent, and the template + options template records in them.
     pub template_sends: u64,
     pub template_records: u64,
-    /// Records the version cannot carry, skipped: v5 gets IPv6 flows and aggregates.
-    pub unsupported_records: u64,
+    /// Records the version cannot carry, skipped, by reason: v5 gets IPv6 flows and aggregates.
+    pub unsupported: UnsupportedCounts,
     /// Values that did not fit their field and were clamped: v5 32-bit counters over
     /// 2^32-1, v5/v9 times before the session's start (sent as 0 uptime).
     pub clamped_fields: u64,
@@ -249,6 +297,8 @@ struct OpenSet {
 pub struct ExportSession {
     config: SessionConfig,
     start_ms: u64,
+    /// NetFlow's sysUptime 0, see [`netflow_boot_ms`].
+    boot_ms: u64,
     templates: TemplateSet,
     buf: Vec<u8>,
     message_open: bool,
@@ -291,6 +341,7 @@ impl ExportSession {
         Ok(ExportSession {
             config,
             start_ms,
+            boot_ms: netflow_boot_ms(start_ms),
             templates,
             buf: Vec::with_capacity(config.mtu),
             message_open: false,
@@ -325,7 +376,7 @@ impl ExportSession {
         self.templates_forced = true;
     }
 
-    /// Encodes flow records. v5 skips non-IPv4 records (counted in `unsupported_records`).
+    /// Encodes flow records. v5 skips non-IPv4 records (counted in `unsupported`).
     pub fn encode_flows(
         &mut self,
         records: &[FlowRecord],
@@ -376,7 +427,7 @@ impl ExportSession {
     }
 
     /// Encodes protocol-port aggregates. v5 has no place for them: they are skipped and
-    /// counted in `unsupported_records` (mapping them onto 0.0.0.0 flows would mislead).
+    /// counted in `unsupported` (mapping them onto 0.0.0.0 flows would mislead).
     pub fn encode_aggregates(
         &mut self,
         records: &[AggregateRecord],
@@ -384,7 +435,9 @@ impl ExportSession {
         emit: &mut dyn FnMut(&Datagram<'_>),
     ) {
         if self.config.version == ExportVersion::V5 {
-            self.counters.unsupported_records += records.len() as u64;
+            self.counters
+                .unsupported
+                .add(Unsupported::AggregateInV5, records.len() as u64);
             return;
         }
         let fields = self.templates.aggregate;
@@ -413,17 +466,13 @@ impl ExportSession {
             return;
         }
         self.sampling = Some(sampling);
-        let sampling_template = self.templates.sampling;
         let stats_template = self.templates.statistics;
-        self.reserve_record(
-            sampling_template.id,
-            sampling_template.record_len(),
-            now_ms,
-            emit,
-        );
-        // A template refresh in this message already carries the sampling record.
-        if !self.message.carries_templates {
-            self.write_sampling_record(sampling_template, sampling);
+        for t in self.templates.sampling_templates() {
+            self.reserve_record(t.id, t.record_len(), now_ms, emit);
+            // A template refresh in this message already carries the sampling records.
+            if !self.message.carries_templates {
+                self.write_sampling_record(t, sampling);
+            }
         }
         self.reserve_record(stats_template.id, stats_template.record_len(), now_ms, emit);
         self.write_scope(stats_template);
@@ -477,14 +526,20 @@ impl ExportSession {
         self.config.version == ExportVersion::Ipfix
     }
 
-    /// Milliseconds since the session's start as NetFlow's 32-bit sysUptime (wrapping after
-    /// 49.7 days, as routers' does); times before the start are clamped to 0 and counted.
+    /// Milliseconds since the session's boot as NetFlow's 32-bit sysUptime (wrapping after
+    /// 49.7 days, as routers' does); times before the boot are clamped to 0 and counted.
     fn uptime(&mut self, ms: u64) -> u32 {
-        if ms < self.start_ms {
+        if ms < self.boot_ms {
             self.counters.clamped_fields += 1;
             return 0;
         }
-        (ms - self.start_ms) as u32
+        (ms - self.boot_ms) as u32
+    }
+
+    /// The instant NetFlow's sysUptime counts from (v5 and v9): collectors place a record
+    /// at this + its FIRST/LAST_SWITCHED.
+    pub fn sys_uptime_epoch_ms(&self) -> u64 {
+        self.boot_ms
     }
 
     // ---- v9 / IPFIX message building -------------------------------------------------
@@ -495,21 +550,25 @@ impl ExportSession {
         self.message = MessageCounts::default();
         self.open_set = None;
         self.message_open = true;
-        let uptime = self.uptime_for_header(now_ms);
-        let secs = (now_ms / 1000) as u32;
         if self.is_ipfix() {
             // version, length (patched), export time, sequence (patched), domain
             put_u16(&mut self.buf, 10);
             put_u16(&mut self.buf, 0);
-            put_u32(&mut self.buf, secs);
+            put_u32(&mut self.buf, (now_ms / 1000) as u32);
             put_u32(&mut self.buf, 0);
             put_u32(&mut self.buf, self.config.observation_domain_id);
         } else {
+            // The header has whole seconds only, and collectors place records at
+            // unix_secs - sysUptime + FIRST_SWITCHED: so sysUptime is the uptime at exactly
+            // unix_secs, which makes that boot time exact to the ms. The second is rounded
+            // up, so no record is later than the header (collectors subtract unsigned).
+            let secs = now_ms.div_ceil(1000);
+            let uptime = (secs * 1000).saturating_sub(self.boot_ms) as u32;
             // version, count (patched), sysUptime, unix secs, sequence (patched), source id
             put_u16(&mut self.buf, 9);
             put_u16(&mut self.buf, 0);
             put_u32(&mut self.buf, uptime);
-            put_u32(&mut self.buf, secs);
+            put_u32(&mut self.buf, secs as u32);
             put_u32(&mut self.buf, 0);
             put_u32(&mut self.buf, self.config.observation_domain_id);
         }
@@ -519,7 +578,7 @@ impl ExportSession {
     }
 
     fn uptime_for_header(&self, now_ms: u64) -> u32 {
-        now_ms.saturating_sub(self.start_ms) as u32
+        now_ms.saturating_sub(self.boot_ms) as u32
     }
 
     /// All data templates, all options templates and, if known, the sampling record.
@@ -535,8 +594,11 @@ impl ExportSession {
             }
             self.message.templates += 1;
         }
-        self.open_set(if ipfix { 3 } else { 1 });
         for t in self.templates.options_templates() {
+            // One options template a set: valid either way (RFC 7011 §3.3.2), but the PyPI
+            // `netflow` decoder crashes on the second, nfacctd drops it as malformed and
+            // FastNetMon never learns it (docs/COLLECTORS.md).
+            self.open_set(if ipfix { 3 } else { 1 });
             put_u16(&mut self.buf, t.id);
             if ipfix {
                 put_u16(&mut self.buf, (t.scope.len() + t.fields.len()) as u16);
@@ -553,9 +615,10 @@ impl ExportSession {
             self.message.templates += 1;
         }
         if let Some(sampling) = self.sampling {
-            let t = self.templates.sampling;
-            self.open_set(t.id);
-            self.write_sampling_record(t, sampling);
+            for t in self.templates.sampling_templates() {
+                self.open_set(t.id);
+                self.write_sampling_record(t, sampling);
+            }
         }
         self.message.carries_templates = true;
         self.templates_sent_ms = Some(now_ms);
@@ -785,7 +848,7 @@ impl ExportSession {
             id::DESTINATION_IPV6_ADDRESS => Bytes(&k.dst_addr),
             id::SOURCE_TRANSPORT_PORT => Uint(u64::from(k.src_port)),
             id::DESTINATION_TRANSPORT_PORT => Uint(u64::from(k.dst_port)),
-            id::ICMP_TYPE_CODE_IPV4 => {
+            id::ICMP_TYPE_CODE_IPV4 | id::ICMP_TYPE_CODE_IPV6 => {
                 // The key keeps ICMP type << 8 | code in the destination port.
                 let icmp = matches!(k.protocol, 1 | 58);
                 Uint(if icmp { u64::from(k.dst_port) } else { 0 })
@@ -851,7 +914,7 @@ impl ExportSession {
     ) {
         for r in records {
             if r.key.ip_version != 4 {
-                self.counters.unsupported_records += 1;
+                self.counters.unsupported.add(Unsupported::Ipv6InV5, 1);
                 continue;
             }
             // The header's sampling covers every record, so a change starts a new datagram.
@@ -942,6 +1005,14 @@ impl ExportSession {
     }
 }
 
+/// NetFlow's boot instant for a session started at `start_ms`: the whole second one to two
+/// seconds before it. Whole, so that v9's header (whole seconds) can state it exactly; before
+/// the first packet, so no record has FIRST_SWITCHED 0, which nfdump takes for "unset" and
+/// shows as 1970.
+fn netflow_boot_ms(start_ms: u64) -> u64 {
+    (start_ms / 1000).saturating_sub(1) * 1000
+}
+
 /// Smallest MTU a version and its templates work with: a header plus the template bundle,
 /// and a header plus one set holding the largest record.
 fn minimum_mtu(version: ExportVersion, templates: &TemplateSet) -> usize {
@@ -966,19 +1037,20 @@ fn minimum_mtu(version: ExportVersion, templates: &TemplateSet) -> usize {
                     .iter()
                     .map(|(_, f)| 4 + 4 * f.len())
                     .sum::<usize>();
-            let options_set = SET_HEADER_LEN
-                + templates
-                    .options_templates()
-                    .iter()
-                    .map(|t| 6 + 4 * (t.scope.len() + t.fields.len()))
-                    .sum::<usize>();
-            let sampling_set = SET_HEADER_LEN + templates.sampling.record_len();
-            let bundle = pad(template_set) + pad(options_set) + pad(sampling_set);
+            let options_sets = templates
+                .options_templates()
+                .map(|t| pad(SET_HEADER_LEN + 6 + 4 * (t.scope.len() + t.fields.len())))
+                .sum::<usize>();
+            let sampling_sets = templates
+                .sampling_templates()
+                .map(|t| pad(SET_HEADER_LEN + t.record_len()))
+                .sum::<usize>();
+            let bundle = pad(template_set) + options_sets + sampling_sets;
             let largest_record = templates
                 .data_templates()
                 .iter()
                 .map(|(_, f)| record_len(f))
-                .chain(templates.options_templates().iter().map(|t| t.record_len()))
+                .chain(templates.options_templates().map(|t| t.record_len()))
                 .max()
                 .unwrap_or(0);
             (header + bundle).max(header + pad(SET_HEADER_LEN + largest_record))
@@ -987,13 +1059,26 @@ fn minimum_mtu(version: ExportVersion, templates: &TemplateSet) -> usize {
 }
 
 /// samplingAlgorithm / SAMPLING_ALGORITHM code: 1 deterministic, 2 random. Hash-based
-/// selection has no code of its own and, being pseudo-random per flow, is reported as 2;
-/// unsampled is 0 (with interval 1).
+/// selection has no code of its own there and, being pseudo-random per flow, is reported as
+/// 2 so that collectors scale by its interval; IPFIX also says what it is with
+/// selectorAlgorithm ([`selector_algorithm_code`]). Unsampled is 0 (with interval 1).
 pub fn sampling_algorithm_code(a: SamplingAlgorithm) -> u8 {
     match a {
         SamplingAlgorithm::None => 0,
         SamplingAlgorithm::Deterministic => 1,
         SamplingAlgorithm::Random | SamplingAlgorithm::Hash => 2,
+    }
+}
+
+/// selectorAlgorithm (RFC 5475 §6, IANA "Packet Sampling/Selection Algorithm"): 1
+/// systematic count-based (also unsampled: every packet, 1 in 1), 4 uniform probabilistic
+/// (random 1-in-N), 6 hash-based filtering (`hash:N` keeps the packets whose flow key hashes
+/// into 1/N of the hash range: whole flows, selected independently of their size).
+pub fn selector_algorithm_code(a: SamplingAlgorithm) -> u16 {
+    match a {
+        SamplingAlgorithm::None | SamplingAlgorithm::Deterministic => 1,
+        SamplingAlgorithm::Random => 4,
+        SamplingAlgorithm::Hash => 6,
     }
 }
 
@@ -1032,6 +1117,7 @@ fn sampling_value(element: u16, sampling: SamplingInfo) -> Option<u64> {
         id::SAMPLING_ALGORITHM => u64::from(sampling_algorithm_code(sampling.algorithm)),
         id::SAMPLING_PACKET_INTERVAL => 1,
         id::SAMPLING_PACKET_SPACE => u64::from(sampling.interval.max(1) - 1),
+        id::SELECTOR_ALGORITHM => u64::from(selector_algorithm_code(sampling.algorithm)),
         _ => return None,
     })
 }
@@ -1148,6 +1234,28 @@ mod tests {
             v5_sampling_field(s(SamplingAlgorithm::Random, 1_000_000)),
             0x8000 | 0x3fff
         );
+    }
+
+    #[test]
+    fn netflow_boot_is_a_whole_second_one_to_two_seconds_before_the_start() {
+        // A flow at the capture's first instant must not get FIRST_SWITCHED 0 (issue 20).
+        for start in [1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_999] {
+            let boot = netflow_boot_ms(start);
+            assert_eq!(boot % 1000, 0);
+            assert!(
+                start - boot >= 1000 && start - boot < 2000,
+                "{start} -> {boot}"
+            );
+        }
+        assert_eq!(netflow_boot_ms(0), 0);
+    }
+
+    #[test]
+    fn selector_algorithm_says_what_the_sampler_is() {
+        assert_eq!(selector_algorithm_code(SamplingAlgorithm::None), 1);
+        assert_eq!(selector_algorithm_code(SamplingAlgorithm::Deterministic), 1);
+        assert_eq!(selector_algorithm_code(SamplingAlgorithm::Random), 4);
+        assert_eq!(selector_algorithm_code(SamplingAlgorithm::Hash), 6);
     }
 
     #[test]

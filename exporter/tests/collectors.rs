@@ -461,10 +461,11 @@ fn check_tshark(version: ExportVersion, sampling_in_records: bool) {
         }
     };
     let flow_lines = text.lines().filter(|l| is_record_heading(l)).count();
-    let expected = if version == ExportVersion::V5 {
-        flows.len()
-    } else {
-        flows.len() + 20 + 2 // flows, aggregates, two options records
+    let expected = match version {
+        ExportVersion::V5 => flows.len(),
+        // flows, aggregates, options records: sampling, statistics (and IPFIX's selector)
+        ExportVersion::V9 => flows.len() + 20 + 2,
+        ExportVersion::Ipfix => flows.len() + 20 + 3,
     };
     assert_eq!(
         flow_lines, expected,

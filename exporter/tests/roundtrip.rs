@@ -6,7 +6,9 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use exporter::{Datagram, ExportSession, ExportVersion, ExporterStatistics, SessionConfig};
+use exporter::{
+    Datagram, ExportSession, ExportVersion, ExporterStatistics, SessionConfig, Unsupported,
+};
 use flowcache::{FlowRecord, SamplingAlgorithm, SamplingInfo};
 use proptest::prelude::*;
 
@@ -29,7 +31,8 @@ fn v5_round_trip_carries_every_field_and_skips_ipv6() {
     records.push(flow_v6(2));
     let datagrams = collect(|emit| s.encode_flows(&records, NOW_MS, emit));
     assert_eq!(datagrams.len(), 2);
-    assert_eq!(s.counters().unsupported_records, 2);
+    assert_eq!(s.counters().unsupported.get(Unsupported::Ipv6InV5), 2);
+    assert_eq!(s.counters().unsupported.total(), 2);
 
     let v4: Vec<&FlowRecord> = records.iter().filter(|r| r.key.ip_version == 4).collect();
     let mut decoder = Decoder::default();
@@ -40,9 +43,15 @@ fn v5_round_trip_carries_every_field_and_skips_ipv6() {
         let h = m.header;
         assert_eq!(h.version, 5);
         assert_eq!(h.count as usize, if i == 0 { 30 } else { 15 });
-        assert_eq!(h.sys_up_time, 3_600_123);
+        // sysUptime counts from a whole second before the first record, and the header's
+        // time minus it gives that epoch exactly.
+        let epoch = s.sys_uptime_epoch_ms();
+        assert_eq!(epoch, START_MS - 1_000);
+        assert_eq!(u64::from(h.sys_up_time), NOW_MS - epoch);
         assert_eq!(u64::from(h.unix_secs), NOW_MS / 1000);
         assert_eq!(h.unix_nsecs, 123_000_000);
+        let header_ms = u64::from(h.unix_secs) * 1000 + u64::from(h.unix_nsecs) / 1_000_000;
+        assert_eq!(header_ms - u64::from(h.sys_up_time), epoch);
         assert_eq!(h.flow_sequence, if i == 0 { 0 } else { 30 });
         assert_eq!((h.engine_type, h.engine_id), (1, 9));
         assert_eq!(h.sampling_interval, 0);
@@ -56,8 +65,8 @@ fn v5_round_trip_carries_every_field_and_skips_ipv6() {
             assert_eq!(f.output, 0);
             assert_eq!(u64::from(f.d_pkts), r.packets);
             assert_eq!(u64::from(f.d_octets), r.octets);
-            assert_eq!(u64::from(f.first), r.first_ms - START_MS);
-            assert_eq!(u64::from(f.last), r.last_ms - START_MS);
+            assert_eq!(u64::from(f.first), r.first_ms - epoch);
+            assert_eq!(u64::from(f.last), r.last_ms - epoch);
             assert_eq!(f.src_port, r.key.src_port);
             assert_eq!(f.dst_port, r.key.dst_port);
             assert_eq!(f.tcp_flags, r.tcp_flags);
@@ -97,7 +106,8 @@ fn v5_skips_aggregates_and_clamps_what_does_not_fit() {
     let mut s = session(ExportVersion::V5);
     let none = collect(|emit| s.encode_aggregates(&[aggregate(1), aggregate(2)], NOW_MS, emit));
     assert!(none.is_empty());
-    assert_eq!(s.counters().unsupported_records, 2);
+    assert_eq!(s.counters().unsupported.get(Unsupported::AggregateInV5), 2);
+    assert_eq!(s.counters().unsupported.get(Unsupported::Ipv6InV5), 0);
     let mut r = flow_v4(1);
     r.first_ms = START_MS - 5_000; // began before the exporter did
     r.octets = u64::from(u32::MAX) + 10;
@@ -147,21 +157,36 @@ fn round_trip(version: ExportVersion, sampling_in_records: bool) {
     let mut decoder = Decoder::default();
     let messages: Vec<Message> = datagrams.iter().map(|d| decoder.message(d)).collect();
     let header_version = if version == ExportVersion::V9 { 9 } else { 10 };
+    let epoch = s.sys_uptime_epoch_ms();
     for (m, bytes) in messages.iter().zip(&datagrams) {
         assert_eq!(m.version, header_version);
         assert_eq!(m.domain, 0xabcd);
-        assert_eq!(u64::from(m.unix_secs), NOW_MS / 1000);
         if version == ExportVersion::V9 {
-            assert_eq!(m.sys_uptime, 3_600_123);
+            // Whole seconds, rounded up so no record is later than the header; sysUptime
+            // is the uptime at exactly that second, so a collector's boot time
+            // (unix_secs - sysUptime) is the epoch to the millisecond.
+            assert_eq!(u64::from(m.unix_secs), NOW_MS.div_ceil(1000));
+            assert_eq!(
+                u64::from(m.unix_secs) * 1000 - u64::from(m.sys_uptime),
+                epoch
+            );
+            assert_eq!(epoch, START_MS - 1_000);
             let records = m.records.len() + m.templates.len() + m.options_templates.len();
             assert_eq!(m.count_or_length as usize, records);
         } else {
+            assert_eq!(u64::from(m.unix_secs), NOW_MS / 1000);
             assert_eq!(m.count_or_length as usize, bytes.len());
         }
     }
-    // Templates came first, once: all three data templates and both options templates.
+    // Templates came first, once: all three data templates and the options templates
+    // (IPFIX adds the selector options, 261).
     assert_eq!(messages[0].templates, [256, 257, 258]);
-    assert_eq!(messages[0].options_templates, [259, 260]);
+    let options_templates: &[u16] = if version == ExportVersion::Ipfix {
+        &[259, 260, 261]
+    } else {
+        &[259, 260]
+    };
+    assert_eq!(messages[0].options_templates, options_templates);
     assert!(messages[1..].iter().all(|m| m.templates.is_empty()));
 
     let data: Vec<&Record> = messages.iter().flat_map(|m| m.data()).collect();
@@ -172,13 +197,13 @@ fn round_trip(version: ExportVersion, sampling_in_records: bool) {
         let expected = if version == ExportVersion::Ipfix {
             expected_ipfix_flow(r, sampling_in_records)
         } else {
-            expected_v9_flow(r, START_MS, sampling_in_records)
+            expected_v9_flow(r, epoch, sampling_in_records)
         };
         assert_eq!(d.fields, expected);
     }
     for (a, d) in aggregates.iter().zip(&data[flows.len()..]) {
         assert_eq!(d.template_id, 258);
-        let mut expected = expected_aggregate(a, version, START_MS);
+        let mut expected = expected_aggregate(a, version, epoch);
         if sampling_in_records {
             expected.insert(34, num(1));
             expected.insert(35, num(0));
@@ -187,7 +212,7 @@ fn round_trip(version: ExportVersion, sampling_in_records: bool) {
     }
 
     let options: Vec<&Record> = messages.iter().flat_map(|m| m.options()).collect();
-    assert_eq!(options.len(), 2);
+    assert_eq!(options.len(), options_templates.len());
     let scope = if version == ExportVersion::Ipfix {
         149
     } else {
@@ -198,16 +223,22 @@ fn round_trip(version: ExportVersion, sampling_in_records: bool) {
         options[0].fields,
         [
             (scope, num(0xabcd)),
+            (305, num(1)),
             (34, num(10)),
             (35, num(1)),
-            (305, num(1)),
             (306, num(9)),
         ]
         .into()
     );
-    assert_eq!(options[1].template_id, 260);
+    if version == ExportVersion::Ipfix {
+        // selectorAlgorithm 1: systematic count-based (RFC 5475).
+        let selector = options.iter().find(|r| r.template_id == 261).unwrap();
+        assert_eq!(selector.fields, [(149, num(0xabcd)), (304, num(1))].into());
+    }
+    let statistics = options.last().unwrap();
+    assert_eq!(statistics.template_id, 260);
     assert_eq!(
-        options[1].fields,
+        statistics.fields,
         [
             (scope, num(0xabcd)),
             (41, num(11)),
@@ -290,8 +321,8 @@ fn ipfix_sequence_counts_data_records_before_the_message_options_included() {
         assert_eq!(*number, expected_next);
         expected_next += *records as u32;
     }
-    // 48 flow records + 2 x (sampling + statistics) options records.
-    assert_eq!(expected_next, 52);
+    // 48 flow records + 2 x (sampling + selector + statistics) options records.
+    assert_eq!(expected_next, 54);
 }
 
 fn templates_in(decoder: &mut Decoder, datagrams: &[Vec<u8>]) -> Vec<bool> {
@@ -377,7 +408,8 @@ fn sampling_is_resent_with_every_template_refresh() {
     // A fresh decoder is a collector that just restarted: one datagram teaches it everything.
     let m = Decoder::default().message(&d[0]);
     let opts: Vec<&Record> = m.options().collect();
-    assert_eq!(opts.len(), 1);
+    assert_eq!(opts.len(), 2, "sampling and selector");
+    assert_eq!(opts[1].fields[&304], num(4), "uniform probabilistic");
     assert_eq!(opts[0].fields[&34], num(512));
     assert_eq!(opts[0].fields[&35], num(2));
     assert_eq!(opts[0].fields[&305], num(1));
@@ -493,7 +525,7 @@ proptest! {
         let expected = if version == ExportVersion::V5 { flows } else { flows + aggregates };
         prop_assert_eq!(decoded, expected);
         let c = s.counters();
-        prop_assert_eq!(c.flow_records + c.aggregate_records + c.unsupported_records,
+        prop_assert_eq!(c.flow_records + c.aggregate_records + c.unsupported.total(),
             (flows + aggregates) as u64);
         prop_assert_eq!(c.datagrams as usize, datagrams.len());
     }
@@ -510,7 +542,9 @@ proptest! {
         let _ = collect(|emit| s.handle_timeout(START_MS, emit)); // templates out of the way
         let records: Vec<_> = (0..300).map(flow_v4).collect();
         let datagrams = collect(|emit| s.encode_flows(&records, NOW_MS, emit));
-        let record_len = exporter::ie::record_len(&exporter::ie::IPFIX_IPV4_FLOW[..16]);
+        let template = exporter::ie::IPFIX_IPV4_FLOW;
+        let record_len =
+            exporter::ie::record_len(&template[..template.len() - exporter::ie::SAMPLING_FIELDS]);
         for d in &datagrams[..datagrams.len() - 1] {
             // A template refresh is due at NOW_MS; near the minimum MTU the datagram that
             // carries the templates (a set with id 2 or 3 first) has no room for a record.
@@ -520,5 +554,70 @@ proptest! {
             }
             prop_assert!(mtu - d.len() < record_len, "{} of {} used", d.len(), mtu);
         }
+    }
+}
+
+/// Issue 20 item 7: IPFIX carries ICMP type and code in icmpTypeCodeIPv4 (32) and
+/// icmpTypeCodeIPv6 (139) as well as in the destination port; other protocols get 0.
+#[test]
+fn ipfix_carries_icmp_type_and_code_in_their_own_elements() {
+    let mut s = session(ExportVersion::Ipfix);
+    let mut echo = flow_v4(1);
+    echo.key.protocol = 1;
+    echo.key.dst_port = 8 << 8; // echo request, code 0
+    let mut unreachable = flow_v6(2);
+    unreachable.key.protocol = 58;
+    unreachable.key.dst_port = (1 << 8) | 4; // destination unreachable, port unreachable
+    let tcp = flow_v4(3);
+    let datagrams = collect(|emit| s.encode_flows(&[echo, unreachable, tcp], NOW_MS, emit));
+    let mut decoder = Decoder::default();
+    let data: Vec<Record> = datagrams
+        .iter()
+        .flat_map(|d| decoder.message(d).data().cloned().collect::<Vec<_>>())
+        .collect();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[0].fields[&32], num(0x0800));
+    assert_eq!(data[0].fields[&11], num(0x0800));
+    assert_eq!(data[1].fields[&139], num(0x0104));
+    assert!(!data[1].fields.contains_key(&32));
+    assert_eq!(data[2].fields[&32], num(0));
+}
+
+/// Issue 20 items 5 and 6: the sampling options say what the sampler is (RFC 5475
+/// selectorAlgorithm: 6 hash-based filtering for `hash:N`, 4 uniform probabilistic for
+/// random), and every notation gives the same 1-in-N: 34 = N, 305 = 1, 306 = N - 1.
+#[test]
+fn ipfix_sampling_options_name_the_selector_algorithm() {
+    for (algorithm, selector) in [
+        (SamplingAlgorithm::Hash, 6),
+        (SamplingAlgorithm::Random, 4),
+        (SamplingAlgorithm::Deterministic, 1),
+        (SamplingAlgorithm::None, 1),
+    ] {
+        let mut s = session(ExportVersion::Ipfix);
+        let interval = if algorithm == SamplingAlgorithm::None {
+            1
+        } else {
+            10
+        };
+        let sampling = SamplingInfo {
+            algorithm,
+            interval,
+        };
+        let datagrams = collect(|emit| {
+            s.encode_options(sampling, &ExporterStatistics::default(), NOW_MS, emit)
+        });
+        let mut decoder = Decoder::default();
+        let options: Vec<Record> = datagrams
+            .iter()
+            .flat_map(|d| decoder.message(d).options().cloned().collect::<Vec<_>>())
+            .collect();
+        let selector_record = options.iter().find(|r| r.template_id == 261).unwrap();
+        assert_eq!(selector_record.fields[&304], num(selector), "{algorithm:?}");
+        let sampling_record = options.iter().find(|r| r.template_id == 259).unwrap();
+        let f = &sampling_record.fields;
+        assert_eq!(f[&34], num(u64::from(interval)));
+        assert_eq!(f[&305], num(1));
+        assert_eq!(f[&306], num(u64::from(interval) - 1));
     }
 }

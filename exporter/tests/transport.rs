@@ -306,3 +306,52 @@ fn a_udp_transport_reports_a_refused_send() {
     });
     assert!(refused);
 }
+
+/// Issue 20 item 8: a UDP collector that restarts. While it is down each datagram draws an
+/// ICMP port unreachable that the kernel reports on the *next* send; that send is retried
+/// once (counted in `send_retries`) instead of being lost, so once the collector is back
+/// every datagram reaches it, the first one included.
+#[test]
+fn a_restarted_udp_collector_loses_no_datagram_to_an_earlier_icmp_error() {
+    let addr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut collector = Collector::new(
+        config(addr, ExportVersion::Ipfix, TransportKind::Udp),
+        START_MS,
+    )
+    .unwrap();
+    // Down: nothing listens. Each export call is one datagram.
+    for i in 0..20u32 {
+        collector.export_flows(&[flow_v4(i)], START_MS + u64::from(i));
+    }
+    let down = *collector.counters();
+    assert!(down.send_retries > 0, "{down:?}");
+    assert!(down.send_errors >= down.send_retries, "{down:?}");
+    // Every record is accounted: the last datagram's ICMP error is still pending.
+    assert_eq!(down.records + down.records_dropped, 20, "{down:?}");
+    assert!(down.records_dropped > 10, "{down:?}");
+
+    // The collector comes back on the same port; the first datagram after the restart
+    // meets the ICMP error the last one drew while it was down.
+    let listener = UdpSocket::bind(addr).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    for i in 0..10u32 {
+        collector.export_flows(&[flow_v4(100 + i)], START_MS + 100 + u64::from(i));
+    }
+    let mut received = 0;
+    let mut buf = [0u8; 2048];
+    while received < 10 && listener.recv(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert_eq!(received, 10, "every datagram after the restart arrives");
+    let up = *collector.counters();
+    assert_eq!(
+        up.send_retries,
+        down.send_retries + 1,
+        "the first send after the restart met the pending error and was retried: {up:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! tapflow's flow cache. See README.md.
 mod aggregate;
 mod config;
+pub mod counters;
 mod extras;
 mod hash;
 mod hint;

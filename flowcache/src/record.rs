@@ -107,7 +107,7 @@ impl EndReason {
         EndReason::LackOfResources,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             EndReason::Idle => "idle",
             EndReason::Active => "active",

@@ -5,11 +5,18 @@
 //! 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one cache line. Each entry is
 //! one cache line too (64 bytes, aligned). A lookup reads the header and then only the
 //! entries whose tag matches; the sweep reads headers and only the entries whose hint says
-//! they may be due. So a packet of a known flow costs two cache lines, both prefetched:
-//! a burst is hashed first, each bucket's header prefetched as soon as its hash is known,
-//! then each packet's likely entry. [`FlowShard::prepare_burst`],
-//! [`FlowShard::prefetch_entries`] and [`FlowShard::update_prepared`] split those steps so
-//! a caller can overlap them with other work (a worker receives its next burst meanwhile).
+//! they may be due. So a packet of a known flow costs two cache lines, both prefetched.
+//!
+//! One way to account packets per use:
+//! - [`FlowShard::update`]: one packet (tests, simple callers);
+//! - [`FlowShard::hash_burst`] then [`FlowShard::update_interleaved`]: the worker's way. A
+//!   burst is hashed as it arrives and accounted while the next one's bucket headers load,
+//!   each entry requested a few packets before its update, so the table's memory latency
+//!   overlaps the worker's receive and parse;
+//! - [`FlowShard::update_burst_hashed`]: a burst with the caller's hashes (a NIC's RSS).
+//!
+//! Step-by-step variants that benchmarks compare (`update_burst`, `prepare_burst`,
+//! `prefetch_entries`, `update_prepared`) exist only with the `bench-variants` feature.
 //!
 //! # Expiry rules
 //!
@@ -49,6 +56,7 @@
 //! unambiguous.
 
 use crate::SamplingInfo;
+use crate::counters::Spec;
 use crate::hash::flow_hash;
 use crate::hint::{advise_huge_pages, eq_mask, keys_equal, prefetch_read};
 use crate::{CacheConfig, CacheConfigError, EndReason, FlowKey, FlowRecord, Observation};
@@ -114,32 +122,61 @@ const _: () = assert!(ENTRY_BYTES <= 128);
 #[derive(Clone, Copy, Debug, Default)]
 struct HeaderLine([u16; 32]);
 
-/// A shard's counters. Sum shards with [`CacheStats::merge`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Observations accounted into flows (after sampling).
-    pub packets: u64,
-    /// Octets (IP total length) of those observations.
-    pub octets: u64,
-    /// Records started: new flows, and new pieces after an idle or active end.
-    pub flows_created: u64,
-    /// Records emitted, indexed by `EndReason as usize` (index 0 unused).
-    pub expired: [u64; 6],
-    /// Flows evicted from a full bucket; equals `expired[LackOfResources]`.
-    pub evictions: u64,
-    /// Observations stamped later than the call's `now`, accounted at `now` instead.
-    pub future_timestamps: u64,
-    /// Observations older than their flow's last packet (out-of-order input); counted into
-    /// the flow normally.
-    pub reordered: u64,
-    /// Observations stamped more than [`MAX_TIMEOUT_MS`] before the shard's clock,
-    /// accounted at the clock minus that.
-    pub stale_timestamps: u64,
-    /// Records ended early because their packet or octet counter was full (exported as
-    /// active, included in `expired[Active]`).
-    pub counter_splits: u64,
-    /// Whole-table sweeps forced by a clock that moved on too far between passes.
-    pub resyncs: u64,
+/// The `reason` label of `tapflow_flows_expired_total`, by `EndReason as usize`.
+const END_REASONS: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < EndReason::ALL.len() {
+        names[EndReason::ALL[i] as usize] = EndReason::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// `tapflow_cache_corrections_total`: a packet or record the cache adjusted, every one
+/// still accounted.
+const CORRECTIONS: &str = "tapflow_cache_corrections_total";
+const CORRECTIONS_HELP: &str = "Packets or records the flow cache had to adjust: \
+    future_timestamp, stale_timestamp, reordered, counter_split, resync.";
+
+crate::counters! {
+    /// A shard's counters. Sum shards with [`CacheStats::merge`].
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CacheStats {
+        /// Observations accounted into flows (after sampling).
+        packets: u64 = Spec::counter("tapflow_cache_packets_total", "packets accounted",
+            "Packets accounted into flows (after sampling)."),
+        /// Octets (IP total length) of those observations.
+        octets: u64 = Spec::counter("tapflow_cache_octets_total", "octets accounted",
+            "Octets (IP total length) of the packets accounted into flows."),
+        /// Records started: new flows, and new pieces after an idle or active end.
+        flows_created: u64 = Spec::counter("tapflow_flows_created_total", "flows created",
+            "Flow records started."),
+        /// Records emitted, indexed by `EndReason as usize` (index 0 unused).
+        expired: [u64; 6] = Spec::counter("tapflow_flows_expired_total", "flows ended",
+            "Flow records ended, by reason (IPFIX flowEndReason).").by("reason", &END_REASONS),
+        /// Flows evicted from a full bucket; equals `expired[LackOfResources]`.
+        evictions: u64 = Spec::counter("tapflow_cache_evictions_total", "evictions (cache full)",
+            "Flows ended early because their cache bucket was full.").no_row(),
+        /// Observations stamped later than the call's `now`, accounted at `now` instead.
+        future_timestamps: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["future_timestamp"]).when_nonzero(),
+        /// Observations older than their flow's last packet (out-of-order input); counted into
+        /// the flow normally.
+        reordered: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["reordered"]).when_nonzero(),
+        /// Observations stamped more than [`MAX_TIMEOUT_MS`] before the shard's clock,
+        /// accounted at the clock minus that.
+        stale_timestamps: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["stale_timestamp"]).when_nonzero(),
+        /// Records ended early because their packet or octet counter was full (exported as
+        /// active, included in `expired[Active]`).
+        counter_splits: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["counter_split"]).when_nonzero(),
+        /// Whole-table sweeps forced by a clock that moved on too far between passes.
+        resyncs: u64 = Spec::counter(CORRECTIONS, "cache correction", CORRECTIONS_HELP)
+            .by("kind", &["resync"]).when_nonzero(),
+    }
 }
 
 impl CacheStats {
@@ -150,21 +187,6 @@ impl CacheStats {
     /// Records emitted for every reason.
     pub fn records(&self) -> u64 {
         self.expired.iter().sum()
-    }
-
-    pub fn merge(&mut self, other: &CacheStats) {
-        self.packets += other.packets;
-        self.octets += other.octets;
-        self.flows_created += other.flows_created;
-        for (mine, theirs) in self.expired.iter_mut().zip(other.expired) {
-            *mine += theirs;
-        }
-        self.evictions += other.evictions;
-        self.future_timestamps += other.future_timestamps;
-        self.reordered += other.reordered;
-        self.stale_timestamps += other.stale_timestamps;
-        self.counter_splits += other.counter_splits;
-        self.resyncs += other.resyncs;
     }
 }
 
@@ -242,10 +264,11 @@ impl FlowShard {
         })
     }
 
-    /// Changes the inactive and active timeouts of a running shard (a configuration
-    /// reload). Flows already cached are judged by the new timeouts from now on: one pass
-    /// over the table recomputes every deadline hint, so the sweep stays exact. Flows the
-    /// change puts past their deadline leave at the next sweep or packet, as usual.
+    /// Changes the inactive and active timeouts of a running shard. Flows already cached
+    /// are judged by the new timeouts from now on: one pass over the table recomputes every
+    /// deadline hint, so the sweep stays exact. Flows the change puts past their deadline
+    /// leave at the next sweep or packet, as usual. (`tapflow run` does not call it on a
+    /// reload: a timeout change there takes effect after a restart, docs/CONFIG.md.)
     pub fn set_timeouts(
         &mut self,
         inactive_timeout_ms: u64,
@@ -312,6 +335,9 @@ impl FlowShard {
     }
 
     /// Accounts a burst, in order, hashing every key first and prefetching the buckets.
+    /// (A step-by-step variant kept for benchmarks; the worker uses
+    /// [`FlowShard::update_interleaved`].)
+    #[cfg(feature = "bench-variants")]
     pub fn update_burst(
         &mut self,
         observations: &[Observation],
@@ -327,8 +353,8 @@ impl FlowShard {
         }
     }
 
-    /// Like [`FlowShard::update_burst`] with the caller's hashes (e.g. the NIC's RSS hash),
-    /// one per observation. A shard must be fed one kind of hash only: the same key must
+    /// Accounts a burst, in order, with the caller's hashes (e.g. the NIC's RSS hash), one
+    /// per observation. A shard must be fed one kind of hash only: the same key must
     /// always come with the same hash.
     ///
     /// # Panics
@@ -348,8 +374,7 @@ impl FlowShard {
                 *w = widen_nic_hash(h, &obs.key);
                 self.prefetch_header(*w);
             }
-            self.prefetch_entries(wide);
-            self.update_prepared(chunk, wide, now_ms, expired);
+            self.update_interleaved(chunk, wide, now_ms, &[], expired);
         }
     }
 
@@ -358,6 +383,7 @@ impl FlowShard {
     ///
     /// # Panics
     /// If the slices differ in length.
+    #[cfg(feature = "bench-variants")]
     #[inline]
     pub fn prepare_burst(&self, observations: &[Observation], hashes: &mut [u64]) {
         assert_eq!(observations.len(), hashes.len(), "one hash per observation");
@@ -382,9 +408,9 @@ impl FlowShard {
         }
     }
 
-    /// Accounts a held burst (hashed, its headers prefetched a while ago) as
-    /// [`FlowShard::update_prepared`] does, while keeping a steady stream of loads going:
-    /// each held packet's entry is requested [`PREFETCH_DISTANCE`] packets before its
+    /// Accounts a held burst (hashed with [`FlowShard::hash_burst`]), in order, while
+    /// keeping a steady stream of loads going: each held packet's entry is requested a
+    /// few packets (`PREFETCH_DISTANCE`) before its
     /// update, and one header of the `next` burst per update. At the end the first entries
     /// of `next` are requested, so they load while the caller receives its next burst.
     /// A few loads in flight all the time beat a whole burst's worth at once: past the
@@ -456,6 +482,7 @@ impl FlowShard {
     /// Second step: with the headers loaded (or on their way), starts loading the entry
     /// each hash will likely use (its key's, or the free slot it would take). Only a hint:
     /// the update looks again, as earlier packets may change the bucket.
+    #[cfg(feature = "bench-variants")]
     #[inline]
     pub fn prefetch_entries(&self, hashes: &[u64]) {
         match self.bucket_size {
@@ -470,6 +497,7 @@ impl FlowShard {
     ///
     /// # Panics
     /// If the slices differ in length.
+    #[cfg(feature = "bench-variants")]
     pub fn update_prepared(
         &mut self,
         observations: &[Observation],
@@ -485,6 +513,7 @@ impl FlowShard {
         }
     }
 
+    #[cfg(feature = "bench-variants")]
     fn update_prepared_in<const B: usize>(
         &mut self,
         observations: &[Observation],
@@ -497,6 +526,7 @@ impl FlowShard {
         }
     }
 
+    #[cfg(feature = "bench-variants")]
     fn prefetch_entries_in<const B: usize>(&self, hashes: &[u64]) {
         for &hash in hashes {
             self.prefetch_entry::<B>(hash);

@@ -5,4 +5,15 @@
 //!
 //! No module here is compiled into the worker's loop unless attached: with nothing
 //! enabled, the workers run the loop without any hook (see `probe::ext`).
+
+use flowcache::counters::Spec;
+
+/// Each extension's counters, by extension name: the families the metrics endpoint shows
+/// as `tapflow_<extension>_<name>_total` when it runs. A test holds docs/METRICS.md to this
+/// list; an extension adds its line (`("tcp_kpi", <TcpKpiStats as CounterSet>::SPECS)`).
+pub const COUNTERS: &[(&str, &[Spec])] = &[(
+    "analyzers",
+    <analyzers::AnalyzerStats as flowcache::counters::CounterSet>::SPECS,
+)];
+
 pub mod analyzers;

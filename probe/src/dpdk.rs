@@ -970,9 +970,16 @@ impl Port {
         conf.rxmode.offloads = offloads;
 
         let id = self.shared.id;
+        // AF_XDP sockets pair an rx with a tx ring and the driver refuses unpaired queues;
+        // the tx side is set up and never used.
+        let tx_queues = if info.driver == "net_af_xdp" {
+            rx_queues
+        } else {
+            0
+        };
         // SAFETY: id is a valid, stopped port with no queues in use; conf and the key it
         // points to are alive for the call (DPDK copies both).
-        let rc = unsafe { sys::rte_eth_dev_configure(id, rx_queues, 0, &conf) };
+        let rc = unsafe { sys::rte_eth_dev_configure(id, rx_queues, tx_queues, &conf) };
         if rc < 0 {
             return Err(DpdkError::from_code(
                 format!("configuring port {name} with {rx_queues} rx queues"),
@@ -1029,6 +1036,19 @@ impl Port {
                     format!("setting up rx queue {queue} of port {name}"),
                     -rc,
                     "a larger mempool or fewer descriptors may help",
+                ));
+            }
+        }
+        for queue in 0..tx_queues {
+            // SAFETY: valid configured port; queue < the configured tx count; a null
+            // txconf selects the driver's defaults.
+            let rc =
+                unsafe { sys::rte_eth_tx_queue_setup(id, queue, descriptors, socket, ptr::null()) };
+            if rc < 0 {
+                return Err(DpdkError::from_code(
+                    format!("setting up tx queue {queue} of port {name}"),
+                    -rc,
+                    "",
                 ));
             }
         }

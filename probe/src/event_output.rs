@@ -5,6 +5,8 @@
 //! channel and never wait (a full queue drops and counts, in `WorkerStats`); this side
 //! counts what it wrote and what a failing destination lost.
 
+use std::sync::{Arc, Mutex};
+
 use crossbeam_channel::Receiver;
 use exporter::json::{JsonCounters, JsonDestination, JsonLinesWriter};
 
@@ -32,12 +34,17 @@ impl EventOutputReport {
     }
 }
 
+/// Events received so far by type, as last published by the event output (for the metrics
+/// endpoint's `tapflow_events_total`).
+pub type SharedEventCounts = Arc<Mutex<Vec<(&'static str, u64)>>>;
+
 /// Writes events until every sender is gone. Stream destinations are flushed whenever the
 /// queue runs empty, so a reader sees an event as soon as it happened.
 pub fn run_event_output(
     events: Receiver<Event>,
     destination: Option<JsonDestination>,
     append: bool,
+    published: &SharedEventCounts,
 ) -> std::io::Result<EventOutputReport> {
     let mut writer = destination
         .as_ref()
@@ -60,6 +67,9 @@ pub fn run_event_output(
         }
         if let Some(writer) = writer.as_mut() {
             writer.flush();
+        }
+        if let Ok(mut slot) = published.lock() {
+            slot.clone_from(&report.by_type);
         }
     }
     if let Some(writer) = writer.as_mut() {

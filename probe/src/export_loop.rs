@@ -4,6 +4,7 @@
 //! It runs on the main lcore, off the data plane: pacing, reconnects and slow collectors
 //! cost time here, never on a worker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,7 @@ pub struct ExportLoop {
     last_options_ms: Option<u64>,
     report: ExportReport,
     published: Option<SharedCollectorCounters>,
+    heartbeat: Option<Arc<AtomicU64>>,
     start_ms: u64,
     json_records: Option<JsonLinesWriter>,
 }
@@ -92,12 +94,21 @@ impl ExportLoop {
             last_options_ms: None,
             report: ExportReport::default(),
             published: None,
+            heartbeat: None,
             start_ms,
             json_records,
         })
     }
 
     /// Publishes collector counters into `shared` whenever the clock advances.
+    /// Counts the messages the loop takes from the workers into `heartbeat` (records, and
+    /// each worker's tick about once a second even when idle): a supervisor sees from it
+    /// that the exporter drains.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<AtomicU64>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
     pub fn with_published_counters(mut self, shared: SharedCollectorCounters) -> Self {
         self.published = Some(shared);
         self
@@ -143,7 +154,11 @@ impl ExportLoop {
     ) -> ExportReport {
         let mut finished = 0;
         while finished < workers {
-            match from_workers.recv_timeout(Duration::from_millis(200)) {
+            let message = from_workers.recv_timeout(Duration::from_millis(200));
+            if let (Some(heartbeat), Ok(_)) = (&self.heartbeat, &message) {
+                heartbeat.fetch_add(1, Ordering::Relaxed);
+            }
+            match message {
                 Ok(ToExporter::Records(mut batch)) => {
                     self.advance(batch.now_ms);
                     self.export_records(&batch.records);
@@ -173,10 +188,13 @@ impl ExportLoop {
     }
 
     fn advance(&mut self, now_ms: u64) {
-        if now_ms <= self.now_ms {
+        // The first call always runs, even at the start's own millisecond: collectors must
+        // learn templates and sampling before the first data record (FastNetMon applies
+        // the sampling it knows when a record arrives, and a whole capture can fit in 1 ms).
+        if now_ms <= self.now_ms && self.last_options_ms.is_some() {
             return;
         }
-        self.now_ms = now_ms;
+        self.now_ms = self.now_ms.max(now_ms);
         if let Some(aggregator) = self.aggregator.as_mut() {
             aggregator.poll(now_ms, &mut self.aggregates);
             self.send_aggregates();

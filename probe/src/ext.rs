@@ -183,14 +183,12 @@ pub enum RecordFate {
     Folded,
 }
 
-/// A counter an extension reports for the metrics endpoint and the summary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExtCounter {
-    /// `tapflow_<extension>_<name>_total` on the metrics endpoint.
-    pub name: &'static str,
-    pub help: &'static str,
-    pub value: u64,
-}
+/// A counter an extension reports for the metrics endpoint and the summary: one series of
+/// a statistics struct the extension declares with [`flowcache::counters!`], whose spec
+/// names only the extension's own part of the family (`timeouts` becomes
+/// `tapflow_<extension>_timeouts_total`). Report them with
+/// `out.extend(stats.series())`.
+pub type ExtCounter = flowcache::counters::Series;
 
 /// A per-packet analysis attached to a worker.
 pub trait Extension: Send + fmt::Debug {

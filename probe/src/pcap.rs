@@ -23,6 +23,8 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
@@ -117,6 +119,9 @@ pub struct FileStats {
     pub skipped_packets: u64,
     /// The file ends in the middle of a record; the whole packets before it were read.
     pub truncated_tail: bool,
+    /// Timestamp of the first delivered packet (microseconds since the epoch): where a
+    /// replay's clock starts.
+    pub first_timestamp_us: Option<u64>,
 }
 
 /// Human name of a link type, for error messages.
@@ -257,15 +262,24 @@ impl PcapRecordHeader {
 impl FileStats {
     /// Counts a delivered packet of `captured` bytes that was `wire_len` on the wire.
     #[inline]
-    fn count_delivered(&mut self, captured: usize, wire_len: u32) {
-        let snapped = u64::from((captured as u64) < u64::from(wire_len));
-        self.count_burst(1, u64::from(wire_len), snapped);
+    fn count_delivered(&mut self, meta: &RecordMeta) {
+        let snapped = u64::from((meta.captured as u64) < u64::from(meta.wire_len));
+        self.count_burst(1, u64::from(meta.wire_len), snapped, meta.timestamp_us);
     }
 
-    /// Counts `packets` delivered together: `wire_bytes` on the wire, `snapped` of them
-    /// captured short.
+    /// Counts `packets` delivered together, the first stamped `first_timestamp_us`:
+    /// `wire_bytes` on the wire, `snapped` of them captured short.
     #[inline]
-    fn count_burst(&mut self, packets: u64, wire_bytes: u64, snapped: u64) {
+    fn count_burst(
+        &mut self,
+        packets: u64,
+        wire_bytes: u64,
+        snapped: u64,
+        first_timestamp_us: u64,
+    ) {
+        if self.packets == 0 && packets > 0 {
+            self.first_timestamp_us = Some(first_timestamp_us);
+        }
         self.packets += packets;
         self.wire_bytes += wire_bytes;
         self.snapped_packets += snapped;
@@ -303,8 +317,10 @@ fn u32_at(bytes: &[u8], at: usize, big_endian: bool) -> u32 {
 struct Reader {
     path: PathBuf,
     input: BufReader<File>,
+    /// The file's size when opened (None when it is not a regular file).
+    file_len: Option<u64>,
     format: Format,
-    /// Bytes consumed so far, for error messages.
+    /// Bytes consumed so far, for error messages and progress.
     position: u64,
     stats: FileStats,
     /// Pcapng section and interface header blocks are read here; reused.
@@ -320,9 +336,15 @@ impl Reader {
                 io_message(&err)
             ))
         })?;
+        let file_len = file
+            .metadata()
+            .ok()
+            .filter(|meta| meta.is_file())
+            .map(|meta| meta.len());
         let mut reader = Reader {
             path: path.to_path_buf(),
             input: BufReader::with_capacity(READ_BUFFER_LEN, file),
+            file_len,
             format: Format::Pcap {
                 big_endian: false,
                 nanos: false,
@@ -538,7 +560,7 @@ impl Reader {
     }
 
     fn deliver(&mut self, meta: RecordMeta) -> Step {
-        self.stats.count_delivered(meta.captured, meta.wire_len);
+        self.stats.count_delivered(&meta);
         Step::Packet(meta)
     }
 
@@ -884,9 +906,12 @@ fn parse_interface(body: &[u8], big_endian: bool) -> Interface {
 
 /// The native capture file reader: a [`PacketSource`] over a pcap or pcapng file.
 ///
-/// Classic pcap records lying whole in the 1 MB read buffer are lent to the sink in place;
-/// other records (pcapng, a record split across reads) are copied into one reusable burst
-/// buffer, so once it has grown to the largest burst the reader allocates nothing.
+/// Records lying whole in the 1 MB read buffer (classic pcap records, pcapng packet
+/// blocks) are lent to the sink in place. The rest (a record split across reads, pcapng
+/// section and interface blocks, simple packet blocks, anything malformed) takes the
+/// copying path, which owns every error and end-of-file rule and copies packets into one
+/// reusable burst buffer, so once that has grown to the largest burst the reader allocates
+/// nothing.
 pub struct FileSource {
     reader: Reader,
     port: u16,
@@ -894,6 +919,11 @@ pub struct FileSource {
     stats: SourceStats,
     /// An error met after part of a burst was read; returned by the next poll.
     pending_error: Option<SourceError>,
+    /// The first packet, read ahead by [`FileSource::first_timestamp_us`]; its bytes start
+    /// `burst`, and the next poll delivers it.
+    lookahead: Option<RecordMeta>,
+    /// Bytes of the file consumed, published after each burst ([`FileSource::bytes_read`]).
+    bytes_read: Option<Arc<AtomicU64>>,
     ended: bool,
 }
 
@@ -917,6 +947,8 @@ impl FileSource {
             burst: Vec::new(),
             stats: SourceStats::default(),
             pending_error: None,
+            lookahead: None,
+            bytes_read: None,
             ended: false,
         })
     }
@@ -952,38 +984,89 @@ impl FileSource {
     pub fn file_stats(&self) -> FileStats {
         self.reader.stats
     }
+
+    /// The file's size in bytes when it was opened; None when it is not a regular file.
+    pub fn file_len(&self) -> Option<u64> {
+        self.reader.file_len
+    }
+
+    /// The timestamp of the file's first packet (microseconds since the epoch), None when
+    /// the file holds none: where a replay's clock starts. Before the first poll it reads
+    /// ahead just that packet and keeps it for the next poll, so the file is still read
+    /// once; an error here is the file's first error, and the next poll returns it again
+    /// (nothing was delivered before it).
+    pub fn first_timestamp_us(&mut self) -> Result<Option<u64>, SourceError> {
+        if self.reader.stats.packets == 0 && !self.ended {
+            self.burst.clear();
+            loop {
+                match self.reader.step(Some(&mut self.burst)) {
+                    Ok(Step::Packet(meta)) => {
+                        self.lookahead = Some(meta);
+                        break;
+                    }
+                    Ok(Step::Nothing) => {}
+                    Ok(Step::End) => {
+                        self.ended = true;
+                        break;
+                    }
+                    Err(err) => {
+                        let copy = SourceError::new(err.to_string());
+                        self.pending_error = Some(err);
+                        return Err(copy);
+                    }
+                }
+            }
+        }
+        Ok(self.reader.stats.first_timestamp_us)
+    }
+
+    /// A counter of the file's bytes consumed so far, stored after every burst: with
+    /// [`FileSource::file_len`], a replay shows its progress without counting the packets
+    /// first (which would read the file twice).
+    pub fn bytes_read(&mut self) -> Arc<AtomicU64> {
+        let position = self.reader.position;
+        self.bytes_read
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(position)))
+            .clone()
+    }
 }
 
 impl FileSource {
-    /// Classic pcap's fast path: lends the sink up to a burst of records lying whole in the
-    /// read buffer, without copying them out. Returns 0 when the buffer holds no whole
-    /// record (end of file, a record split across reads, an oversized claim): the copying
-    /// path then handles that record, with its errors and end-of-file rules.
+    /// The fast path: lends the sink up to a burst of packets whose records lie whole in
+    /// the read buffer, without copying them out. Returns 0 when no packet was lent (end
+    /// of file, a record split across reads, a block the copying path must read, a record
+    /// that cannot be right): the copying path then handles that record, with its errors
+    /// and end-of-file rules.
     fn poll_buffered(&mut self, sink: &mut dyn FnMut(&[Packet<'_>])) -> Result<usize, SourceError> {
-        // One copy of the loop per byte order and time unit, so a record's decoding has no
-        // branches.
+        // One copy of each loop per byte order (and time unit), so a record's decoding has
+        // no branches.
         match self.reader.format {
             Format::Pcap {
                 big_endian: false,
                 nanos: false,
-            } => self.poll_buffered_in::<false, false>(sink),
+            } => self.poll_buffered_pcap::<false, false>(sink),
             Format::Pcap {
                 big_endian: false,
                 nanos: true,
-            } => self.poll_buffered_in::<false, true>(sink),
+            } => self.poll_buffered_pcap::<false, true>(sink),
             Format::Pcap {
                 big_endian: true,
                 nanos: false,
-            } => self.poll_buffered_in::<true, false>(sink),
+            } => self.poll_buffered_pcap::<true, false>(sink),
             Format::Pcap {
                 big_endian: true,
                 nanos: true,
-            } => self.poll_buffered_in::<true, true>(sink),
-            _ => Ok(0),
+            } => self.poll_buffered_pcap::<true, true>(sink),
+            Format::PcapNg {
+                big_endian: false, ..
+            } => self.poll_buffered_pcapng::<false>(sink),
+            Format::PcapNg {
+                big_endian: true, ..
+            } => self.poll_buffered_pcapng::<true>(sink),
         }
     }
 
-    fn poll_buffered_in<const BIG_ENDIAN: bool, const NANOS: bool>(
+    fn poll_buffered_pcap<const BIG_ENDIAN: bool, const NANOS: bool>(
         &mut self,
         sink: &mut dyn FnMut(&[Packet<'_>]),
     ) -> Result<usize, SourceError> {
@@ -1026,7 +1109,7 @@ impl FileSource {
             count += 1;
         }
         if count > 0 {
-            file_stats.count_burst(count as u64, wire_bytes, snapped);
+            file_stats.count_burst(count as u64, wire_bytes, snapped, packets[0].timestamp_us);
             self.stats.rx_packets += count as u64;
             self.stats.rx_bytes += wire_bytes;
             sink(&packets[..count]);
@@ -1035,10 +1118,110 @@ impl FileSource {
         *position += used as u64;
         Ok(count)
     }
-}
 
-impl PacketSource for FileSource {
-    fn poll_burst(
+    /// Pcapng's fast path: enhanced and obsolete packet blocks are lent in place, other
+    /// blocks that change nothing (statistics, name resolution, custom) are stepped over.
+    /// Section and interface blocks (they change how what follows is read), simple packet
+    /// blocks (rare) and any block the copying path would refuse end the walk there.
+    fn poll_buffered_pcapng<const BIG_ENDIAN: bool>(
+        &mut self,
+        sink: &mut dyn FnMut(&[Packet<'_>]),
+    ) -> Result<usize, SourceError> {
+        // Interface, timestamp (high, low), captured length, original length, then data.
+        const DATA_AT: usize = 8 + 20;
+        if let Err(err) = self.reader.input.fill_buf() {
+            return Err(self.reader.io_error(&err));
+        }
+        let Reader {
+            input,
+            position,
+            stats: file_stats,
+            format,
+            ..
+        } = &mut self.reader;
+        let Format::PcapNg {
+            interfaces,
+            last_timestamp_us,
+            ..
+        } = format
+        else {
+            return Ok(0);
+        };
+        let buffered = input.buffer();
+        let mut packets = [Packet::default(); MAX_BURST];
+        let mut count = 0;
+        let mut used = 0;
+        let mut wire_bytes = 0;
+        let mut snapped = 0;
+        let mut skipped = 0;
+        while count < MAX_BURST {
+            let Some(head) = buffered.get(used..used + 8) else {
+                break;
+            };
+            let block_type = u32_at(head, 0, BIG_ENDIAN);
+            let block_len = u32_at(head, 4, BIG_ENDIAN) as usize;
+            if matches!(block_type, PCAPNG_SHB | PCAPNG_IDB | PCAPNG_SPB)
+                || block_len < 12
+                || !block_len.is_multiple_of(4)
+            {
+                break;
+            }
+            let Some(block) = buffered.get(used..used + block_len) else {
+                break;
+            };
+            if u32_at(block, block_len - 4, BIG_ENDIAN) as usize != block_len {
+                break;
+            }
+            if matches!(block_type, PCAPNG_EPB | PCAPNG_OPB) {
+                if block_len < DATA_AT + 4 {
+                    break;
+                }
+                let interface_id = if block_type == PCAPNG_OPB {
+                    usize::from(u16_at(block, 8, BIG_ENDIAN))
+                } else {
+                    u32_at(block, 8, BIG_ENDIAN) as usize
+                };
+                let ticks = (u64::from(u32_at(block, 12, BIG_ENDIAN)) << 32)
+                    | u64::from(u32_at(block, 16, BIG_ENDIAN));
+                let captured = u32_at(block, 20, BIG_ENDIAN) as usize;
+                if captured > MAX_CAPTURED_LEN || captured > block_len - DATA_AT - 4 {
+                    break;
+                }
+                let Some(interface) = interfaces.get(interface_id) else {
+                    break;
+                };
+                if u32::from(interface.link_type) != LINKTYPE_ETHERNET {
+                    skipped += 1;
+                } else {
+                    let timestamp_us = interface.timestamp_us(ticks);
+                    let wire_len = u32_at(block, 24, BIG_ENDIAN).max(captured as u32);
+                    packets[count] = Packet {
+                        data: &block[DATA_AT..DATA_AT + captured],
+                        wire_len,
+                        timestamp_us,
+                        port: self.port,
+                    };
+                    *last_timestamp_us = timestamp_us;
+                    wire_bytes += u64::from(wire_len);
+                    snapped += u64::from((captured as u64) < u64::from(wire_len));
+                    count += 1;
+                }
+            }
+            used += block_len;
+        }
+        file_stats.skipped_packets += skipped;
+        if count > 0 {
+            file_stats.count_burst(count as u64, wire_bytes, snapped, packets[0].timestamp_us);
+            self.stats.rx_packets += count as u64;
+            self.stats.rx_bytes += wire_bytes;
+            sink(&packets[..count]);
+        }
+        input.consume(used);
+        *position += used as u64;
+        Ok(count)
+    }
+
+    fn poll_copying(
         &mut self,
         sink: &mut dyn FnMut(&[Packet<'_>]),
     ) -> Result<BurstStatus, SourceError> {
@@ -1049,17 +1232,23 @@ impl PacketSource for FileSource {
         if self.ended {
             return Ok(BurstStatus::Ended);
         }
-        match self.poll_buffered(sink) {
-            Ok(0) => {}
-            Ok(count) => return Ok(BurstStatus::Delivered(count)),
-            Err(err) => {
-                self.ended = true;
-                return Err(err);
-            }
-        }
-        self.burst.clear();
         let mut metas = [RecordMeta::default(); MAX_BURST];
         let mut count = 0;
+        if let Some(first) = self.lookahead.take() {
+            // Its bytes start the burst buffer; the rest of the burst goes after them.
+            metas[0] = first;
+            count = 1;
+        } else {
+            match self.poll_buffered(sink) {
+                Ok(0) => {}
+                Ok(count) => return Ok(BurstStatus::Delivered(count)),
+                Err(err) => {
+                    self.ended = true;
+                    return Err(err);
+                }
+            }
+            self.burst.clear();
+        }
         while count < MAX_BURST {
             match self.reader.step(Some(&mut self.burst)) {
                 Ok(Step::Packet(meta)) => {
@@ -1097,6 +1286,19 @@ impl PacketSource for FileSource {
         }
         sink(&packets[..count]);
         Ok(BurstStatus::Delivered(count))
+    }
+}
+
+impl PacketSource for FileSource {
+    fn poll_burst(
+        &mut self,
+        sink: &mut dyn FnMut(&[Packet<'_>]),
+    ) -> Result<BurstStatus, SourceError> {
+        let status = self.poll_copying(sink);
+        if let Some(bytes_read) = &self.bytes_read {
+            bytes_read.store(self.reader.position, Ordering::Relaxed);
+        }
+        status
     }
 
     fn stats(&self) -> SourceStats {

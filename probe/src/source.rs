@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use flowcache::counters::Spec;
+
 /// Most frames a source delivers in one burst.
 pub const MAX_BURST: usize = 64;
 
@@ -27,17 +29,29 @@ pub enum BurstStatus {
     Ended,
 }
 
-/// Counters a source keeps about what it received and what the device dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourceStats {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Frames the NIC dropped because the rx queue was full (DPDK imissed).
-    pub rx_missed: u64,
-    /// Frames the NIC received with errors (DPDK ierrors).
-    pub rx_errors: u64,
-    /// Frames dropped because no mbuf was free (DPDK rx_nombuf).
-    pub rx_nombuf: u64,
+flowcache::counters! {
+    /// Counters a source keeps about what it received and what the device dropped. The
+    /// device's counters (`rx_missed`, `rx_errors`, `rx_nombuf`) belong to the whole port:
+    /// one queue of each port reports them, the others report 0, so a sum over workers is
+    /// the sum over ports.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SourceStats {
+        /// What the source delivered: the worker's `packets` and `bytes` count the same.
+        rx_packets: u64 = Spec::counter("", "", "Frames the source delivered.").no_row(),
+        rx_bytes: u64 = Spec::counter("", "", "Bytes the source delivered.").no_row(),
+        /// Frames the NIC dropped because the rx queue was full (DPDK imissed).
+        rx_missed: u64 = Spec::counter("tapflow_nic_missed_total", "nic missed",
+            "Packets the NIC dropped because the receive rings were full (imissed).")
+            .when_nonzero(),
+        /// Frames the NIC received with errors (DPDK ierrors).
+        rx_errors: u64 = Spec::counter("tapflow_nic_errors_total", "nic errors",
+            "Erroneous packets the NIC received (ierrors: bad CRC, runts, ...).")
+            .when_nonzero(),
+        /// Frames dropped because no mbuf was free (DPDK rx_nombuf).
+        rx_nombuf: u64 = Spec::counter("tapflow_nic_nombuf_total", "nic no mbuf",
+            "Receive buffer allocation failures of the port (rx_nombuf): the mempool ran dry.")
+            .when_nonzero(),
+    }
 }
 
 /// Why a source failed. Always carries a message an operator can act on.

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use flowcache::counters::Spec;
 use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler};
 
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
@@ -95,59 +96,62 @@ impl WorkerConfig {
     }
 }
 
-/// Counters a worker keeps beside its cache's.
-///
-/// Every packet taken from the source ends up in exactly one place:
-/// `packets == unaccounted + sampled_out + (packets in records handed to the exporter) +
-/// packets_dropped + (packets in flows still cached)`; after the final flush nothing is
-/// cached. The same holds for IP octets with `octets_dropped`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// Frames the worker took from its source.
-    pub packets: u64,
-    pub bytes: u64,
-    /// Frames by where parsing stopped, indexed by `StopReason as usize`.
-    pub parse_stops: [u64; StopReason::COUNT],
-    /// Frames that did not belong to any flow (not IP, or an IP header that failed checks).
-    pub unaccounted: u64,
-    /// IP packets the sampler dropped.
-    pub sampled_out: u64,
-    /// Records and batches lost because the exporter queue was full (Backpressure::Drop)
-    /// or the exporter was gone.
-    pub records_dropped: u64,
-    pub batches_dropped: u64,
-    /// Packets and IP octets counted in those lost records.
-    pub packets_dropped: u64,
-    pub octets_dropped: u64,
-    /// Records handed to the exporter.
-    pub records_sent: u64,
-    /// Records an extension folded into another (a biflow's reverse direction), and the
-    /// packets in them: exported inside that other record, not on their own.
-    pub records_folded: u64,
-    pub packets_folded: u64,
-    /// Events handed to the event output, and events lost to a full event queue.
-    pub events_sent: u64,
-    pub events_dropped: u64,
-}
-
-impl WorkerStats {
-    pub fn merge(&mut self, other: &WorkerStats) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        for (a, b) in self.parse_stops.iter_mut().zip(other.parse_stops.iter()) {
-            *a += b;
-        }
-        self.unaccounted += other.unaccounted;
-        self.sampled_out += other.sampled_out;
-        self.records_dropped += other.records_dropped;
-        self.batches_dropped += other.batches_dropped;
-        self.packets_dropped += other.packets_dropped;
-        self.octets_dropped += other.octets_dropped;
-        self.records_sent += other.records_sent;
-        self.records_folded += other.records_folded;
-        self.packets_folded += other.packets_folded;
-        self.events_sent += other.events_sent;
-        self.events_dropped += other.events_dropped;
+flowcache::counters! {
+    /// Counters a worker keeps beside its cache's.
+    ///
+    /// Every packet taken from the source ends up in exactly one place:
+    /// `packets == unaccounted + sampled_out + (packets in records handed to the exporter) +
+    /// packets_dropped + (packets in flows still cached)`; after the final flush nothing is
+    /// cached. The same holds for IP octets with `octets_dropped`.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct WorkerStats {
+        /// Frames the worker took from its source.
+        packets: u64 = Spec::counter("tapflow_rx_packets_total", "packets received",
+            "Packets a worker took from its receive queue."),
+        bytes: u64 = Spec::counter("tapflow_rx_bytes_total", "bytes received",
+            "Bytes (whole frames) a worker received."),
+        /// Frames by where parsing stopped, indexed by `StopReason as usize`.
+        parse_stops: [u64; StopReason::COUNT] = Spec::counter("tapflow_parse_stops_total",
+            "parse stop", "Packets whose parsing stopped before the transport header, by \
+            reason.").by("reason", &StopReason::STOP_LABELS).when_nonzero(),
+        /// Frames that did not belong to any flow (not IP, or an IP header that failed checks).
+        unaccounted: u64 = Spec::counter("tapflow_unaccounted_packets_total", "not in any flow",
+            "Packets that belong to no flow: not IP, or an IP header that failed its checks."),
+        /// IP packets the sampler dropped.
+        sampled_out: u64 = Spec::counter("tapflow_sampled_out_total", "sampled out",
+            "Packets skipped by packet sampling."),
+        /// Records and batches lost because the exporter queue was full (Backpressure::Drop)
+        /// or the exporter was gone.
+        records_dropped: u64 = Spec::counter("tapflow_export_queue_dropped_records_total",
+            "records dropped (queue full)", "Expired flow records dropped because the queue to \
+            the exporter was full."),
+        batches_dropped: u64 = Spec::counter("tapflow_export_queue_dropped_batches_total",
+            "batches dropped (queue full)", "Batches of records dropped because the queue to \
+            the exporter was full.").when_nonzero(),
+        /// Packets and IP octets counted in those lost records.
+        packets_dropped: u64 = Spec::counter("tapflow_export_queue_dropped_packets_total",
+            "packets in dropped records", "Packets counted in the records dropped at the \
+            queue to the exporter.").when_nonzero(),
+        octets_dropped: u64 = Spec::counter("tapflow_export_queue_dropped_octets_total",
+            "octets in dropped records", "IP octets counted in the records dropped at the \
+            queue to the exporter.").when_nonzero(),
+        /// Records handed to the exporter.
+        records_sent: u64 = Spec::counter("tapflow_worker_records_total",
+            "records sent by workers", "Flow records a worker handed to the exporter.").no_row(),
+        /// Records an extension folded into another (a biflow's reverse direction), and the
+        /// packets in them: exported inside that other record, not on their own.
+        records_folded: u64 = Spec::counter("tapflow_records_folded_total",
+            "records folded into biflows", "Records folded into another (a biflow's reverse \
+            direction): exported inside that record, not on their own.").when_nonzero(),
+        packets_folded: u64 = Spec::counter("tapflow_packets_folded_total",
+            "packets in folded records", "Packets in the records folded into another.")
+            .when_nonzero(),
+        /// Events handed to the event output, and events lost to a full event queue.
+        events_sent: u64 = Spec::counter("tapflow_events_queued_total", "events queued",
+            "Events a worker's extensions handed to the event output.").no_row(),
+        events_dropped: u64 = Spec::counter("tapflow_events_dropped_total",
+            "events dropped (queue full)", "Events dropped because the queue to the event \
+            output was full.").when_nonzero(),
     }
 }
 
@@ -177,6 +181,9 @@ pub struct WorkerSnapshot {
     pub flows_active: u64,
     /// Each attached extension's counters, by extension name.
     pub extensions: Vec<(&'static str, Vec<ExtCounter>)>,
+    /// Snapshots published so far: it moves while the worker's loop runs (idle or not)
+    /// and stops when the worker is stuck, which is what systemd's watchdog must see.
+    pub ticks: u64,
 }
 
 /// Where a worker publishes its snapshot; read by the supervisor thread.
@@ -210,6 +217,7 @@ pub struct Worker {
     /// Events emitted during the current burst, and where they go.
     events: Vec<Event>,
     event_queue: Option<Sender<Event>>,
+    ticks: u64,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -310,10 +318,11 @@ impl BurstPipeline {
         let (_, held) = self.split();
         if held.len > 0 {
             let n = held.len;
-            shard.update_prepared(
+            shard.update_interleaved(
                 &held.observations[..n],
                 &held.hashes[..n],
                 held.now_ms,
+                &[],
                 expired,
             );
             held.len = 0;
@@ -496,6 +505,7 @@ impl Worker {
             pipeline: BurstPipeline::new(),
             now_ms: 0,
             last_tick_ms: 0,
+            ticks: 0,
             sweep,
             progress: None,
             snapshot: None,
@@ -519,9 +529,11 @@ impl Worker {
         self
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
+        self.ticks += 1;
         if let Some(shared) = &self.snapshot {
             let snapshot = WorkerSnapshot {
+                ticks: self.ticks,
                 worker: self.stats,
                 cache: *self.shard.stats(),
                 source: self.source.stats(),
@@ -828,6 +840,7 @@ pub fn wall_clock_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::synth::{FrameOptions, eth_ipv4_udp};
+    use flowcache::counters::CounterSet;
     use flowcache::{EndReason, SamplerSpec};
     use std::net::SocketAddrV4;
 
@@ -990,6 +1003,13 @@ mod tests {
         unsampled: u64,
     }
 
+    flowcache::counters! {
+        #[derive(Clone, Copy, Debug, Default)]
+        struct RecorderStats {
+            packets: u64 = Spec::counter("packets", "packets seen", "Packets seen."),
+        }
+    }
+
     impl crate::ext::Extension for Recorder {
         fn name(&self) -> &'static str {
             "recorder"
@@ -1018,11 +1038,12 @@ mod tests {
             RecordFate::Keep
         }
         fn counters(&self, out: &mut Vec<ExtCounter>) {
-            out.push(ExtCounter {
-                name: "packets",
-                help: "packets seen",
-                value: self.packets,
-            });
+            out.extend(
+                RecorderStats {
+                    packets: self.packets,
+                }
+                .series(),
+            );
         }
     }
 

@@ -77,7 +77,8 @@ fn read_path(path: &Path) -> Vec<Owned> {
 /// Synthetic frames with timestamps.
 fn sample_frames(count: usize) -> Vec<(u64, Vec<u8>)> {
     let spec = TrafficSpec {
-        flows: 50,
+        // 50 flows of 10 packets, or as many more flows as `count` needs.
+        flows: (count / 10 + 1).max(50) as u32,
         packets_per_flow: 10,
         arp_share: 0.05,
         include_noise: true,
@@ -664,4 +665,189 @@ fn a_file_source_can_move_to_a_worker_thread() {
     .join()
     .unwrap();
     assert_eq!(packets, 5);
+}
+
+/// Many pcapng sections in a row, each the handmade one: every kind of block lands on
+/// both sides of the 1 MB read buffer's edges, so packet blocks lent in place and the
+/// blocks read by copying alternate, and the packets must come out exactly as written.
+#[test]
+fn pcapng_across_read_buffers_arrives_whole_and_in_order() {
+    let (section, expected_once) = handmade_pcapng();
+    // About 3.5 MB: the section's length is not a divisor of the buffer's, so the edges fall
+    // on every offset of the section.
+    let repeats = (3_500_000 / section.len()) + 1;
+    let bytes = section.repeat(repeats);
+    let file = TempFile::with_bytes("repeated.pcapng", &bytes);
+    let mut source = FileSource::open(file.path(), 3).unwrap();
+    let got = read_all(&mut source).unwrap();
+    let expected: Vec<Owned> = (0..repeats).flat_map(|_| expected_once.clone()).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "packets differ from what was written");
+    let stats = source.file_stats();
+    assert_eq!(stats.packets, 5 * repeats as u64);
+    assert_eq!(stats.skipped_packets, repeats as u64);
+    assert_eq!(stats.snapped_packets, repeats as u64);
+    assert_eq!(FileSource::scan(file.path()).unwrap(), stats);
+}
+
+/// A pcapng written by editcap from a classic pcap of several read buffers delivers the
+/// classic file's packets, byte for byte, with the same counts.
+#[test]
+fn a_large_pcapng_reads_as_its_classic_pcap() {
+    let Some(editcap) = editcap() else {
+        return;
+    };
+    let frames = sample_frames(40_000);
+    let classic = write_classic("large.pcap", &frames);
+    let converted = TempFile::new("large.pcapng");
+    let status = Command::new(editcap)
+        .args(["-F", "pcapng"])
+        .arg(classic.path())
+        .arg(converted.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "editcap -F pcapng failed");
+    assert!(fs::metadata(converted.path()).unwrap().len() > 3 << 20);
+    let mut classic_source = FileSource::open(classic.path(), 0).unwrap();
+    let mut ng_source = FileSource::open(converted.path(), 0).unwrap();
+    let from_classic = read_all(&mut classic_source).unwrap();
+    let from_ng = read_all(&mut ng_source).unwrap();
+    assert_eq!(from_classic.len(), frames.len());
+    assert!(from_ng == from_classic, "pcapng packets differ from pcap's");
+    assert!(from_classic == expected(&frames, 0));
+    let (mut classic_stats, ng_stats) = (classic_source.file_stats(), ng_source.file_stats());
+    classic_stats.format = CaptureFormat::PcapNg;
+    assert_eq!(ng_stats, classic_stats);
+}
+
+/// A corrupt pcapng block after good ones: the good packets are delivered, then the error.
+#[test]
+fn a_corrupt_pcapng_block_is_an_error_after_the_good_packets() {
+    let mut ng = PcapNg::new();
+    ng.section(false);
+    ng.interface(1, 0, &[]);
+    for i in 0..3 {
+        ng.enhanced(0, 1_000_000 + i, &frame(i as u8, 60), 60);
+    }
+    let good = ng.bytes.len();
+    ng.enhanced(0, 2_000_000, &frame(9, 60), 60);
+    let at = ng.bytes.len() - 4;
+    ng.bytes[at] ^= 0x40;
+    let file = TempFile::with_bytes("corrupt-after-good.pcapng", &ng.bytes);
+    let mut source = FileSource::open(file.path(), 0).unwrap();
+    let mut got = 0;
+    assert_eq!(
+        source.poll_burst(&mut |burst| got = burst.len()).unwrap(),
+        BurstStatus::Delivered(3)
+    );
+    assert_eq!(got, 3);
+    let err = source
+        .poll_burst(&mut |_| panic!("nothing more"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: pcapng block at byte {good}: length 104 but trailing length 40: corrupt file",
+            file.path().display()
+        )
+    );
+}
+
+/// The first packet's timestamp is known before the first poll, from the same reader,
+/// and reading it ahead neither loses nor repeats that packet.
+#[test]
+fn the_first_timestamp_comes_from_the_reader_as_it_starts() {
+    let frames = sample_frames(300);
+    let classic = write_classic("first.pcap", &frames);
+    let (bytes, handmade) = handmade_pcapng();
+    let ng = TempFile::with_bytes("first.pcapng", &bytes);
+    for (file, port, expected) in [(&classic, 0, expected(&frames, 0)), (&ng, 3, handmade)] {
+        let mut source = FileSource::open(file.path(), port).unwrap();
+        assert_eq!(
+            source.first_timestamp_us().unwrap(),
+            Some(expected[0].timestamp_us)
+        );
+        // Asking again reads nothing more.
+        assert_eq!(
+            source.first_timestamp_us().unwrap(),
+            Some(expected[0].timestamp_us)
+        );
+        assert_eq!(read_all(&mut source).unwrap(), expected);
+        assert_eq!(FileSource::scan(file.path()).unwrap(), source.file_stats());
+        assert_eq!(
+            source.file_stats().first_timestamp_us,
+            Some(expected[0].timestamp_us)
+        );
+    }
+
+    // A capture with no packet has no first timestamp, and ends at once.
+    let empty = write_classic("first-empty.pcap", &[]);
+    let mut source = FileSource::open(empty.path(), 0).unwrap();
+    assert_eq!(source.first_timestamp_us().unwrap(), None);
+    assert_eq!(read_all(&mut source).unwrap(), vec![]);
+
+    // A first record that cannot be right is the reader's first error, and the poll
+    // after it returns it again.
+    let mut bytes = classic_by_hand(false, false, 1, &[]);
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&10_000_000u32.to_le_bytes());
+    bytes.extend_from_slice(&10_000_000u32.to_le_bytes());
+    let corrupt = TempFile::with_bytes("first-corrupt.pcap", &bytes);
+    let mut source = FileSource::open(corrupt.path(), 0).unwrap();
+    let first = source.first_timestamp_us().unwrap_err().to_string();
+    assert!(first.contains("claims 10000000 captured bytes"), "{first}");
+    let polled = source.poll_burst(&mut |_| panic!("no packet")).unwrap_err();
+    assert_eq!(polled.to_string(), first);
+}
+
+/// Progress without a counting pass: the bytes consumed, published after every burst,
+/// climb to the file's size.
+#[test]
+fn bytes_read_climb_to_the_file_size() {
+    for (name, format) in [("progress.pcap", None), ("progress.pcapng", Some("pcapng"))] {
+        let frames = sample_frames(30_000);
+        let classic = write_classic(name, &frames);
+        let file = match format {
+            None => classic,
+            Some(format) => {
+                let Some(editcap) = editcap() else {
+                    continue;
+                };
+                let converted = TempFile::new(&format!("converted-{name}"));
+                let status = Command::new(editcap)
+                    .args(["-F", format])
+                    .arg(classic.path())
+                    .arg(converted.path())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                converted
+            }
+        };
+        let size = fs::metadata(file.path()).unwrap().len();
+        let mut source = FileSource::open(file.path(), 0).unwrap();
+        assert_eq!(source.file_len(), Some(size));
+        let read = source.bytes_read();
+        let mut seen = vec![read.load(std::sync::atomic::Ordering::Relaxed)];
+        while let BurstStatus::Delivered(_) = source.poll_burst(&mut |_| {}).unwrap() {
+            seen.push(read.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        assert!(
+            seen[0] < 4096,
+            "{name}: only the file header before the first poll"
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "{name}: never backwards"
+        );
+        assert!(
+            seen.iter().any(|&b| b > size / 3 && b < size * 2 / 3),
+            "{name}"
+        );
+        assert_eq!(
+            *seen.last().unwrap(),
+            size,
+            "{name}: the whole file at the end"
+        );
+    }
 }

@@ -27,7 +27,7 @@ pub enum TriggerStatistic {
 
 /// `[analyzers]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AnalyzersSection {
     pub syn_flood: SynFloodSection,
     pub half_open: HalfOpenSection,
@@ -51,7 +51,7 @@ impl AnalyzersSection {
 
 /// `[analyzers.syn_flood]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SynFloodSection {
     pub trigger: TriggerMode,
     pub trigger_statistic: TriggerStatistic,
@@ -85,7 +85,7 @@ impl Default for SynFloodSection {
 
 /// `[analyzers.half_open]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct HalfOpenSection {
     pub trigger: TriggerMode,
     pub trigger_statistic: TriggerStatistic,
@@ -118,7 +118,7 @@ impl Default for HalfOpenSection {
 
 /// `[analyzers.dns]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DnsSection {
     pub trigger: TriggerMode,
     pub trigger_statistic: TriggerStatistic,
@@ -143,7 +143,7 @@ impl Default for DnsSection {
 
 /// `[analyzers.per_destination]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PerDestinationSection {
     pub trigger: TriggerMode,
     pub trigger_statistic: TriggerStatistic,

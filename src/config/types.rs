@@ -1,7 +1,8 @@
 //! The configuration tree: one struct per TOML table, with the documented defaults.
 //!
-//! Every table has `#[serde(default, deny_unknown_fields)]`: a missing key takes the
-//! default below, an unknown key is an error. Ranges and cross-key rules are checked after
+//! Every table has `#[serde(default)]`: a missing key takes the default below. An unknown
+//! key is an error too, but all of them are reported at once (`unknown.rs`), so the tables
+//! do not deny unknown fields themselves. Ranges and cross-key rules are checked after
 //! deserialisation by [`Config::validate`](super::Config::validate).
 
 use std::fmt;
@@ -22,7 +23,7 @@ pub const DEFAULT_PROMETHEUS_LISTEN: SocketAddr =
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     pub dpdk: DpdkSection,
     /// `[[port]]`: the NIC ports or virtual devices to capture from.
@@ -45,7 +46,7 @@ pub struct Config {
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DpdkSection {
     /// DPDK's `-l` core list, e.g. `"0-3"` or `"0,2,4-7"`; `None`: every core (DPDK's
     /// default).
@@ -86,7 +87,7 @@ impl Default for DpdkSection {
 
 /// One `[[port]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PortSection {
     /// A PCI address (`0000:01:00.0`, optionally followed by `,devargs`) of a NIC bound
     /// to vfio-pci, or a DPDK virtual device (`net_pcap0,rx_pcap=/x.pcap`,
@@ -136,6 +137,57 @@ impl PortSection {
     /// The arguments after the device name (`rx_pcap=/x.pcap`), empty if none.
     pub fn device_args(&self) -> &str {
         self.device.split_once(',').map_or("", |(_, args)| args)
+    }
+
+    /// The value of driver argument `key` (`iface` in `net_af_packet0,iface=eth1`).
+    pub fn device_arg(&self, key: &str) -> Option<&str> {
+        self.device_args()
+            .split(',')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == key))
+            .map(|(_, v)| v.trim())
+    }
+
+    /// The DPDK driver of a virtual device: `af_packet` for `net_af_packet0`.
+    pub fn vdev_driver(&self) -> &str {
+        let driver = self
+            .device_name()
+            .trim_end_matches(|ch: char| ch.is_ascii_digit());
+        let driver = driver.strip_prefix("eth_").unwrap_or(driver);
+        driver.strip_prefix("net_").unwrap_or(driver)
+    }
+
+    /// The kernel interface a live virtual device reads (af_packet, af_xdp, pcap).
+    pub fn kernel_interface(&self) -> Option<&str> {
+        match self.vdev_driver() {
+            "af_packet" | "af_xdp" => self.device_arg("iface"),
+            "pcap" => ["rx_iface", "rx_iface_in", "iface"]
+                .iter()
+                .find_map(|key| self.device_arg(key)),
+            _ => None,
+        }
+    }
+
+    /// The device as the EAL gets it. An af_packet device is read through DPDK's pcap
+    /// driver on the same interface instead: DPDK 22.11's af_packet driver joins every
+    /// socket to a PACKET_FANOUT group with PACKET_FANOUT_FLAG_DEFRAG (not configurable),
+    /// so the kernel reassembles IPv4 fragments before they reach the ring: fragments
+    /// vanish and the reassembled datagrams are cut at the ring's frame size. libpcap
+    /// reads the same kind of AF_PACKET ring without a fanout, reports the socket's drop
+    /// counter (PACKET_STATISTICS) as the port's missed frames, puts stripped VLAN tags
+    /// back, and chains frames longer than an mbuf.
+    pub fn eal_device(&self) -> String {
+        match (self.vdev_driver(), self.kernel_interface()) {
+            ("af_packet", Some(iface)) => format!("{},rx_iface={iface}", self.eal_device_name()),
+            _ => self.device.trim().to_string(),
+        }
+    }
+
+    /// The port name the EAL knows the device by (see [`PortSection::eal_device`]).
+    pub fn eal_device_name(&self) -> String {
+        match self.vdev_driver() {
+            "af_packet" => format!("net_pcap_{}", self.device_name().trim_start_matches("net_")),
+            _ => self.device_name().to_string(),
+        }
     }
 
     /// PCI or vdev, or `None` if `device` is neither.
@@ -188,7 +240,7 @@ pub(crate) fn is_vdev_name(s: &str) -> bool {
 
 /// `[workers]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct WorkersSection {
     /// Worker threads: a number, or `"auto"` for one per receive queue.
     pub count: WorkerCount,
@@ -272,7 +324,7 @@ impl<'de> Deserialize<'de> for WorkerCount {
 
 /// `[sampling]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SamplingSection {
     pub mode: SamplingMode,
     /// Seed of the `random` sampler; `None`: a fixed built-in seed, so runs repeat.
@@ -511,7 +563,7 @@ impl DpdkLogLevel {
 
 /// `[cache]`: the per-worker flow cache shard.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CacheSection {
     /// Flow entries per worker (each worker owns one shard of this size).
     pub capacity: usize,
@@ -544,7 +596,7 @@ impl Default for CacheSection {
 
 /// `[aggregation]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AggregationSection {
     /// Export Cisco-style protocol-port aggregates (protocol, source port, destination
     /// port) instead of individual flows.
@@ -564,7 +616,7 @@ impl Default for AggregationSection {
 
 /// One `[[collector]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CollectorSection {
     /// `HOST:PORT` (`[v6]:PORT` for an IPv6 literal). Required.
     pub address: String,
@@ -641,7 +693,7 @@ pub(crate) fn parse_source(s: &str) -> Result<SocketAddr, String> {
 
 /// `[export]`: settings shared by all collectors.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ExportSection {
     /// IPFIX observation domain id / NetFlow v9 source id (the low byte is the v5 engine
     /// id).
@@ -664,7 +716,7 @@ impl Default for ExportSection {
 
 /// `[logging]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LoggingSection {
     pub level: LogLevel,
     /// DPDK's own log level (`--log-level`).
@@ -673,7 +725,7 @@ pub struct LoggingSection {
 
 /// `[stats]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct StatsSection {
     /// Seconds between counter lines in the log; 0: never.
     pub interval: u64,
@@ -723,7 +775,7 @@ fn deserialize_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAd
 /// `[events]`: the one event output of the appliance (heavy hitters, congestion, floods,
 /// trigger changes; docs/EVENTS.md).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct EventsSection {
     /// Where events go as JSON lines: a file path, `-` for stdout, `udp:HOST:PORT` or
     /// `unix:/path`; `None`: logged only.

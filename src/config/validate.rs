@@ -402,9 +402,7 @@ impl Config {
                         args.iter()
                             .any(|a| keys.iter().any(|k| a.trim().starts_with(&format!("{k}="))))
                     };
-                    let driver = name.trim_end_matches(|ch: char| ch.is_ascii_digit());
-                    let driver = driver.strip_prefix("eth_").unwrap_or(driver);
-                    let driver = driver.strip_prefix("net_").unwrap_or(driver);
+                    let driver = port.vdev_driver();
                     if driver == "pcap" && !has(&["rx_pcap", "rx_iface", "rx_iface_in", "iface"]) {
                         c.fail(
                             at("device"),
@@ -419,6 +417,21 @@ impl Config {
                         c.fail(
                             at("device"),
                             format!("{:?}: an af_packet device needs iface=IFNAME", port.device),
+                        );
+                    }
+                    let qpairs = port.device_arg("qpairs").unwrap_or("1");
+                    if driver == "af_packet" && (qpairs != "1" || port.rx_queues != 1) {
+                        c.fail(
+                            at("device"),
+                            format!(
+                                "{:?}: an af_packet device takes one queue (qpairs=1, \
+                                 rx_queues = 1). DPDK's af_packet driver spreads queues with \
+                                 a PACKET_FANOUT group that makes the kernel reassemble IPv4 \
+                                 fragments, so tapflow reads the interface through one \
+                                 AF_PACKET socket without fanout; for several queues use \
+                                 \"net_af_xdp0,iface=IFNAME,queue_count=N\" (docs/INSTALL.md)",
+                                port.device
+                            ),
                         );
                     }
                 }
@@ -587,6 +600,17 @@ impl Config {
                          udp, or version = \"ipfix\")",
                         collector.version
                     ),
+                );
+            }
+            if self.aggregation.protocol_port
+                && collector.version == super::types::ExportVersion::V5
+            {
+                c.fail(
+                    at("version"),
+                    "v5 cannot carry protocol-port aggregates, and with [aggregation] \
+                     protocol_port = true nothing else is exported: this collector would \
+                     receive nothing (use version = \"v9\" or \"ipfix\", or turn \
+                     aggregation off)",
                 );
             }
             c.range(at("mtu"), collector.mtu, MTU_RANGE.0, MTU_RANGE.1, " bytes");

@@ -86,6 +86,68 @@ pub fn read_pcap_frames(path: &Path) -> Vec<Vec<u8>> {
     frames
 }
 
+/// Reads a classic pcap's records as (timestamp in microseconds, frame).
+pub fn read_pcap_records(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+    let (le, nanos) = match magic {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
+        other => panic!("not a classic pcap: magic {other:#x}"),
+    };
+    let u32_at = |b: &[u8], at: usize| {
+        let v: [u8; 4] = b[at..at + 4].try_into().unwrap();
+        u64::from(if le {
+            u32::from_le_bytes(v)
+        } else {
+            u32::from_be_bytes(v)
+        })
+    };
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let fraction = u32_at(&bytes, at + 4);
+        let us = u32_at(&bytes, at) * 1_000_000 + if nanos { fraction / 1000 } else { fraction };
+        let caplen = u32_at(&bytes, at + 8) as usize;
+        at += 16;
+        records.push((us, bytes[at..at + caplen].to_vec()));
+        at += caplen;
+    }
+    records
+}
+
+/// A flow of the ground truth with its times: milliseconds since the epoch of its first
+/// and last packet (the capture's microseconds, truncated, as a probe stamps them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTruth {
+    pub packets: u64,
+    pub octets: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+/// [`ground_truth`] with each flow's first and last packet times.
+pub fn ground_truth_timed(path: &Path) -> BTreeMap<FiveTuple, FlowTruth> {
+    let mut flows = BTreeMap::new();
+    for (us, frame) in read_pcap_records(path) {
+        if let Some((tuple, octets)) = classify(&frame) {
+            let ms = us / 1000;
+            let e = flows.entry(tuple).or_insert(FlowTruth {
+                first_ms: ms,
+                last_ms: ms,
+                ..FlowTruth::default()
+            });
+            e.packets += 1;
+            e.octets += octets;
+            e.first_ms = e.first_ms.min(ms);
+            e.last_ms = e.last_ms.max(ms);
+        }
+    }
+    flows
+}
+
 /// Per-flow packets and octets computed with etherparse, independently of tapflow's parser.
 pub fn ground_truth(path: &Path) -> Totals {
     let mut totals = Totals::new();
@@ -104,7 +166,7 @@ pub fn ground_truth(path: &Path) -> Totals {
 fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let packet = SlicedPacket::from_ethernet(frame).ok()?;
-    let (src, dst, proto, octets, fragmented) = match packet.net.as_ref()? {
+    let (src, dst, proto, octets, fragmented, payload) = match packet.net.as_ref()? {
         NetSlice::Ipv4(ip) => {
             let h = ip.header();
             (
@@ -113,6 +175,7 @@ fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
                 h.protocol().0,
                 u64::from(h.total_len()),
                 h.fragments_offset().value() > 0,
+                ip.payload().payload,
             )
         }
         NetSlice::Ipv6(ip) => {
@@ -123,6 +186,7 @@ fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
                 ip.payload().ip_number.0,
                 u64::from(h.payload_length()) + 40,
                 ip.payload().fragmented,
+                ip.payload().payload,
             )
         }
         _ => return None,
@@ -135,6 +199,12 @@ fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
             Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
             Some(TransportSlice::Icmpv4(i)) => (0, u16::from_be_bytes([i.type_u8(), i.code_u8()])),
             Some(TransportSlice::Icmpv6(i)) => (0, u16::from_be_bytes([i.type_u8(), i.code_u8()])),
+            // An IPv4 first fragment (offset 0, more to come): etherparse leaves its L4
+            // header unsliced, but it is there, and a probe reads the ports from it.
+            None if matches!(proto, 6 | 17) && payload.len() >= 4 => (
+                u16::from_be_bytes([payload[0], payload[1]]),
+                u16::from_be_bytes([payload[2], payload[3]]),
+            ),
             _ => (0, 0),
         }
     };

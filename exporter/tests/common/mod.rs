@@ -362,20 +362,29 @@ pub fn expected_ipfix_flow(r: &FlowRecord, sampling: bool) -> BTreeMap<u16, Valu
     let mut m = common_flow_fields(r);
     m.insert(152, num(r.first_ms));
     m.insert(153, num(r.last_ms));
+    // icmpTypeCodeIPv4 / icmpTypeCodeIPv6, by the record's IP version.
+    let icmp_id = if r.key.ip_version == 6 { 139 } else { 32 };
+    m.insert(icmp_id, num(icmp_type_code(r)));
     if sampling {
         insert_sampling(&mut m, r.sampling);
     }
     m
 }
 
-/// The fields a v9 flow record must decode to: times are ms since the session's start.
-pub fn expected_v9_flow(r: &FlowRecord, start_ms: u64, sampling: bool) -> BTreeMap<u16, Value> {
-    let mut m = common_flow_fields(r);
-    m.insert(22, num(r.first_ms - start_ms));
-    m.insert(21, num(r.last_ms - start_ms));
-    // ICMP_TYPE: type << 8 | code for ICMP and ICMPv6, zero for every other protocol.
+/// ICMP type << 8 | code for ICMP and ICMPv6 (the key keeps it in the destination port),
+/// zero for every other protocol.
+pub fn icmp_type_code(r: &FlowRecord) -> u64 {
     let icmp = matches!(r.key.protocol, 1 | 58);
-    m.insert(32, num(if icmp { u64::from(r.key.dst_port) } else { 0 }));
+    if icmp { u64::from(r.key.dst_port) } else { 0 }
+}
+
+/// The fields a v9 flow record must decode to: times are ms since the session's sysUptime
+/// epoch (`ExportSession::sys_uptime_epoch_ms`).
+pub fn expected_v9_flow(r: &FlowRecord, epoch_ms: u64, sampling: bool) -> BTreeMap<u16, Value> {
+    let mut m = common_flow_fields(r);
+    m.insert(22, num(r.first_ms - epoch_ms));
+    m.insert(21, num(r.last_ms - epoch_ms));
+    m.insert(32, num(icmp_type_code(r)));
     if sampling {
         insert_sampling(&mut m, r.sampling);
     }

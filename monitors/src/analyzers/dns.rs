@@ -4,11 +4,11 @@
 //! transaction of each flow. Malformed messages are counted and skipped.
 
 use flowcache::{DnsTransaction, FlowKey, FlowRecord, RecordExtras};
-use probe::ext::{BoundedTable, ExtCounter, ExtOutput, Interest, PacketView};
+use probe::ext::{BoundedTable, ExtOutput, Interest, PacketView};
 use probe::parse::IpProtocol;
 
 use super::dns_wire::parse_message;
-use super::{Analyzer, DnsSettings};
+use super::{Analyzer, AnalyzerStats, DnsSettings};
 
 const UDP_HEADER_LEN: usize = 8;
 
@@ -194,39 +194,13 @@ impl Analyzer for DnsAnalyzer {
         self.pending.retain(|_, _| false);
     }
 
-    fn counters(&self, out: &mut Vec<ExtCounter>) {
-        out.extend([
-            ExtCounter {
-                name: "dns_queries",
-                help: "DNS queries read.",
-                value: self.queries,
-            },
-            ExtCounter {
-                name: "dns_responses",
-                help: "DNS responses read.",
-                value: self.responses,
-            },
-            ExtCounter {
-                name: "dns_unmatched_responses",
-                help: "DNS responses whose query was not seen (latency unknown).",
-                value: self.unmatched_responses,
-            },
-            ExtCounter {
-                name: "dns_malformed",
-                help: "Packets to or from port 53 that hold no readable DNS message.",
-                value: self.malformed,
-            },
-            ExtCounter {
-                name: "dns_query_evictions",
-                help: "Unanswered DNS queries dropped because the table was full.",
-                value: self.pending.evictions(),
-            },
-            ExtCounter {
-                name: "dns_transaction_evictions",
-                help: "DNS transactions dropped before their flow's record because the table was full.",
-                value: self.transactions.evictions(),
-            },
-        ]);
+    fn counters(&self, stats: &mut AnalyzerStats) {
+        stats.dns_queries = self.queries;
+        stats.dns_responses = self.responses;
+        stats.dns_unmatched_responses = self.unmatched_responses;
+        stats.dns_malformed = self.malformed;
+        stats.dns_query_evictions = self.pending.evictions();
+        stats.dns_transaction_evictions = self.transactions.evictions();
     }
 }
 

@@ -4,10 +4,12 @@
 //! `threshold` half-open handshakes in one second raises a `half_open` event listing the
 //! top destinations.
 
-use probe::ext::{BoundedTable, Event, ExtCounter, ExtOutput, Interest, PacketView};
+use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
 use serde_json::json;
 
-use super::{AddrKey, Analyzer, HalfOpenSettings, WINDOW_US, is_handshake_ack, is_syn};
+use super::{
+    AddrKey, Analyzer, AnalyzerStats, HalfOpenSettings, WINDOW_US, is_handshake_ack, is_syn,
+};
 
 type Handshake = ([u8; 16], [u8; 16], u16, u16);
 
@@ -153,34 +155,12 @@ impl Analyzer for HalfOpenTracker {
         self.destinations.retain(|_, _| false);
     }
 
-    fn counters(&self, out: &mut Vec<ExtCounter>) {
-        out.extend([
-            ExtCounter {
-                name: "half_open_handshakes",
-                help: "TCP handshakes not completed within the half-open timeout.",
-                value: self.half_open,
-            },
-            ExtCounter {
-                name: "half_open_completed",
-                help: "TCP handshakes the half-open tracker saw completed.",
-                value: self.completed,
-            },
-            ExtCounter {
-                name: "half_open_events",
-                help: "half_open events raised.",
-                value: self.events,
-            },
-            ExtCounter {
-                name: "half_open_pending_evictions",
-                help: "Pending handshakes dropped because the table was full.",
-                value: self.pending.evictions(),
-            },
-            ExtCounter {
-                name: "half_open_destination_evictions",
-                help: "Destinations dropped from the half-open counts because the table was full.",
-                value: self.destinations.evictions(),
-            },
-        ]);
+    fn counters(&self, stats: &mut AnalyzerStats) {
+        stats.half_open_handshakes = self.half_open;
+        stats.half_open_completed = self.completed;
+        stats.half_open_events = self.events;
+        stats.half_open_pending_evictions = self.pending.evictions();
+        stats.half_open_destination_evictions = self.destinations.evictions();
     }
 }
 

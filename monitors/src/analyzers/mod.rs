@@ -21,6 +21,7 @@ mod syn_flood;
 use std::fmt;
 use std::net::IpAddr;
 
+use flowcache::counters::{CounterSet, Spec};
 use flowcache::{FlowKey, FlowRecord};
 use probe::ext::{Event, ExtCounter, ExtOutput, Extension, Interest, PacketView, RecordFate};
 
@@ -159,6 +160,33 @@ pub struct AnalyzersSettings {
     pub per_destination: PerDestinationSettings,
 }
 
+flowcache::counters! {
+    /// The analyzers' counters (`tapflow_analyzers_<name>_total`), summed over the
+    /// analyzers that are built; an `off` analyzer's stay zero.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct AnalyzerStats {
+        syn_flood_starts: u64 = Spec::counter("syn_flood_starts", "analyzers: syn flood starts", "SYN floods detected (syn_flood_start events).").when_nonzero(),
+        syn_flood_ends: u64 = Spec::counter("syn_flood_ends", "analyzers: syn flood ends", "SYN floods ended (syn_flood_end events).").when_nonzero(),
+        syn_flood_destination_evictions: u64 = Spec::counter("syn_flood_destination_evictions", "analyzers: syn flood destination evictions", "Destinations the SYN-flood detector dropped because its table was full.").when_nonzero(),
+        syn_flood_source_evictions: u64 = Spec::counter("syn_flood_source_evictions", "analyzers: syn flood source evictions", "(victim, source) pairs the SYN-flood detector dropped because its table was full.").when_nonzero(),
+        syn_flood_victims_refused: u64 = Spec::counter("syn_flood_victims_refused", "analyzers: syn flood victims refused", "Floods not reported because max_victims floods were already open.").when_nonzero(),
+        half_open_handshakes: u64 = Spec::counter("half_open_handshakes", "analyzers: half open handshakes", "TCP handshakes not completed within the half-open timeout.").when_nonzero(),
+        half_open_completed: u64 = Spec::counter("half_open_completed", "analyzers: half open completed", "TCP handshakes the half-open tracker saw completed.").when_nonzero(),
+        half_open_events: u64 = Spec::counter("half_open_events", "analyzers: half open events", "half_open events raised.").when_nonzero(),
+        half_open_pending_evictions: u64 = Spec::counter("half_open_pending_evictions", "analyzers: half open pending evictions", "Pending handshakes dropped because the table was full.").when_nonzero(),
+        half_open_destination_evictions: u64 = Spec::counter("half_open_destination_evictions", "analyzers: half open destination evictions", "Destinations dropped from the half-open counts because the table was full.").when_nonzero(),
+        dns_queries: u64 = Spec::counter("dns_queries", "analyzers: dns queries", "DNS queries read.").when_nonzero(),
+        dns_responses: u64 = Spec::counter("dns_responses", "analyzers: dns responses", "DNS responses read.").when_nonzero(),
+        dns_unmatched_responses: u64 = Spec::counter("dns_unmatched_responses", "analyzers: dns unmatched responses", "DNS responses whose query was not seen (latency unknown).").when_nonzero(),
+        dns_malformed: u64 = Spec::counter("dns_malformed", "analyzers: dns malformed", "Packets to or from port 53 that hold no readable DNS message.").when_nonzero(),
+        dns_query_evictions: u64 = Spec::counter("dns_query_evictions", "analyzers: dns query evictions", "Unanswered DNS queries dropped because the table was full.").when_nonzero(),
+        dns_transaction_evictions: u64 = Spec::counter("dns_transaction_evictions", "analyzers: dns transaction evictions", "DNS transactions dropped before their flow's record because the table was full.").when_nonzero(),
+        per_destination_records: u64 = Spec::counter("per_destination_records", "analyzers: per destination records", "destination_totals records exported.").when_nonzero(),
+        per_destination_evictions: u64 = Spec::counter("per_destination_evictions", "analyzers: per destination evictions", "Destinations dropped from an interval's totals because the table was full.").when_nonzero(),
+        trigger_changes: u64 = Spec::counter("trigger_changes", "analyzers: trigger changes", "Analyzer triggers switched on or off (trigger_on and trigger_off events).").when_nonzero(),
+    }
+}
+
 /// What every analyzer does; [`Analyzers`] calls it only while the trigger is on.
 trait Analyzer: fmt::Debug + Send {
     fn name(&self) -> &'static str;
@@ -170,7 +198,7 @@ trait Analyzer: fmt::Debug + Send {
     fn on_record(&mut self, _record: &mut FlowRecord, _on: bool) {}
     /// The trigger went off or the worker stops: close what is open, drop working state.
     fn stop(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {}
-    fn counters(&self, _out: &mut Vec<ExtCounter>) {}
+    fn counters(&self, _stats: &mut AnalyzerStats) {}
 }
 
 /// An analyzer's on/off state.
@@ -384,14 +412,14 @@ impl Extension for Analyzers {
     }
 
     fn counters(&self, out: &mut Vec<ExtCounter>) {
+        let mut stats = AnalyzerStats {
+            trigger_changes: self.slots.iter().map(|slot| slot.trigger.changes).sum(),
+            ..AnalyzerStats::default()
+        };
         for slot in &self.slots {
-            slot.analyzer.counters(out);
+            slot.analyzer.counters(&mut stats);
         }
-        out.push(ExtCounter {
-            name: "trigger_changes",
-            help: "Analyzer triggers switched on or off.",
-            value: self.slots.iter().map(|slot| slot.trigger.changes).sum(),
-        });
+        out.extend(stats.series());
     }
 }
 

@@ -13,9 +13,9 @@
 use std::sync::{Arc, Mutex};
 
 use flowcache::FlowRecord;
-use probe::ext::{BoundedTable, Event, ExtCounter, ExtOutput, Interest, PacketView};
+use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
 
-use super::{AddrKey, Analyzer, PerDestinationSettings};
+use super::{AddrKey, Analyzer, AnalyzerStats, PerDestinationSettings};
 
 /// One destination's totals over an interval.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,19 +161,9 @@ impl Analyzer for PerDestination {
         self.interval_start_us = 0;
     }
 
-    fn counters(&self, out: &mut Vec<ExtCounter>) {
-        out.extend([
-            ExtCounter {
-                name: "per_destination_records",
-                help: "destination_totals records exported.",
-                value: self.records,
-            },
-            ExtCounter {
-                name: "per_destination_evictions",
-                help: "Destinations dropped from an interval's totals because the table was full.",
-                value: self.totals.evictions(),
-            },
-        ]);
+    fn counters(&self, stats: &mut AnalyzerStats) {
+        stats.per_destination_records = self.records;
+        stats.per_destination_evictions = self.totals.evictions();
     }
 }
 

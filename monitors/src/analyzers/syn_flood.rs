@@ -7,10 +7,10 @@
 //! (`max_sources`, shared by every victim); a spoofed flood fills the second, whose
 //! evictions are counted and still tell the story: many sources, few SYNs each.
 
-use probe::ext::{BoundedTable, Event, ExtCounter, ExtOutput, Interest, PacketView};
+use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
 use serde_json::json;
 
-use super::{AddrKey, Analyzer, SynFloodSettings, WINDOW_US, is_syn};
+use super::{AddrKey, Analyzer, AnalyzerStats, SynFloodSettings, WINDOW_US, is_syn};
 
 /// A destination enters the table (with its sources and ports) only once the sketch has
 /// counted this fraction of `syn_per_sec` for it in the current second: the SYNs of
@@ -325,34 +325,12 @@ impl Analyzer for SynFloodDetector {
         self.sources.retain(|_, _| false);
     }
 
-    fn counters(&self, out: &mut Vec<ExtCounter>) {
-        out.extend([
-            ExtCounter {
-                name: "syn_flood_starts",
-                help: "SYN floods detected (syn_flood_start events).",
-                value: self.starts,
-            },
-            ExtCounter {
-                name: "syn_flood_ends",
-                help: "SYN floods ended (syn_flood_end events).",
-                value: self.ends,
-            },
-            ExtCounter {
-                name: "syn_flood_destination_evictions",
-                help: "Destinations the SYN-flood detector dropped because its table was full.",
-                value: self.destinations.evictions(),
-            },
-            ExtCounter {
-                name: "syn_flood_source_evictions",
-                help: "(victim, source) pairs the SYN-flood detector dropped because its table was full.",
-                value: self.sources.evictions(),
-            },
-            ExtCounter {
-                name: "syn_flood_victims_refused",
-                help: "Floods not reported because max_victims floods were already open.",
-                value: self.episodes_refused,
-            },
-        ]);
+    fn counters(&self, stats: &mut AnalyzerStats) {
+        stats.syn_flood_starts = self.starts;
+        stats.syn_flood_ends = self.ends;
+        stats.syn_flood_destination_evictions = self.destinations.evictions();
+        stats.syn_flood_source_evictions = self.sources.evictions();
+        stats.syn_flood_victims_refused = self.episodes_refused;
     }
 }
 

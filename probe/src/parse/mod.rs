@@ -193,6 +193,18 @@ impl StopReason {
         StopReason::BadIpv6ExtensionChain,
     ];
 
+    /// The `reason` label of `tapflow_parse_stops_total`, by `reason as usize`; empty for
+    /// `Complete`, which is no stop.
+    pub const STOP_LABELS: [&'static str; StopReason::COUNT] = {
+        let mut names = [""; StopReason::COUNT];
+        let mut i = 1;
+        while i < StopReason::COUNT {
+            names[i] = StopReason::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
+
     /// True iff the IP header was valid, so the packet belongs to a flow.
     #[inline]
     pub fn accounted(self) -> bool {
@@ -200,7 +212,7 @@ impl StopReason {
     }
 
     /// The counter name, snake case.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             StopReason::Complete => "complete",
             StopReason::UnknownL4 => "unknown_l4",
