@@ -109,7 +109,7 @@ impl Default for HalfOpenSection {
             hold: 10,
             timeout_ms: 3000,
             threshold: 100,
-            max_pending: 65536,
+            max_pending: 262144,
             max_destinations: 4096,
             top_n: 5,
         }
@@ -166,7 +166,7 @@ impl Default for PerDestinationSection {
             hold: 10,
             prefix_len_v4: 32,
             prefix_len_v6: 128,
-            max_destinations: 65536,
+            max_destinations: 262144,
             top_n: 20,
             interval: 60,
         }
