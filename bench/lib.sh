@@ -24,7 +24,7 @@ load1() {
 
 # A field of a one-line JSON object: json_field NAME < json
 json_field() {
-    sed -n "s/.*\"$1\": \"\{0,1\}\([^,\"}]*\).*/\1/p"
+    sed -n "s/.*\"$1\": *\"\{0,1\}\([^,\"}]*\).*/\1/p"
 }
 
 # The median of numbers on stdin, one per line.

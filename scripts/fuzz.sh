@@ -10,6 +10,8 @@
 #                    flow cache: every accounted packet in exactly one record of its flow
 #   pcap_file        the pcap/pcapng reader on arbitrary files (scan and read agree)
 #   config           the TOML configuration loader on arbitrary text (with a dictionary)
+#   dns              the DNS reader and analyzer on hostile messages (compression loops,
+#                    truncated names, labels past the end)
 #
 # Targets run two at a time (this machine has two cores). Each starts from the tiny
 # committed seed corpus in fuzz/corpus/TARGET, copied to a scratch corpus under the build
@@ -40,7 +42,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(parse_frame frames_to_flows pcap_file config)
+    targets=(parse_frame frames_to_flows pcap_file config dns)
 fi
 jobs=${FUZZ_JOBS:-2}
 

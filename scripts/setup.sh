@@ -13,6 +13,7 @@ packages=(
     systemd                     # systemd-analyze verifies the unit
     groff-base                  # renders the man pages in the tests
     libfixbuf-tools fastnetmon python3-venv  # interoperability matrix (tests/interop.rs)
+    dnsmasq-base bind9-dnsutils # a real resolver and dig for the DNS analyzer's test
 )
 
 missing=()

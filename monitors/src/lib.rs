@@ -14,4 +14,12 @@ use flowcache::counters::{CounterSet, Spec};
 /// Each extension's counters, by extension name: the families the metrics endpoint shows
 /// as `tapflow_<extension>_<name>_total` when it runs. A test holds docs/METRICS.md to this
 /// list; an extension adds its line (`("tcp_kpi", <TcpKpiStats as CounterSet>::SPECS)`).
-pub const COUNTERS: &[(&str, &[Spec])] = &[("monitor", rate::MonitorStats::SPECS)];
+pub const COUNTERS: &[(&str, &[Spec])] = &[
+    ("monitor", rate::MonitorStats::SPECS),
+    (
+        "analyzers",
+        <analyzers::AnalyzerStats as flowcache::counters::CounterSet>::SPECS,
+    ),
+];
+
+pub mod analyzers;

@@ -10,6 +10,7 @@
 //! keeps it buildable and testable on its own; the binary maps them onto the probe,
 //! flowcache and exporter settings.
 
+mod analyzers;
 mod error;
 mod policy;
 mod types;
@@ -19,6 +20,10 @@ mod validate;
 use std::fmt::Write as _;
 use std::path::Path;
 
+pub use analyzers::{
+    AnalyzersSection, DnsSection, HalfOpenSection, PerDestinationSection, SynFloodSection,
+    TriggerMode, TriggerStatistic,
+};
 pub use error::{ConfigError, Diagnostic, Location};
 pub use policy::{PolicySection, Scalar};
 pub use types::MonitorSection;

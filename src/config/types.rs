@@ -46,6 +46,8 @@ pub struct Config {
     /// `[[policy]]`: what to monitor and how, first match wins.
     #[serde(rename = "policy")]
     pub policies: Vec<super::policy::PolicySection>,
+    /// `[analyzers.*]` (issue 18).
+    pub analyzers: super::AnalyzersSection,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).

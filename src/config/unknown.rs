@@ -71,6 +71,9 @@ pub(crate) fn accepted_keys(table: &KeyPath) -> Option<&'static [&'static str]> 
         Some(Segment::Key(name)) => name.as_str(),
         Some(Segment::Index(_)) => return None,
     };
+    if name == "analyzers" {
+        return analyzer_keys(&table.0[1..]);
+    }
     // Only a table's own keys: deeper paths have no struct of ours here.
     let depth = match table.0.get(1) {
         Some(Segment::Index(_)) => 2,
@@ -95,6 +98,24 @@ pub(crate) fn accepted_keys(table: &KeyPath) -> Option<&'static [&'static str]> 
         "policy" => fields_of::<super::policy::PolicySection>(),
         _ => return None,
     })
+}
+
+/// `[analyzers]` and its four tables (`[analyzers.syn_flood]`, ...).
+fn analyzer_keys(rest: &[Segment]) -> Option<&'static [&'static str]> {
+    use super::analyzers::{
+        AnalyzersSection, DnsSection, HalfOpenSection, PerDestinationSection, SynFloodSection,
+    };
+    match rest {
+        [] => Some(fields_of::<AnalyzersSection>()),
+        [Segment::Key(table)] => Some(match table.as_str() {
+            "syn_flood" => fields_of::<SynFloodSection>(),
+            "half_open" => fields_of::<HalfOpenSection>(),
+            "dns" => fields_of::<DnsSection>(),
+            "per_destination" => fields_of::<PerDestinationSection>(),
+            _ => return None,
+        }),
+        _ => None,
+    }
 }
 
 /// The accepted key most like `typo`, if one is like enough to be a likely slip.

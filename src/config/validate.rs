@@ -268,6 +268,7 @@ impl Config {
         self.check_rest(&mut c);
         self.check_monitor(&mut c);
         self.check_policies(&mut c);
+        self.check_analyzers(&mut c);
         if c.problems.is_empty() {
             Ok(())
         } else {
@@ -738,6 +739,76 @@ impl Config {
                 format!("{addr} has port 0; scrapers need a fixed port such as 9464"),
             );
         }
+    }
+
+    fn check_analyzers(&self, c: &mut Checker) {
+        use super::TriggerStatistic;
+        let a = &self.analyzers;
+        let triggers = [
+            (
+                "syn_flood",
+                a.syn_flood.trigger_statistic,
+                a.syn_flood.trigger_threshold,
+                a.syn_flood.hold,
+            ),
+            (
+                "half_open",
+                a.half_open.trigger_statistic,
+                a.half_open.trigger_threshold,
+                a.half_open.hold,
+            ),
+            (
+                "dns",
+                a.dns.trigger_statistic,
+                a.dns.trigger_threshold,
+                a.dns.hold,
+            ),
+            (
+                "per_destination",
+                a.per_destination.trigger_statistic,
+                a.per_destination.trigger_threshold,
+                a.per_destination.hold,
+            ),
+        ];
+        for (name, statistic, threshold, hold) in triggers {
+            let at = |key: &str| KeyPath::key("analyzers").then(name).then(key);
+            let (max, unit) = match statistic {
+                TriggerStatistic::HalfOpenShare => (100, " %"),
+                _ => (1 << 32, " per second"),
+            };
+            c.range(at("trigger_threshold"), threshold, 1, max, unit);
+            c.range(at("hold"), hold, 0, MAX_SECONDS, " s");
+        }
+        let at = |key: &str| KeyPath::key("analyzers").then("syn_flood").then(key);
+        let s = &a.syn_flood;
+        c.range(at("syn_per_sec"), s.syn_per_sec, 1, 1 << 32, " per second");
+        c.range(at("flood_hold"), s.flood_hold, 1, MAX_SECONDS, " s");
+        c.range(at("max_victims"), s.max_victims, 1, 1 << 20, "");
+        c.range(at("max_sources"), s.max_sources, 1, 1 << 24, "");
+        c.range(at("top_sources"), s.top_sources, 0, 1000, "");
+        let at = |key: &str| KeyPath::key("analyzers").then("half_open").then(key);
+        let h = &a.half_open;
+        c.range(at("timeout_ms"), h.timeout_ms, 1, MAX_SECONDS * 1000, " ms");
+        c.range(at("threshold"), h.threshold, 1, 1 << 32, " per second");
+        c.range(at("max_pending"), h.max_pending, 1, 1 << 24, "");
+        c.range(at("max_destinations"), h.max_destinations, 1, 1 << 24, "");
+        c.range(at("top_n"), h.top_n, 0, 1000, "");
+        let at = |key: &str| KeyPath::key("analyzers").then("dns").then(key);
+        c.range(at("max_pending"), a.dns.max_pending, 1, 1 << 24, "");
+        c.range(
+            at("max_transactions"),
+            a.dns.max_transactions,
+            1,
+            1 << 24,
+            "",
+        );
+        let at = |key: &str| KeyPath::key("analyzers").then("per_destination").then(key);
+        let p = &a.per_destination;
+        c.range(at("prefix_len_v4"), p.prefix_len_v4, 0, 32, "");
+        c.range(at("prefix_len_v6"), p.prefix_len_v6, 0, 128, "");
+        c.range(at("max_destinations"), p.max_destinations, 1, 1 << 24, "");
+        c.range(at("top_n"), p.top_n, 1, 10_000, "");
+        c.range(at("interval"), p.interval, 1, MAX_SECONDS, " s");
     }
 }
 

@@ -1,0 +1,267 @@
+//! Half-open TCP tracker: every SYN opens a pending handshake, the client's first ACK
+//! completes it, a RST from either side closes it; a handshake still pending `timeout`
+//! after its SYN is half-open and counted against its destination. A destination with
+//! `threshold` half-open handshakes in one second raises a `half_open` event listing the
+//! top destinations.
+
+use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
+use serde_json::json;
+
+use super::{
+    AddrKey, Analyzer, AnalyzerStats, HalfOpenSettings, WINDOW_US, is_handshake_ack, is_syn,
+};
+
+type Handshake = ([u8; 16], [u8; 16], u16, u16);
+
+#[derive(Debug, Default)]
+struct DestinationCount {
+    window_us: u64,
+    half_open: u64,
+    total: u64,
+    /// The window already reported: one event per destination and second.
+    reported_window_us: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct HalfOpenTracker {
+    settings: HalfOpenSettings,
+    /// Pending handshakes (client, server, client port, server port) with the SYN's time.
+    pending: BoundedTable<Handshake, (u64, u8)>,
+    destinations: BoundedTable<AddrKey, DestinationCount>,
+    next_sweep_us: u64,
+    completed: u64,
+    half_open: u64,
+    events: u64,
+}
+
+impl HalfOpenTracker {
+    pub fn new(settings: HalfOpenSettings) -> HalfOpenTracker {
+        HalfOpenTracker {
+            settings,
+            pending: BoundedTable::new(settings.max_pending),
+            destinations: BoundedTable::new(settings.max_destinations),
+            next_sweep_us: 0,
+            completed: 0,
+            half_open: 0,
+            events: 0,
+        }
+    }
+
+    fn top(&self, window_us: u64) -> Vec<serde_json::Value> {
+        let mut top: Vec<(AddrKey, u64)> = self
+            .destinations
+            .iter()
+            .filter(|(_, d)| d.window_us == window_us && d.half_open > 0)
+            .map(|(k, d)| (*k, d.half_open))
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.into_iter()
+            .take(self.settings.top_n)
+            .map(|(k, n)| json!({"destination": k.ip().to_string(), "half_open": n}))
+            .collect()
+    }
+
+    /// Counts the handshakes pending past the timeout as half-open.
+    fn sweep(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
+        let timeout = self.settings.timeout_us;
+        let mut expired = Vec::new();
+        self.pending.retain(|handshake, (syn_us, version)| {
+            if now_us.saturating_sub(*syn_us) < timeout {
+                return true;
+            }
+            expired.push(AddrKey {
+                version: *version,
+                bytes: handshake.1,
+            });
+            false
+        });
+        let window = now_us - now_us % WINDOW_US;
+        let mut crossed = Vec::new();
+        for server in expired {
+            self.half_open += 1;
+            let count = self
+                .destinations
+                .get_or_insert_with(&server, DestinationCount::default);
+            if count.window_us != window {
+                count.window_us = window;
+                count.half_open = 0;
+            }
+            count.half_open += 1;
+            count.total += 1;
+            if count.half_open >= self.settings.threshold
+                && count.reported_window_us != Some(window)
+            {
+                count.reported_window_us = Some(window);
+                crossed.push(server);
+            }
+        }
+        for server in crossed {
+            let count = self.destinations.get(&server).expect("counted above");
+            let event = Event::new("half_open", now_us)
+                .with("victim", server.ip().to_string())
+                .with("half_open", count.half_open)
+                .with("half_open_total", count.total)
+                .with("timeout_us", timeout)
+                .with("top_destinations", self.top(window));
+            out.emit(event);
+            self.events += 1;
+        }
+    }
+}
+
+impl Analyzer for HalfOpenTracker {
+    fn name(&self) -> &'static str {
+        "half_open"
+    }
+
+    fn interest(&self) -> Interest {
+        // The completing ACK carries no control flag: every TCP packet.
+        Interest::TCP
+    }
+
+    fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
+        let flags = packet.meta.tcp_flags;
+        let key = packet.key;
+        let forward = (key.src_addr, key.dst_addr, key.src_port, key.dst_port);
+        if is_syn(flags) {
+            self.pending
+                .get_or_insert_with(&forward, || (packet.timestamp_us, key.ip_version));
+        } else if is_handshake_ack(flags) {
+            if self.pending.remove(&forward).is_some() {
+                self.completed += 1;
+            }
+        } else if flags & 0x04 != 0 {
+            // A reset closes the attempt whichever side sent it: refused, not half-open.
+            let reverse = (key.dst_addr, key.src_addr, key.dst_port, key.src_port);
+            if self.pending.remove(&reverse).is_none() {
+                self.pending.remove(&forward);
+            }
+        }
+    }
+
+    fn on_clock(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
+        if now_us < self.next_sweep_us {
+            return;
+        }
+        // Four sweeps per timeout: a half-open handshake is counted at most a quarter of
+        // the timeout late.
+        self.next_sweep_us = now_us + (self.settings.timeout_us / 4).max(10_000);
+        self.sweep(now_us, out);
+    }
+
+    fn stop(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
+        self.sweep(now_us, out);
+        self.pending.retain(|_, _| false);
+        self.destinations.retain(|_, _| false);
+    }
+
+    fn counters(&self, stats: &mut AnalyzerStats) {
+        stats.half_open_handshakes = self.half_open;
+        stats.half_open_completed = self.completed;
+        stats.half_open_events = self.events;
+        stats.half_open_pending_evictions = self.pending.evictions();
+        stats.half_open_destination_evictions = self.destinations.evictions();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{View, settings, tcp};
+    use super::*;
+    use probe::synth::tcp_flags::{ACK, RST, SYN};
+
+    fn show(tracker: &mut HalfOpenTracker, events: &mut Vec<Event>, t: u64, frame: Vec<u8>) {
+        let v = View::new(frame, t);
+        tracker.on_packet(&v.view(), &mut ExtOutput::new(events));
+        tracker.on_clock(t, &mut ExtOutput::new(events));
+    }
+
+    #[test]
+    fn unanswered_handshakes_past_the_timeout_raise_an_event() {
+        let s = settings().half_open;
+        let mut tracker = HalfOpenTracker::new(s);
+        let mut events = Vec::new();
+        let t0 = 1_700_000_000_000_000u64;
+        // 100 completed, 20 refused, then 80 never completed to 10.0.0.5.
+        for i in 0..100u16 {
+            let t = t0 + u64::from(i) * 1_000;
+            show(
+                &mut tracker,
+                &mut events,
+                t,
+                tcp([10, 1, 1, 1], 1000 + i, [10, 0, 0, 5], 80, SYN),
+            );
+            show(
+                &mut tracker,
+                &mut events,
+                t + 500,
+                tcp([10, 1, 1, 1], 1000 + i, [10, 0, 0, 5], 80, ACK),
+            );
+        }
+        for i in 0..20u16 {
+            let t = t0 + 200_000 + u64::from(i);
+            show(
+                &mut tracker,
+                &mut events,
+                t,
+                tcp([10, 1, 1, 1], 3000 + i, [10, 0, 0, 5], 81, SYN),
+            );
+            show(
+                &mut tracker,
+                &mut events,
+                t + 1,
+                tcp([10, 0, 0, 5], 81, [10, 1, 1, 1], 3000 + i, RST | ACK),
+            );
+        }
+        let flood = t0 + 300_000;
+        for i in 0..80u16 {
+            show(
+                &mut tracker,
+                &mut events,
+                flood + u64::from(i),
+                tcp([172, 16, 0, i as u8], 5000, [10, 0, 0, 5], 80, SYN),
+            );
+        }
+        assert!(events.is_empty());
+        // Time passes (packets elsewhere, completed).
+        let end = flood + s.timeout_us + 1_000_000;
+        let mut t = flood;
+        while t < end {
+            t += 100_000;
+            tracker.on_clock(t, &mut ExtOutput::new(&mut events));
+        }
+        assert_eq!(tracker.half_open, 80);
+        assert_eq!(tracker.completed, 100);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let event = &events[0];
+        assert_eq!(event.kind, "half_open");
+        assert_eq!(event.fields["victim"], "10.0.0.5");
+        assert!(event.fields["half_open"].as_u64().unwrap() >= s.threshold);
+        assert!(
+            event.time_us >= flood + s.timeout_us
+                && event.time_us <= flood + s.timeout_us * 5 / 4 + 200_000
+        );
+        assert_eq!(
+            event.fields["top_destinations"][0]["destination"],
+            "10.0.0.5"
+        );
+    }
+
+    #[test]
+    fn pending_state_is_capped() {
+        let mut s = settings().half_open;
+        s.max_pending = 50;
+        let mut tracker = HalfOpenTracker::new(s);
+        let mut events = Vec::new();
+        for i in 0..500u16 {
+            show(
+                &mut tracker,
+                &mut events,
+                1_000 + u64::from(i),
+                tcp([1, 2, 3, 4], i, [5, 6, 7, 8], 80, SYN),
+            );
+        }
+        assert_eq!(tracker.pending.len(), 50);
+        assert_eq!(tracker.pending.evictions(), 450);
+    }
+}
