@@ -1020,6 +1020,8 @@ fn run_workers<S: PacketSource + Send + 'static>(
         options_interval_ms: 60_000,
         sampling: sampler.info(),
         clock: Clock::Wall,
+        json_records: None,
+        json_append: false,
     };
     let exporter =
         ExportLoop::new(export, wall_clock_ms()).context("cannot open the export sink")?;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use exporter::ExportVersion;
+use exporter::json::JsonDestination;
 use flowcache::SamplerSpec;
 
 use crate::{pipeline, run};
@@ -86,43 +87,57 @@ pub enum Aggregation {
 pub struct ReplayArgs {
     /// Capture to replay (pcap or pcapng, Ethernet).
     pub file: PathBuf,
-    /// Collector to export to, HOST:PORT (repeatable).
-    #[arg(long = "collector", value_name = "HOST:PORT", required = true)]
+    /// Run the capture through this configuration's whole pipeline (cache, sampling,
+    /// aggregation, collectors, events, and every enabled extension); the flags below
+    /// override the file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Collector to export to, HOST:PORT (repeatable); replaces the file's collectors.
+    #[arg(long = "collector", value_name = "HOST:PORT")]
     pub collectors: Vec<String>,
-    /// Export format.
-    #[arg(long, default_value = "ipfix", value_parser = parse_version)]
-    pub export: ExportVersion,
+    /// Every exported record as a JSON line: a file, - for stdout, udp:HOST:PORT or
+    /// unix:/path (docs/RECORDS.md).
+    #[arg(long, value_name = "PATH")]
+    pub records_json: Option<JsonDestination>,
+    /// Every event as a JSON line: a file, - for stdout, udp:HOST:PORT or unix:/path
+    /// (docs/EVENTS.md); overrides [events] output.
+    #[arg(long, value_name = "PATH")]
+    pub events_json: Option<JsonDestination>,
+    /// Export format [default: ipfix].
+    #[arg(long, value_parser = parse_version)]
+    pub export: Option<ExportVersion>,
     /// How the file is read.
     #[arg(long, value_enum, default_value = "dpdk")]
     pub source: SourceKind,
-    /// Export a long-lived flow in pieces after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1800)]
-    pub active_timeout: u64,
-    /// Expire a flow after this many seconds without packets.
-    #[arg(long, value_name = "SECS", default_value_t = 15)]
-    pub inactive_timeout: u64,
-    /// Packet sampling: none, deterministic:N, random:N or hash:N.
-    #[arg(long, default_value = "none", value_parser = parse_sampler)]
-    pub sample: SamplerSpec,
+    /// Export a long-lived flow in pieces after this many seconds [default: 1800].
+    #[arg(long, value_name = "SECS")]
+    pub active_timeout: Option<u64>,
+    /// Expire a flow after this many seconds without packets [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub inactive_timeout: Option<u64>,
+    /// Packet sampling: none, deterministic:N, random:N or hash:N [default: none].
+    #[arg(long, value_parser = parse_sampler)]
+    pub sample: Option<SamplerSpec>,
     /// Aggregate expired flows before export.
     #[arg(long, value_enum)]
     pub aggregate: Option<Aggregation>,
-    /// Aggregation interval.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub aggregate_interval: u64,
-    /// Flow cache capacity (entries).
-    #[arg(long, default_value_t = 1 << 20)]
-    pub cache_size: usize,
-    /// Observation domain id (IPFIX) / source id (v9) / engine id (v5, low byte).
-    #[arg(long, default_value_t = 1)]
-    pub observation_domain: u32,
-    /// Largest export datagram payload, bytes.
-    #[arg(long, default_value_t = 1400)]
-    pub mtu: usize,
+    /// Aggregation interval [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub aggregate_interval: Option<u64>,
+    /// Flow cache capacity (entries) [default: 1048576].
+    #[arg(long)]
+    pub cache_size: Option<usize>,
+    /// Observation domain id (IPFIX) / source id (v9) / engine id (v5, low byte)
+    /// [default: 1].
+    #[arg(long)]
+    pub observation_domain: Option<u32>,
+    /// Largest export datagram payload, bytes [default: 1400].
+    #[arg(long)]
+    pub mtu: Option<usize>,
     /// Limit each collector to this many datagrams per second (0: unpaced). Collectors
     /// with small socket buffers lose datagrams when a replay runs at full speed.
-    #[arg(long, value_name = "DATAGRAMS_PER_SEC", default_value_t = 0)]
-    pub pace: u32,
+    #[arg(long, value_name = "DATAGRAMS_PER_SEC")]
+    pub pace: Option<u32>,
     /// Extra EAL arguments for the dpdk source (e.g. "--log-level=debug").
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,

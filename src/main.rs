@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod extensions;
 mod pipeline;
 mod progress;
 mod run;

@@ -1,6 +1,6 @@
 //! Assembles sources, workers and the export loop into one run, and reports on it.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,6 +22,11 @@ use probe::{PacketSource, SourceStats};
 use crate::cli::{GenerateArgs, ReplayArgs, SourceKind, resolve_collector};
 use crate::progress::Progress;
 use crate::summary::{Table, thousands};
+use exporter::ExportVersion;
+use exporter::json::JsonDestination;
+use probe::event_output::run_event_output;
+use probe::ext::{Extension, Extensions};
+use tapflow::config::{Config, Purpose};
 
 /// Batches in flight between the workers and the exporter.
 const EXPORT_QUEUE_BATCHES: usize = 1024;
@@ -33,8 +38,32 @@ const EXPORT_QUEUE_BATCHES: usize = 1024;
 /// queue's actual depth; workers allocate only while more batches are queued than this.
 const RECYCLED_BATCHES: usize = 16;
 
+/// The replay's datagram payload limit when collectors come from `--collector` flags.
+const DEFAULT_REPLAY_MTU: usize = 1400;
+
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let path = args.file.as_path();
+    let mut config = match &args.config {
+        Some(file) => Config::load_for(file, Purpose::Replay)?,
+        None => Config::default(),
+    };
+    apply_replay_flags(args, &mut config);
+    let sampling = match args.sample {
+        Some(spec) => spec,
+        None => crate::run::sampler_spec(&config)?,
+    };
+    let collectors = replay_collectors(args, &config)?;
+    let events = args.events_json.clone().or(config.events.output.clone());
+    if collectors.is_empty() && args.records_json.is_none() && events.is_none() {
+        bail!(
+            "nowhere to export to: give --collector HOST:PORT, --records-json PATH (- for \
+             stdout) or --events-json PATH, or a --config file with [[collector]] tables"
+        );
+    }
+    let cache = crate::run::cache_config(&config);
+    if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
+        bail!("--inactive-timeout and --active-timeout must be at least 1 second");
+    }
     // The DPDK replay must know the file's packet count to know when it has ended (the
     // pcap driver gives no end-of-file signal); the file reader knows, so it counts first
     // only for the progress line's percentage. Counting reads the whole file once more:
@@ -50,39 +79,17 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     };
     let start_ms = first_timestamp_ms(path)?;
 
-    let mut collectors = Vec::new();
-    for spec in &args.collectors {
-        let addr = resolve_collector(spec)?;
-        let mut session = SessionConfig {
-            version: args.export,
-            observation_domain_id: args.observation_domain,
-            mtu: args.mtu,
-            ..SessionConfig::default()
-        };
-        session.engine_id = (args.observation_domain & 0xff) as u8;
-        let mut collector = CollectorConfig::new(addr, TransportKind::Udp, session);
-        collector.pace_datagrams_per_sec = (args.pace > 0).then_some(args.pace);
-        collectors.push(collector);
-    }
-
-    let cache = CacheConfig {
-        capacity: args.cache_size,
-        inactive_timeout_ms: args.inactive_timeout.saturating_mul(1000),
-        active_timeout_ms: args.active_timeout.saturating_mul(1000),
-        ..CacheConfig::default()
-    };
-    if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
-        bail!("--inactive-timeout and --active-timeout must be at least 1 second");
-    }
-    let sampler = Sampler::new(args.sample);
+    let sampler = Sampler::new(sampling);
+    let aggregated = config.aggregation.protocol_port;
     let export = ExportLoopConfig {
         collectors,
-        aggregate_interval_ms: args
-            .aggregate
-            .map(|_| args.aggregate_interval.max(1).saturating_mul(1000)),
+        aggregate_interval_ms: aggregated
+            .then(|| config.aggregation.interval.max(1).saturating_mul(1000)),
         options_interval_ms: 60_000,
         sampling: sampler.info(),
         clock: Clock::Packet,
+        json_records: args.records_json.clone(),
+        json_append: false,
     };
 
     let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match args.source {
@@ -103,6 +110,9 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         backpressure: Backpressure::Block,
         queue_batches: EXPORT_QUEUE_BATCHES,
         placement,
+        extensions: vec![crate::extensions::worker_extensions(&config)],
+        events,
+        events_queue: config.events.queue,
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -114,11 +124,93 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             .all(|w| w.source_ended && w.error.is_none())
             .then(|| report.workers.iter().map(|w| w.source.rx_packets).sum())
     });
-    print_replay_summary(args, path, file_packets, &report, elapsed.as_secs_f64());
+    let export_name = replay_export_name(args, &config);
+    print_replay_summary(
+        args,
+        &export_name,
+        file_packets,
+        &report,
+        elapsed.as_secs_f64(),
+        aggregated,
+    );
     if let Some(err) = report.workers.iter().find_map(|w| w.error.clone()) {
         bail!("replay stopped early: {err}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stable replay flags override the configuration file's values.
+fn apply_replay_flags(args: &ReplayArgs, config: &mut Config) {
+    if let Some(n) = args.cache_size {
+        config.cache.capacity = n;
+    }
+    if let Some(secs) = args.inactive_timeout {
+        config.cache.inactive_timeout = secs;
+    }
+    if let Some(secs) = args.active_timeout {
+        config.cache.active_timeout = secs;
+    }
+    if args.aggregate.is_some() {
+        config.aggregation.protocol_port = true;
+    }
+    if let Some(secs) = args.aggregate_interval {
+        config.aggregation.interval = secs;
+    }
+    if let Some(id) = args.observation_domain {
+        config.export.observation_domain = id;
+    }
+}
+
+/// `--collector` flags replace the file's collectors; `--export`, `--mtu` and `--pace`
+/// apply to whichever collectors remain.
+fn replay_collectors(args: &ReplayArgs, config: &Config) -> Result<Vec<CollectorConfig>> {
+    let domain = config.export.observation_domain;
+    let mut collectors = if args.collectors.is_empty() {
+        crate::run::collector_configs(config)?
+    } else {
+        let mut flagged = Vec::new();
+        for spec in &args.collectors {
+            let addr = resolve_collector(spec)?;
+            let session = SessionConfig {
+                version: ExportVersion::Ipfix,
+                observation_domain_id: domain,
+                engine_id: (domain & 0xff) as u8,
+                mtu: DEFAULT_REPLAY_MTU,
+                ..SessionConfig::default()
+            };
+            flagged.push(CollectorConfig::new(addr, TransportKind::Udp, session));
+        }
+        flagged
+    };
+    for collector in &mut collectors {
+        if let Some(version) = args.export {
+            collector.session.version = version;
+        }
+        if let Some(mtu) = args.mtu {
+            collector.session.mtu = mtu;
+        }
+        if let Some(pace) = args.pace {
+            collector.pace_datagrams_per_sec = (pace > 0).then_some(pace);
+        }
+    }
+    Ok(collectors)
+}
+
+/// The export formats in use, for the summary's first line.
+fn replay_export_name(args: &ReplayArgs, config: &Config) -> String {
+    if !args.collectors.is_empty() || config.collectors.is_empty() {
+        return args.export.unwrap_or(ExportVersion::Ipfix).to_string();
+    }
+    let mut names: Vec<String> = config
+        .collectors
+        .iter()
+        .map(|c| {
+            args.export
+                .map_or_else(|| c.version.name().to_string(), |v| v.to_string())
+        })
+        .collect();
+    names.dedup();
+    names.join("+")
 }
 
 #[cfg(feature = "dpdk")]
@@ -232,6 +324,12 @@ pub struct PipelineSpec {
     pub backpressure: Backpressure,
     pub queue_batches: usize,
     pub placement: ThreadPlacement,
+    /// Worker `i` gets `extensions[i]` (none past the end).
+    pub extensions: Vec<Vec<Box<dyn Extension>>>,
+    /// Where the extensions' events go as JSON lines (besides the log).
+    pub events: Option<JsonDestination>,
+    /// Events that may wait for the event output.
+    pub events_queue: usize,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -251,7 +349,11 @@ pub fn run_pipeline(
         backpressure,
         queue_batches,
         placement,
+        extensions,
+        events,
+        events_queue,
     } = spec;
+    let mut extensions = extensions.into_iter();
     let quit = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, quit.clone())
@@ -264,6 +366,23 @@ pub fn run_pipeline(
     let (to_exporter, from_workers) = crossbeam_channel::bounded(queue_batches.max(1));
     let (recycle, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
     let workers = sources.len();
+    let per_worker: Vec<Extensions> = (0..workers)
+        .map(|_| Extensions::new(extensions.next().unwrap_or_default()))
+        .collect();
+    // The event output exists when some worker has an extension that may emit.
+    let (event_queue, event_thread) = if per_worker.iter().any(|e| !e.is_empty()) {
+        let (tx, rx) = crossbeam_channel::bounded(events_queue.max(1));
+        let output = events.clone();
+        let append = clock == Clock::Wall;
+        let thread = std::thread::Builder::new()
+            .name("tapflow-events".into())
+            .spawn(move || run_event_output(rx, output, append))
+            .context("cannot start the event output thread")?;
+        (Some(tx), Some(thread))
+    } else {
+        (None, None)
+    };
+    let mut per_worker = per_worker.into_iter();
     let mut counters = Vec::new();
     let mut snapshots = Vec::new();
     let mut threads = Vec::new();
@@ -282,6 +401,12 @@ pub fn run_pipeline(
         )
         .with_progress(progress)
         .with_snapshot(snapshot);
+        let worker = match (&event_queue, per_worker.next()) {
+            (Some(queue), Some(attached)) if !attached.is_empty() => {
+                worker.with_extensions(attached, queue.clone())
+            }
+            _ => worker,
+        };
         let quit = quit.clone();
         let cpu = placement.workers.get(id).copied();
         let thread = std::thread::Builder::new()
@@ -305,13 +430,25 @@ pub fn run_pipeline(
     // Bound after the workers were spawned, so they do not inherit the exporter's CPU.
     ThreadPlacement::bind(placement.exporter, "the exporter");
     let progress = Progress::start(counters, expected_packets);
-    let report = exporter.run(from_workers, recycle, workers);
+    let mut report = exporter.run(from_workers, recycle, workers);
     progress.finish();
     done.store(true, Ordering::Relaxed);
     for thread in threads {
         thread
             .join()
             .map_err(|_| anyhow!("a worker thread panicked"))?;
+    }
+    drop(event_queue);
+    if let Some(thread) = event_thread {
+        let written = thread
+            .join()
+            .map_err(|_| anyhow!("the event output thread panicked"))?;
+        report.events = Some(written.with_context(|| {
+            format!(
+                "cannot open the event output {}",
+                events.map(|d| d.to_string()).unwrap_or_default()
+            )
+        })?);
     }
     if let Some(supervisor) = supervisor {
         let _ = supervisor.join();
@@ -321,26 +458,37 @@ pub fn run_pipeline(
 
 fn print_replay_summary(
     args: &ReplayArgs,
-    path: &Path,
+    export_name: &str,
     file_packets: Option<u64>,
     report: &ExportReport,
     secs: f64,
+    aggregated: bool,
 ) {
     let packets: u64 = report.workers.iter().map(|w| w.worker.packets).sum();
-    println!(
-        "tapflow replay {}: {} packets via {} source, {} export, {:.2} s ({:.2} Mpps)",
-        path.display(),
+    let mut text = format!(
+        "tapflow replay {}: {} packets via {} source, {} export, {:.2} s ({:.2} Mpps)\n\n",
+        args.file.display(),
         thousands(packets),
         match args.source {
             SourceKind::Dpdk => "dpdk",
             SourceKind::File => "file",
         },
-        args.export,
+        export_name,
         secs,
         packets as f64 / secs.max(1e-9) / 1e6
     );
-    println!();
-    print_report_tables(report, file_packets, args.aggregate.is_some());
+    text.push_str(&report_tables(report, file_packets, aggregated));
+    // JSON lines on stdout are for a script: the summary then goes to stderr.
+    let json_on_stdout = [&args.records_json, &args.events_json]
+        .iter()
+        .any(|d| **d == Some(JsonDestination::Stdout));
+    let written = if json_on_stdout {
+        std::io::stderr().write_all(text.as_bytes())
+    } else {
+        std::io::stdout().write_all(text.as_bytes())
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error of the replay.
+    let _ = written;
 }
 
 /// What the flow caches adjusted, by the `kind` label of
@@ -357,6 +505,10 @@ pub fn cache_corrections(cache: &flowcache::CacheStats) -> [(&'static str, u64);
 
 /// The counter table and the per-collector table that end every run.
 pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: bool) {
+    let _ = std::io::stdout().write_all(report_tables(report, file_packets, aggregated).as_bytes());
+}
+
+fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: bool) -> String {
     let mut source = SourceStats::default();
     let mut worker = probe::worker::WorkerStats::default();
     let mut cache = flowcache::CacheStats::default();
@@ -414,13 +566,47 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
         "records dropped (queue full)".to_string(),
         thousands(worker.records_dropped),
     ]);
+    if worker.records_folded > 0 {
+        t.row([
+            "records folded into biflows".to_string(),
+            thousands(worker.records_folded),
+        ]);
+    }
+    if let Some((destination, written)) = &report.json_records {
+        t.row([
+            format!("JSON records to {destination}"),
+            thousands(written.lines),
+        ]);
+        if written.errors > 0 {
+            t.row([
+                "JSON record write errors".to_string(),
+                thousands(written.errors),
+            ]);
+        }
+    }
+    if let Some(events) = &report.events {
+        t.row(["events".to_string(), thousands(events.events())]);
+        for (kind, n) in &events.by_type {
+            t.row([format!("events: {kind}"), thousands(*n)]);
+        }
+        t.row([
+            "events dropped (queue full)".to_string(),
+            thousands(worker.events_dropped),
+        ]);
+        if events.written.errors > 0 {
+            t.row([
+                "event write errors".to_string(),
+                thousands(events.written.errors),
+            ]);
+        }
+    }
     if source.rx_missed + source.rx_errors + source.rx_nombuf > 0 {
         t.row(["nic missed".to_string(), thousands(source.rx_missed)]);
         t.row(["nic errors".to_string(), thousands(source.rx_errors)]);
         t.row(["nic no mbuf".to_string(), thousands(source.rx_nombuf)]);
     }
-    print!("{}", t.render());
-    println!();
+    let mut text = t.render();
+    text.push('\n');
     let mut c = Table::new([
         "collector",
         "records",
@@ -439,7 +625,8 @@ pub fn print_report_tables(report: &ExportReport, file_packets: Option<u64>, agg
             thousands(counters.send_errors),
         ]);
     }
-    print!("{}", c.render());
+    text.push_str(&c.render());
+    text
 }
 
 pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {

@@ -84,7 +84,7 @@ pub fn cache_config(config: &Config) -> CacheConfig {
     }
 }
 
-fn sampler_spec(config: &Config) -> Result<SamplerSpec> {
+pub fn sampler_spec(config: &Config) -> Result<SamplerSpec> {
     config
         .sampling
         .mode
@@ -120,6 +120,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         options_interval_ms: config.export.options_interval.saturating_mul(1000),
         sampling,
         clock: Clock::Wall,
+        json_records: None,
+        json_append: true,
     };
     let workers = sources.len();
     let spec = PipelineSpec {
@@ -131,6 +133,11 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         backpressure: Backpressure::Drop,
         queue_batches: config.export.queue_batches,
         placement,
+        extensions: (0..workers)
+            .map(|_| crate::extensions::worker_extensions(&config))
+            .collect(),
+        events: config.events.output.clone(),
+        events_queue: config.events.queue,
     };
     let metrics = Arc::new(Metrics::new());
     let server = match config.stats.prometheus {

@@ -100,6 +100,7 @@ fn reference_file_documents_every_key() {
         "[export]",
         "[logging]",
         "[stats]",
+        "[events]",
     ];
     let top = accepted_keys("");
     assert_eq!(top.len(), tables.len(), "{top:?}");

@@ -89,6 +89,8 @@ fn a_full_cache_and_a_slow_collector_lose_no_packet_uncounted() {
         options_interval_ms: 60_000,
         sampling: sampler().info(),
         clock: Clock::Packet,
+        json_records: None,
+        json_append: false,
     };
     let exporter = ExportLoop::new(export, start_ms).unwrap();
     let (to_exporter, from_workers) = crossbeam_channel::bounded(2);

@@ -5,9 +5,11 @@
 //! - [`ExportSession`]: one collector's encoder; records in, datagrams out, no I/O.
 //! - [`transport`]: UDP and IPFIX-over-TCP transports (the only sockets here).
 //! - [`Collector`]: session + transport + pacing + send path counters.
+//! - [`json`]: records as JSON lines, and the destinations JSON lines go to.
 
 mod collector;
 pub mod ie;
+pub mod json;
 mod session;
 pub mod transport;
 

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use exporter::json::{
+    JsonCounters, JsonDestination, JsonLinesWriter, aggregate_to_json, record_to_json,
+};
 use exporter::{Collector, CollectorConfig, CollectorCounters, ExporterStatistics};
 use flowcache::{AggregateRecord, FlowRecord, ProtocolPortAggregator, SamplingInfo};
 
@@ -22,6 +25,11 @@ pub struct ExportLoopConfig {
     pub options_interval_ms: u64,
     pub sampling: SamplingInfo,
     pub clock: Clock,
+    /// Every exported record (or aggregate) also as a JSON line here.
+    pub json_records: Option<JsonDestination>,
+    /// Whether a JSON file output is appended to (the appliance) or started anew (a
+    /// replay).
+    pub json_append: bool,
 }
 
 /// What the export loop did, for the summary and for tests.
@@ -35,6 +43,10 @@ pub struct ExportReport {
     /// Aggregate records produced (0 without aggregation).
     pub aggregates_out: u64,
     pub collectors: Vec<(String, CollectorCounters)>,
+    /// The JSON records output and what it wrote.
+    pub json_records: Option<(JsonDestination, JsonCounters)>,
+    /// The event output's report, when extensions ran (filled by whoever ran it).
+    pub events: Option<crate::event_output::EventOutputReport>,
 }
 
 /// Per-collector counters as last published by the export loop (name, counters).
@@ -51,6 +63,7 @@ pub struct ExportLoop {
     report: ExportReport,
     published: Option<SharedCollectorCounters>,
     start_ms: u64,
+    json_records: Option<JsonLinesWriter>,
 }
 
 impl ExportLoop {
@@ -65,6 +78,11 @@ impl ExportLoop {
         let aggregator = config
             .aggregate_interval_ms
             .map(ProtocolPortAggregator::new);
+        let json_records = config
+            .json_records
+            .as_ref()
+            .map(|d| JsonLinesWriter::open(d, config.json_append))
+            .transpose()?;
         Ok(ExportLoop {
             config,
             collectors,
@@ -75,6 +93,7 @@ impl ExportLoop {
             report: ExportReport::default(),
             published: None,
             start_ms,
+            json_records,
         })
     }
 
@@ -191,6 +210,11 @@ impl ExportLoop {
                 for collector in &mut self.collectors {
                     collector.export_flows(records, self.now_ms);
                 }
+                if let Some(json) = self.json_records.as_mut() {
+                    for r in records {
+                        json.write(&record_to_json(r));
+                    }
+                }
             }
         }
     }
@@ -202,6 +226,11 @@ impl ExportLoop {
         self.report.aggregates_out += self.aggregates.len() as u64;
         for collector in &mut self.collectors {
             collector.export_aggregates(&self.aggregates, self.now_ms);
+        }
+        if let Some(json) = self.json_records.as_mut() {
+            for a in &self.aggregates {
+                json.write(&aggregate_to_json(a));
+            }
         }
         self.aggregates.clear();
     }
@@ -230,6 +259,10 @@ impl ExportLoop {
             collector.close(self.now_ms);
         }
         self.publish();
+        if let Some(mut json) = self.json_records.take() {
+            json.flush();
+            self.report.json_records = Some((json.destination().clone(), json.counters()));
+        }
         let current: Vec<_> = self
             .collectors
             .iter()

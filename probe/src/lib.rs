@@ -3,6 +3,7 @@
 pub mod dpdk;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_source;
+pub mod event_output;
 pub mod export_loop;
 pub mod ext;
 pub mod parse;

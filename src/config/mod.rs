@@ -20,28 +20,38 @@ use std::path::Path;
 pub use error::{ConfigError, Diagnostic, Location};
 pub use types::{
     AggregationSection, CacheSection, CollectorSection, Config, DEFAULT_CONFIG_PATH,
-    DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, ExportSection, ExportVersion,
-    LogLevel, LoggingSection, MAX_BATCH_SIZE, PortSection, SamplingMode, SamplingSection,
-    StatsSection, Transport, WorkerCount, WorkersSection,
+    DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, EventsSection, ExportSection,
+    ExportVersion, LogLevel, LoggingSection, MAX_BATCH_SIZE, PortSection, SamplingMode,
+    SamplingSection, StatsSection, Transport, WorkerCount, WorkersSection,
 };
 pub use validate::{
     KeyPath, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS, MTU_RANGE, Problem,
-    Segment,
+    Purpose, Segment,
 };
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Purpose::Run)
+    }
+
+    /// [`Config::load`], validated for `purpose`.
+    pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
             error,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        Config::parse_for(&text, &path.display().to_string(), purpose)
     }
 
     /// Parses and validates `text`; `origin` (usually the file's path) starts every
     /// message.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse_for(text, origin, Purpose::Run)
+    }
+
+    /// [`Config::parse`], validated for `purpose`.
+    pub fn parse_for(text: &str, origin: &str, purpose: Purpose) -> Result<Config, ConfigError> {
         let invalid = |diagnostics| ConfigError::Invalid {
             origin: origin.to_string(),
             diagnostics,
@@ -49,7 +59,7 @@ impl Config {
         let document = error::Document::parse(text).map_err(|d| invalid(vec![d]))?;
         let config: Config =
             toml::from_str(text).map_err(|e| invalid(vec![document.de_diagnostic(&e)]))?;
-        if let Err(problems) = config.validate() {
+        if let Err(problems) = config.validate_for(purpose) {
             let mut diagnostics: Vec<Diagnostic> = problems
                 .iter()
                 .map(|p| document.problem_diagnostic(p))

@@ -38,6 +38,7 @@ pub struct Config {
     pub export: ExportSection,
     pub logging: LoggingSection,
     pub stats: StatsSection,
+    pub events: EventsSection,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
@@ -715,4 +716,37 @@ fn deserialize_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAd
         }
     }
     d.deserialize_any(ListenVisitor)
+}
+
+/// `[events]`: the one event output of the appliance (heavy hitters, congestion, floods,
+/// trigger changes; docs/EVENTS.md).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSection {
+    /// Where events go as JSON lines: a file path, `-` for stdout, `udp:HOST:PORT` or
+    /// `unix:/path`; `None`: logged only.
+    #[serde(deserialize_with = "deserialize_destination")]
+    pub output: Option<exporter::json::JsonDestination>,
+    /// Events that may wait between the workers and the output; past it they are dropped
+    /// and counted.
+    pub queue: usize,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            output: None,
+            queue: 4096,
+        }
+    }
+}
+
+fn deserialize_destination<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<exporter::json::JsonDestination>, D::Error> {
+    let destination: exporter::json::JsonDestination = d.deserialize_str(FromStrVisitor(
+        "a JSON lines destination: a file path, \"-\", \"udp:HOST:PORT\" or \"unix:/path\"",
+        PhantomData,
+    ))?;
+    Ok(Some(destination))
 }

@@ -235,18 +235,35 @@ const OWNED_EAL_OPTIONS: &[(&str, &str)] = &[
     ("--help", "nothing: DPDK would print its usage and exit"),
 ];
 
+/// What a configuration is loaded for: the appliance needs ports and collectors; a replay
+/// of a capture through it reads the file instead of the ports, and may write only JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    #[default]
+    Run,
+    Replay,
+}
+
 impl Config {
     /// Every range and consistency problem of this configuration (not only the first).
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        self.validate_for(Purpose::Run)
+    }
+
+    /// [`Config::validate`] for `purpose`: a replay checks neither ports nor that a
+    /// collector exists.
+    pub fn validate_for(&self, purpose: Purpose) -> Result<(), Vec<Problem>> {
         let mut c = Checker {
             problems: Vec::new(),
         };
         self.check_dpdk(&mut c);
-        self.check_ports(&mut c);
-        self.check_workers(&mut c);
+        if purpose == Purpose::Run {
+            self.check_ports(&mut c);
+            self.check_workers(&mut c);
+        }
         self.check_sampling(&mut c);
         self.check_cache(&mut c);
-        self.check_collectors(&mut c);
+        self.check_collectors(&mut c, purpose == Purpose::Run);
         self.check_rest(&mut c);
         if c.problems.is_empty() {
             Ok(())
@@ -515,8 +532,8 @@ impl Config {
         );
     }
 
-    fn check_collectors(&self, c: &mut Checker) {
-        if self.collectors.is_empty() {
+    fn check_collectors(&self, c: &mut Checker, required: bool) {
+        if required && self.collectors.is_empty() {
             c.fail(
                 KeyPath::default(),
                 "no [[collector]] configured: add at least one, e.g. [[collector]] with \
