@@ -159,6 +159,8 @@ fn apply_replay_flags(args: &ReplayArgs, config: &mut Config) {
     if let Some(id) = args.observation_domain {
         config.export.observation_domain = id;
     }
+    config.kpi.biflow |= args.biflow;
+    config.kpi.tcp |= args.tcp_kpis;
 }
 
 /// `--collector` flags replace the file's collectors; `--export`, `--mtu` and `--pace`

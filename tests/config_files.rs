@@ -101,6 +101,7 @@ fn reference_file_documents_every_key() {
         "[logging]",
         "[stats]",
         "[events]",
+        "[kpi]",
     ];
     let top = accepted_keys("");
     assert_eq!(top.len(), tables.len(), "{top:?}");

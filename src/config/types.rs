@@ -39,6 +39,7 @@ pub struct Config {
     pub logging: LoggingSection,
     pub stats: StatsSection,
     pub events: EventsSection,
+    pub kpi: KpiSection,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
@@ -749,4 +750,15 @@ fn deserialize_destination<'de, D: Deserializer<'de>>(
         PhantomData,
     ))?;
     Ok(Some(destination))
+}
+
+/// `[kpi]`: transport KPIs and biflows (docs/RECORDS.md, docs/IPFIX.md). Both off by
+/// default: nothing is attached to the workers unless one is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KpiSection {
+    /// Both directions of a conversation in one record (RFC 5103), the initiator as source.
+    pub biflow: bool,
+    /// Per-connection TCP KPIs: handshake RTTs, RTT samples, retransmissions, outcome.
+    pub tcp: bool,
 }
