@@ -178,6 +178,7 @@ fn replay_collectors(args: &ReplayArgs, config: &Config) -> Result<Vec<Collector
                 observation_domain_id: domain,
                 engine_id: (domain & 0xff) as u8,
                 mtu: DEFAULT_REPLAY_MTU,
+                extras: crate::run::kpi_sections(config),
                 ..SessionConfig::default()
             };
             flagged.push(CollectorConfig::new(addr, TransportKind::Udp, session));
