@@ -25,10 +25,14 @@
 #   cd fuzz && cargo +nightly fuzz run config -- -dict=dict/config.dict
 #
 # How it builds: libfuzzer-sys compiles libFuzzer (C++, needs g++ or clang++) and the
-# targets get SanitizerCoverage through stable -C flags (the flags cargo-fuzz passes),
-# without AddressSanitizer: the code under test has no unsafe, so memory errors cannot
-# happen there and a panic (abort) is the failure libFuzzer catches. Debug assertions and
-# overflow checks stay on (fuzz/Cargo.toml's release profile).
+# targets get SanitizerCoverage through stable -C flags (the flags cargo-fuzz passes).
+# frames_to_flows also runs under AddressSanitizer: the flow cache loads its bucket
+# headers with SIMD (`unsafe` in flowcache/src/hint.rs), so a memory error there is
+# possible and must be caught where it happens, not as a later wrong record. ASan is a
+# nightly-only rustc flag; RUSTC_BOOTSTRAP=1 lets the stable compiler accept it for this
+# one build (no other build sees it). The parser, the reader and the configuration loader
+# have no unsafe: for them a panic (abort) is the failure libFuzzer catches. Debug
+# assertions and overflow checks stay on (fuzz/Cargo.toml's release profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,19 +61,39 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/fuzz
 # The build target is explicit so that RUSTFLAGS reach only the fuzzed code, not build
 # scripts and proc macros (which would then miss the coverage runtime).
-export RUSTFLAGS="-Cpasses=sancov-module \
+coverage_flags="-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
     -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
     -Cllvm-args=-sanitizer-coverage-pc-table \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing"
+# Targets whose code under test has unsafe: built with AddressSanitizer too.
+asan_targets=(frames_to_flows)
 (cd fuzz && cargo fmt --check)
 build_start=$SECONDS
-echo "== fuzz: building ${targets[*]} ($host)"
-(cd fuzz && cargo build --release --target "$host" $(printf -- '--bin %s ' "${targets[@]}"))
+plain=() asan=()
+for target in "${targets[@]}"; do
+    if [[ " ${asan_targets[*]} " == *" $target "* ]]; then asan+=("$target"); else plain+=("$target"); fi
+done
+echo "== fuzz: building ${targets[*]} ($host; with AddressSanitizer: ${asan[*]:-none})"
+if ((${#plain[@]})); then
+    (cd fuzz && RUSTFLAGS="$coverage_flags" cargo build --locked --release --target "$host" \
+        $(printf -- '--bin %s ' "${plain[@]}"))
+fi
+if ((${#asan[@]})); then
+    (cd fuzz && RUSTC_BOOTSTRAP=1 RUSTFLAGS="$coverage_flags -Zsanitizer=address" \
+        CARGO_TARGET_DIR="$CARGO_TARGET_DIR/asan" \
+        cargo build --locked --release --target "$host" $(printf -- '--bin %s ' "${asan[@]}"))
+fi
 echo "fuzz: built in $((SECONDS - build_start)) s"
 
-bin_dir=$CARGO_TARGET_DIR/$host/release
+bin_dir_of() {
+    if [[ " ${asan[*]} " == *" $1 "* ]]; then
+        echo "$CARGO_TARGET_DIR/asan/$host/release"
+    else
+        echo "$CARGO_TARGET_DIR/$host/release"
+    fi
+}
 work=$CARGO_TARGET_DIR/runs
 mkdir -p "$work"
 # pcap_file writes each input to a file here (the reader takes a path): in memory when
@@ -90,7 +114,7 @@ run_one() {
     local extra=()
     [[ -f fuzz/dict/$target.dict ]] && extra+=("-dict=fuzz/dict/$target.dict")
     # -rss_limit_mb: a reader that allocates without bound is a finding, not a swap storm.
-    "$bin_dir/$target" "$corpus" "fuzz/corpus/$target" "${extra[@]}" \
+    "$(bin_dir_of "$target")/$target" "$corpus" "fuzz/corpus/$target" "${extra[@]}" \
         -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" \
         >"$work/$target.log" 2>&1
@@ -129,7 +153,7 @@ if ((${#failed[@]})); then
     for target in "${failed[@]}"; do
         echo "fuzz: $target FAILED; its log ($work/$target.log) ends:" >&2
         { grep -v '^#' "$work/$target.log" || true; } | tail -40 >&2
-        echo "fuzz: reproduce with $bin_dir/$target fuzz/artifacts/$target/<crash file>" >&2
+        echo "fuzz: reproduce with $(bin_dir_of "$target")/$target fuzz/artifacts/$target/<crash file>" >&2
     done
     exit 1
 fi

@@ -9,11 +9,15 @@ export CARGO_TERM_COLOR=never
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (dpdk on)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo clippy (probe without dpdk: builds where DPDK is absent)"
-cargo clippy -p probe --no-default-features --all-targets -- -D warnings
+cargo clippy --locked -p probe --no-default-features --all-targets -- -D warnings
+echo "== cargo clippy (the flow cache's benchmark-only variants)"
+cargo clippy --locked -p flowcache --features bench-variants --all-targets -- -D warnings
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 echo "== cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+cargo test --locked --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 echo "== fuzz: coverage-guided fuzz targets, ${TAPFLOW_FUZZ_SECONDS:-60} s each (scripts/fuzz.sh)"
 scripts/fuzz.sh "${TAPFLOW_FUZZ_SECONDS:-60}"
 

@@ -33,22 +33,22 @@ use std::fmt::Write as _;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
 use flowcache::{CacheConfig, CacheStats, ENTRY_BYTES, EndReason, FlowKey, Sampler, SamplerSpec};
-use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport};
+use probe::export_loop::{ExportLoopConfig, ExportReport};
 use probe::parse::parse_frame;
 use probe::pcap::FileSource;
 use probe::synth::{FrameLen, FrameOptions, ProtocolMix, TrafficSpec};
-use probe::worker::{Backpressure, Clock, Worker, WorkerConfig, WorkerStats, wall_clock_ms};
+use probe::worker::{Backpressure, Clock, WorkerStats, wall_clock_ms};
 use probe::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
-use crate::pipeline::ThreadPlacement;
+use crate::pipeline::{PipelineSpec, ThreadPlacement, run_pipeline};
 use crate::summary::{Table, thousands};
+use tapflow::config::{Config, Purpose};
 
 /// Shortest warm-up of a phase, even when every flow was delivered sooner.
 const WARM_UP: Duration = Duration::from_millis(500);
@@ -117,6 +117,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Attach the extensions (KPIs, monitors, analyzers) this configuration enables, to
+    /// measure what they cost; the file's other settings are not used.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Extra EAL arguments for the pcap replay.
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub eal_args: Vec<String>,
@@ -998,6 +1002,10 @@ fn run_workers<S: PacketSource + Send + 'static>(
     placement: &ThreadPlacement,
 ) -> Result<WorkersRun> {
     cache.validate().map_err(|e| anyhow!("{e}"))?;
+    let config = &match &args.config {
+        Some(path) => Config::load_for(path, Purpose::Replay)?,
+        None => Config::default(),
+    };
     let slots = cache.bucket_count() * cache.bucket_size;
     // Bound but never read: the kernel drops what overflows its buffer, as a busy
     // collector's would; the exporter still encodes and sends every datagram.
@@ -1023,15 +1031,10 @@ fn run_workers<S: PacketSource + Send + 'static>(
         json_records: None,
         json_append: false,
     };
-    let exporter =
-        ExportLoop::new(export, wall_clock_ms()).context("cannot open the export sink")?;
-    let (to_exporter, from_workers) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
-    let (recycle, recycled) = crossbeam_channel::bounded(EXPORT_QUEUE_BATCHES);
-    let quit = Arc::new(AtomicBool::new(false));
     let workers = sources.len();
     let mut windows = Vec::new();
-    let mut threads = Vec::new();
-    for (id, source) in sources.into_iter().enumerate() {
+    let mut measured_sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = Vec::new();
+    for source in sources {
         let published = Arc::new(Mutex::new(Err("the worker did not finish".to_string())));
         windows.push(published.clone());
         let measured = MeasuredSource {
@@ -1045,35 +1048,26 @@ fn run_workers<S: PacketSource + Send + 'static>(
             }),
             published,
         };
-        // The same settings `tapflow run` gives a live port's worker.
-        let config = WorkerConfig::new(id, cache, Clock::Wall, Backpressure::Drop);
-        let worker = Worker::new(
-            config,
-            Box::new(measured),
-            sampler.clone(),
-            to_exporter.clone(),
-            recycled.clone(),
-        );
-        let quit = quit.clone();
-        let cpu = placement.workers.get(id).copied();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("tapflow-worker-{id}"))
-                .spawn(move || {
-                    ThreadPlacement::bind(cpu, &format!("worker {id}"));
-                    worker.run(&quit)
-                })
-                .context("cannot start a worker thread")?,
-        );
+        measured_sources.push((Box::new(measured), sampler.clone()));
     }
-    drop(to_exporter);
-    ThreadPlacement::bind(placement.exporter, "the exporter");
-    let export = exporter.run(from_workers, recycle, workers);
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| anyhow!("a worker thread panicked"))?;
-    }
+    // The pipeline `tapflow run` runs, with a live port's settings: wall clock, and a full
+    // export queue drops rather than blocks.
+    let spec = PipelineSpec {
+        cache,
+        export,
+        start_ms: wall_clock_ms(),
+        expected_packets: 0,
+        clock: Clock::Wall,
+        backpressure: Backpressure::Drop,
+        queue_batches: EXPORT_QUEUE_BATCHES,
+        placement: placement.clone(),
+        extensions: (0..workers)
+            .map(|_| crate::extensions::worker_extensions(config))
+            .collect(),
+        events: None,
+        events_queue: config.events.queue,
+    };
+    let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);
     let mut stats = WorkerStats::default();
     let mut cache_stats = CacheStats::default();

@@ -1,16 +1,18 @@
 //! Command line. The `replay` line is a stable interface: scripts depend on it.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use exporter::ExportVersion;
 use exporter::json::JsonDestination;
 use flowcache::SamplerSpec;
 
-use crate::{pipeline, run};
+use probe::synth::{FrameLen, TrafficSpec};
+
+use crate::pipeline::{self, ReplaySource, ReplaySpec};
+use crate::run;
 
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -178,21 +180,57 @@ fn parse_sampler(s: &str) -> Result<SamplerSpec, String> {
     s.parse::<SamplerSpec>().map_err(|e| e.to_string())
 }
 
-/// Resolves HOST:PORT (names allowed), taking the first address.
-pub fn resolve_collector(spec: &str) -> Result<SocketAddr> {
-    let mut addrs = spec
-        .to_socket_addrs()
-        .with_context(|| format!("collector {spec:?}: expected HOST:PORT, e.g. 127.0.0.1:2055"))?;
-    match addrs.next() {
-        Some(addr) => Ok(addr),
-        None => bail!("collector {spec:?} resolves to no address"),
+impl ReplayArgs {
+    /// The replay the flags describe.
+    pub fn spec(&self) -> ReplaySpec {
+        ReplaySpec {
+            file: self.file.clone(),
+            config: self.config.clone(),
+            collectors: self.collectors.clone(),
+            records_json: self.records_json.clone(),
+            events_json: self.events_json.clone(),
+            export: self.export,
+            source: match self.source {
+                SourceKind::Dpdk => ReplaySource::Dpdk,
+                SourceKind::File => ReplaySource::File,
+            },
+            active_timeout: self.active_timeout,
+            inactive_timeout: self.inactive_timeout,
+            sample: self.sample,
+            aggregate: self.aggregate.is_some(),
+            aggregate_interval: self.aggregate_interval,
+            cache_size: self.cache_size,
+            observation_domain: self.observation_domain,
+            mtu: self.mtu,
+            pace: self.pace,
+            eal_args: self.eal_args.clone(),
+            biflow: self.biflow,
+            tcp_kpis: self.tcp_kpis,
+        }
+    }
+}
+
+impl GenerateArgs {
+    /// The traffic the flags describe.
+    pub fn spec(&self) -> TrafficSpec {
+        let defaults = TrafficSpec::default();
+        TrafficSpec {
+            flows: self.flows,
+            packets_per_flow: self.packets_per_flow,
+            frame_len: self
+                .frame_size
+                .map_or(defaults.frame_len, |n| FrameLen::Fixed(usize::from(n))),
+            include_noise: self.noise,
+            seed: self.seed,
+            ..defaults
+        }
     }
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Replay(args) => pipeline::replay(&args),
-        Command::Generate(args) => pipeline::generate(&args),
+        Command::Replay(args) => pipeline::replay(&args.spec()),
+        Command::Generate(args) => pipeline::generate(&args.spec(), &args.output),
         Command::Run(args) => run::run(&args.config, cli.verbose),
         Command::Bench(args) => crate::bench::bench(&args),
         Command::CheckConfig(args) => {

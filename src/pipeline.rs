@@ -1,7 +1,8 @@
 //! Assembles sources, workers and the export loop into one run, and reports on it.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,14 +13,13 @@ use crossbeam_channel::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
 use exporter::{CollectorConfig, SessionConfig, TransportKind};
-use flowcache::{CacheConfig, EndReason, Sampler};
+use flowcache::{CacheConfig, EndReason, Sampler, SamplerSpec};
 use probe::export_loop::{ExportLoop, ExportLoopConfig, ExportReport, SharedCollectorCounters};
 use probe::parse::StopReason;
 use probe::pcap::FileSource;
 use probe::worker::{Backpressure, Clock, SharedSnapshot, ToExporter, Worker, WorkerConfig};
 use probe::{PacketSource, SourceStats};
 
-use crate::cli::{GenerateArgs, ReplayArgs, SourceKind, resolve_collector};
 use crate::progress::Progress;
 use crate::summary::{Table, thousands};
 use exporter::ExportVersion;
@@ -41,20 +41,70 @@ const RECYCLED_BATCHES: usize = 16;
 /// The replay's datagram payload limit when collectors come from `--collector` flags.
 const DEFAULT_REPLAY_MTU: usize = 1400;
 
-pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
-    let path = args.file.as_path();
-    let mut config = match &args.config {
+/// Where a replay reads its capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplaySource {
+    /// DPDK's pcap driver (net_pcap vdev): the same data path as a NIC.
+    Dpdk,
+    /// tapflow's own pcap/pcapng reader.
+    File,
+}
+
+/// A replay as the command line asked for it: a capture, an optional configuration file,
+/// and the stable flags, each `None` when not given (the file's value, else the default,
+/// then holds).
+#[derive(Clone, Debug)]
+pub struct ReplaySpec {
+    pub file: PathBuf,
+    pub config: Option<PathBuf>,
+    /// HOST:PORT of each `--collector`; they replace the file's collectors.
+    pub collectors: Vec<String>,
+    pub records_json: Option<JsonDestination>,
+    pub events_json: Option<JsonDestination>,
+    pub export: Option<ExportVersion>,
+    pub source: ReplaySource,
+    pub active_timeout: Option<u64>,
+    pub inactive_timeout: Option<u64>,
+    pub sample: Option<SamplerSpec>,
+    /// Protocol-port aggregation on (it is the only scheme).
+    pub aggregate: bool,
+    pub aggregate_interval: Option<u64>,
+    pub cache_size: Option<usize>,
+    pub observation_domain: Option<u32>,
+    pub mtu: Option<usize>,
+    pub pace: Option<u32>,
+    pub eal_args: Vec<String>,
+    /// `[kpi] biflow` on, whatever the file says.
+    pub biflow: bool,
+    /// `[kpi] tcp` on, whatever the file says.
+    pub tcp_kpis: bool,
+}
+
+/// Resolves HOST:PORT (names allowed), taking the first address.
+pub fn resolve_collector(spec: &str) -> Result<SocketAddr> {
+    let mut addrs = spec
+        .to_socket_addrs()
+        .with_context(|| format!("collector {spec:?}: expected HOST:PORT, e.g. 127.0.0.1:2055"))?;
+    match addrs.next() {
+        Some(addr) => Ok(addr),
+        None => bail!("collector {spec:?} resolves to no address"),
+    }
+}
+
+pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
+    let path = plan.file.as_path();
+    let mut config = match &plan.config {
         Some(file) => Config::load_for(file, Purpose::Replay)?,
         None => Config::default(),
     };
-    apply_replay_flags(args, &mut config);
-    let sampling = match args.sample {
+    apply_replay_flags(plan, &mut config);
+    let sampling = match plan.sample {
         Some(spec) => spec,
-        None => crate::run::sampler_spec(&config)?,
+        None => crate::run::sampler_spec(&config),
     };
-    let collectors = replay_collectors(args, &config)?;
-    let events = args.events_json.clone().or(config.events.output.clone());
-    if collectors.is_empty() && args.records_json.is_none() && events.is_none() {
+    let collectors = replay_collectors(plan, &config)?;
+    let events = plan.events_json.clone().or(config.events.output.clone());
+    if collectors.is_empty() && plan.records_json.is_none() && events.is_none() {
         bail!(
             "nowhere to export to: give --collector HOST:PORT, --records-json PATH (- for \
              stdout) or --events-json PATH, or a --config file with [[collector]] tables"
@@ -68,9 +118,9 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     // pcap driver gives no end-of-file signal); the file reader knows, so it counts first
     // only for the progress line's percentage. Counting reads the whole file once more:
     // a third of a file replay's time.
-    let counted = match args.source {
-        SourceKind::Dpdk => true,
-        SourceKind::File => std::io::stderr().is_terminal(),
+    let counted = match plan.source {
+        ReplaySource::Dpdk => true,
+        ReplaySource::File => std::io::stderr().is_terminal(),
     };
     let total = if counted {
         Some(FileSource::count_packets(path).map_err(|e| anyhow!("{e}"))?)
@@ -88,16 +138,16 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         options_interval_ms: 60_000,
         sampling: sampler.info(),
         clock: Clock::Packet,
-        json_records: args.records_json.clone(),
+        json_records: plan.records_json.clone(),
         json_append: false,
     };
 
-    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match args.source {
-        SourceKind::File => (
+    let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match plan.source {
+        ReplaySource::File => (
             Box::new(FileSource::open(path, 0).map_err(|e| anyhow!("{e}"))?),
             ThreadPlacement::default(),
         ),
-        SourceKind::Dpdk => dpdk_replay_source(path, total.unwrap_or(0), &args.eal_args)?,
+        ReplaySource::Dpdk => dpdk_replay_source(path, total.unwrap_or(0), &plan.eal_args)?,
     };
 
     let started = Instant::now();
@@ -124,9 +174,9 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             .all(|w| w.source_ended && w.error.is_none())
             .then(|| report.workers.iter().map(|w| w.source.rx_packets).sum())
     });
-    let export_name = replay_export_name(args, &config);
+    let export_name = replay_export_name(plan, &config);
     print_replay_summary(
-        args,
+        plan,
         &export_name,
         file_packets,
         &report,
@@ -140,38 +190,38 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
 }
 
 /// The stable replay flags override the configuration file's values.
-fn apply_replay_flags(args: &ReplayArgs, config: &mut Config) {
-    if let Some(n) = args.cache_size {
+fn apply_replay_flags(plan: &ReplaySpec, config: &mut Config) {
+    if let Some(n) = plan.cache_size {
         config.cache.capacity = n;
     }
-    if let Some(secs) = args.inactive_timeout {
+    if let Some(secs) = plan.inactive_timeout {
         config.cache.inactive_timeout = secs;
     }
-    if let Some(secs) = args.active_timeout {
+    if let Some(secs) = plan.active_timeout {
         config.cache.active_timeout = secs;
     }
-    if args.aggregate.is_some() {
+    if plan.aggregate {
         config.aggregation.protocol_port = true;
     }
-    if let Some(secs) = args.aggregate_interval {
+    if let Some(secs) = plan.aggregate_interval {
         config.aggregation.interval = secs;
     }
-    if let Some(id) = args.observation_domain {
+    if let Some(id) = plan.observation_domain {
         config.export.observation_domain = id;
     }
-    config.kpi.biflow |= args.biflow;
-    config.kpi.tcp |= args.tcp_kpis;
+    config.kpi.biflow |= plan.biflow;
+    config.kpi.tcp |= plan.tcp_kpis;
 }
 
 /// `--collector` flags replace the file's collectors; `--export`, `--mtu` and `--pace`
 /// apply to whichever collectors remain.
-fn replay_collectors(args: &ReplayArgs, config: &Config) -> Result<Vec<CollectorConfig>> {
+fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<CollectorConfig>> {
     let domain = config.export.observation_domain;
-    let mut collectors = if args.collectors.is_empty() {
+    let mut collectors = if plan.collectors.is_empty() {
         crate::run::collector_configs(config)?
     } else {
         let mut flagged = Vec::new();
-        for spec in &args.collectors {
+        for spec in &plan.collectors {
             let addr = resolve_collector(spec)?;
             let session = SessionConfig {
                 version: ExportVersion::Ipfix,
@@ -186,13 +236,13 @@ fn replay_collectors(args: &ReplayArgs, config: &Config) -> Result<Vec<Collector
         flagged
     };
     for collector in &mut collectors {
-        if let Some(version) = args.export {
+        if let Some(version) = plan.export {
             collector.session.version = version;
         }
-        if let Some(mtu) = args.mtu {
+        if let Some(mtu) = plan.mtu {
             collector.session.mtu = mtu;
         }
-        if let Some(pace) = args.pace {
+        if let Some(pace) = plan.pace {
             collector.pace_datagrams_per_sec = (pace > 0).then_some(pace);
         }
     }
@@ -200,15 +250,15 @@ fn replay_collectors(args: &ReplayArgs, config: &Config) -> Result<Vec<Collector
 }
 
 /// The export formats in use, for the summary's first line.
-fn replay_export_name(args: &ReplayArgs, config: &Config) -> String {
-    if !args.collectors.is_empty() || config.collectors.is_empty() {
-        return args.export.unwrap_or(ExportVersion::Ipfix).to_string();
+fn replay_export_name(plan: &ReplaySpec, config: &Config) -> String {
+    if !plan.collectors.is_empty() || config.collectors.is_empty() {
+        return plan.export.unwrap_or(ExportVersion::Ipfix).to_string();
     }
     let mut names: Vec<String> = config
         .collectors
         .iter()
         .map(|c| {
-            args.export
+            plan.export
                 .map_or_else(|| c.version.name().to_string(), |v| v.to_string())
         })
         .collect();
@@ -460,7 +510,7 @@ pub fn run_pipeline(
 }
 
 fn print_replay_summary(
-    args: &ReplayArgs,
+    plan: &ReplaySpec,
     export_name: &str,
     file_packets: Option<u64>,
     report: &ExportReport,
@@ -470,11 +520,11 @@ fn print_replay_summary(
     let packets: u64 = report.workers.iter().map(|w| w.worker.packets).sum();
     let mut text = format!(
         "tapflow replay {}: {} packets via {} source, {} export, {:.2} s ({:.2} Mpps)\n\n",
-        args.file.display(),
+        plan.file.display(),
         thousands(packets),
-        match args.source {
-            SourceKind::Dpdk => "dpdk",
-            SourceKind::File => "file",
+        match plan.source {
+            ReplaySource::Dpdk => "dpdk",
+            ReplaySource::File => "file",
         },
         export_name,
         secs,
@@ -482,7 +532,7 @@ fn print_replay_summary(
     );
     text.push_str(&report_tables(report, file_packets, aggregated));
     // JSON lines on stdout are for a script: the summary then goes to stderr.
-    let json_on_stdout = [&args.records_json, &args.events_json]
+    let json_on_stdout = [&plan.records_json, &plan.events_json]
         .iter()
         .any(|d| **d == Some(JsonDestination::Stdout));
     let written = if json_on_stdout {
@@ -632,26 +682,14 @@ fn report_tables(report: &ExportReport, file_packets: Option<u64>, aggregated: b
     text
 }
 
-pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
-    use probe::synth::{FrameLen, TrafficSpec};
-    let defaults = TrafficSpec::default();
-    let spec = TrafficSpec {
-        flows: args.flows,
-        packets_per_flow: args.packets_per_flow,
-        frame_len: args
-            .frame_size
-            .map_or(defaults.frame_len, |n| FrameLen::Fixed(usize::from(n))),
-        include_noise: args.noise,
-        seed: args.seed,
-        ..defaults
-    };
-    let packets = probe::synth::write_pcap(&spec, &args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+pub fn generate(spec: &probe::synth::TrafficSpec, output: &Path) -> Result<ExitCode> {
+    let packets = probe::synth::write_pcap(spec, output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
     println!(
         "wrote {} packets in {} flows to {}",
         thousands(packets),
-        thousands(u64::from(args.flows)),
-        args.output.display()
+        thousands(u64::from(spec.flows)),
+        output.display()
     );
     Ok(ExitCode::SUCCESS)
 }

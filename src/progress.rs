@@ -39,17 +39,18 @@ fn draw_until(stop: &AtomicBool, counters: &[Arc<AtomicU64>], total: u64) {
         std::thread::sleep(Duration::from_millis(250));
         let done: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         let secs = started.elapsed().as_secs_f64().max(1e-3);
-        let pct = if total > 0 {
-            done as f64 * 100.0 / total as f64
-        } else {
-            0.0
-        };
         let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r  {pct:5.1}%  {done} of {total} packets  {:.2} Mpps ",
-            done as f64 / secs / 1e6
-        );
+        let mpps = done as f64 / secs / 1e6;
+        // A live or looped source has no total: no percentage then.
+        let _ = if total > 0 {
+            let pct = done as f64 * 100.0 / total as f64;
+            write!(
+                err,
+                "\r  {pct:5.1}%  {done} of {total} packets  {mpps:.2} Mpps "
+            )
+        } else {
+            write!(err, "\r  {done} packets  {mpps:.2} Mpps ")
+        };
         let _ = err.flush();
         drawn = true;
     }

@@ -17,7 +17,7 @@ use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
 use probe::parse::StopReason;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
-use tapflow::config::{CollectorSection, Config, Transport};
+use tapflow::config::{CollectorSection, Config, SamplingMode, Transport};
 use tapflow::metrics::{self, Metrics, MetricsServer};
 use tapflow::sdnotify;
 
@@ -47,7 +47,11 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
     let addr = c
         .resolve()
         .with_context(|| format!("collector {}: cannot resolve {}", c.label(), c.address))?;
-    let version: ExportVersion = c.version.name().parse().map_err(|e| anyhow!("{e}"))?;
+    let version = match c.version {
+        tapflow::config::ExportVersion::V5 => ExportVersion::V5,
+        tapflow::config::ExportVersion::V9 => ExportVersion::V9,
+        tapflow::config::ExportVersion::Ipfix => ExportVersion::Ipfix,
+    };
     let transport = match c.transport {
         Transport::Udp => TransportKind::Udp,
         Transport::Tcp => TransportKind::Tcp,
@@ -85,13 +89,13 @@ pub fn cache_config(config: &Config) -> CacheConfig {
     }
 }
 
-pub fn sampler_spec(config: &Config) -> Result<SamplerSpec> {
-    config
-        .sampling
-        .mode
-        .to_string()
-        .parse()
-        .map_err(|e| anyhow!("[sampling] mode: {e}"))
+pub fn sampler_spec(config: &Config) -> SamplerSpec {
+    match config.sampling.mode {
+        SamplingMode::None => SamplerSpec::None,
+        SamplingMode::Deterministic(n) => SamplerSpec::Deterministic(n),
+        SamplingMode::Random(n) => SamplerSpec::Random(n),
+        SamplingMode::Hash(n) => SamplerSpec::Hash(n),
+    }
 }
 
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
@@ -100,7 +104,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         log::set_max_level(config.logging.level.to_level_filter());
     }
     let (sources, placement) = open_ports(&config)?;
-    let spec = sampler_spec(&config)?;
+    let spec = sampler_spec(&config);
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
         .map(|s| {

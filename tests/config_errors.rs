@@ -680,3 +680,27 @@ fn dotted_keys_and_inline_tables_are_located_too() {
         "{rendered}"
     );
 }
+
+#[test]
+fn every_unknown_key_is_reported_at_once_in_file_order() {
+    let text = "[cache]\ncapactiy = 5\ninactive_timout = 3\n\n[[collector]]\n\
+                address = \"127.0.0.1:2055\"\nmtus = 3\n\n[cahce]\n";
+    let err = Config::parse(text, "tapflow.toml").unwrap_err();
+    let unknown: Vec<(usize, String)> = err
+        .diagnostics()
+        .iter()
+        .filter(|d| d.message.starts_with("unknown key"))
+        .map(|d| (d.location.unwrap().line, d.message.clone()))
+        .collect();
+    let lines: Vec<usize> = unknown.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [2, 3, 7, 9], "{err}");
+    for (suggestion, (_, message)) in ["capacity", "inactive_timeout", "mtu", "cache"]
+        .iter()
+        .zip(&unknown)
+    {
+        assert!(
+            message.contains(&format!("(did you mean `{suggestion}`?)")),
+            "{message}"
+        );
+    }
+}

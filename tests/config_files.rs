@@ -75,7 +75,12 @@ fn reference_file_values_are_the_defaults() {
 fn accepted_keys(table_header: &str) -> Vec<String> {
     let text = format!("{table_header}\nzz_not_a_key = 1\n");
     let err = Config::parse(&text, "probe.toml").unwrap_err();
-    let message = &err.diagnostics()[0].message;
+    let message = &err
+        .diagnostics()
+        .iter()
+        .find(|d| d.message.starts_with("unknown key `zz_not_a_key`"))
+        .unwrap_or_else(|| panic!("{err}"))
+        .message;
     let list = message
         .split_once("expected one of: ")
         .unwrap_or_else(|| panic!("{message}"))

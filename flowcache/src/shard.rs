@@ -5,11 +5,18 @@
 //! 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one cache line. Each entry is
 //! one cache line too (64 bytes, aligned). A lookup reads the header and then only the
 //! entries whose tag matches; the sweep reads headers and only the entries whose hint says
-//! they may be due. So a packet of a known flow costs two cache lines, both prefetched:
-//! a burst is hashed first, each bucket's header prefetched as soon as its hash is known,
-//! then each packet's likely entry. [`FlowShard::prepare_burst`],
-//! [`FlowShard::prefetch_entries`] and [`FlowShard::update_prepared`] split those steps so
-//! a caller can overlap them with other work (a worker receives its next burst meanwhile).
+//! they may be due. So a packet of a known flow costs two cache lines, both prefetched.
+//!
+//! One way to account packets per use:
+//! - [`FlowShard::update`]: one packet (tests, simple callers);
+//! - [`FlowShard::hash_burst`] then [`FlowShard::update_interleaved`]: the worker's way. A
+//!   burst is hashed as it arrives and accounted while the next one's bucket headers load,
+//!   each entry requested a few packets before its update, so the table's memory latency
+//!   overlaps the worker's receive and parse;
+//! - [`FlowShard::update_burst_hashed`]: a burst with the caller's hashes (a NIC's RSS).
+//!
+//! Step-by-step variants that benchmarks compare (`update_burst`, `prepare_burst`,
+//! `prefetch_entries`, `update_prepared`) exist only with the `bench-variants` feature.
 //!
 //! # Expiry rules
 //!
@@ -242,10 +249,11 @@ impl FlowShard {
         })
     }
 
-    /// Changes the inactive and active timeouts of a running shard (a configuration
-    /// reload). Flows already cached are judged by the new timeouts from now on: one pass
-    /// over the table recomputes every deadline hint, so the sweep stays exact. Flows the
-    /// change puts past their deadline leave at the next sweep or packet, as usual.
+    /// Changes the inactive and active timeouts of a running shard. Flows already cached
+    /// are judged by the new timeouts from now on: one pass over the table recomputes every
+    /// deadline hint, so the sweep stays exact. Flows the change puts past their deadline
+    /// leave at the next sweep or packet, as usual. (`tapflow run` does not call it on a
+    /// reload: a timeout change there takes effect after a restart, docs/CONFIG.md.)
     pub fn set_timeouts(
         &mut self,
         inactive_timeout_ms: u64,
@@ -312,6 +320,9 @@ impl FlowShard {
     }
 
     /// Accounts a burst, in order, hashing every key first and prefetching the buckets.
+    /// (A step-by-step variant kept for benchmarks; the worker uses
+    /// [`FlowShard::update_interleaved`].)
+    #[cfg(feature = "bench-variants")]
     pub fn update_burst(
         &mut self,
         observations: &[Observation],
@@ -327,8 +338,8 @@ impl FlowShard {
         }
     }
 
-    /// Like [`FlowShard::update_burst`] with the caller's hashes (e.g. the NIC's RSS hash),
-    /// one per observation. A shard must be fed one kind of hash only: the same key must
+    /// Accounts a burst, in order, with the caller's hashes (e.g. the NIC's RSS hash), one
+    /// per observation. A shard must be fed one kind of hash only: the same key must
     /// always come with the same hash.
     ///
     /// # Panics
@@ -348,8 +359,7 @@ impl FlowShard {
                 *w = widen_nic_hash(h, &obs.key);
                 self.prefetch_header(*w);
             }
-            self.prefetch_entries(wide);
-            self.update_prepared(chunk, wide, now_ms, expired);
+            self.update_interleaved(chunk, wide, now_ms, &[], expired);
         }
     }
 
@@ -358,6 +368,7 @@ impl FlowShard {
     ///
     /// # Panics
     /// If the slices differ in length.
+    #[cfg(feature = "bench-variants")]
     #[inline]
     pub fn prepare_burst(&self, observations: &[Observation], hashes: &mut [u64]) {
         assert_eq!(observations.len(), hashes.len(), "one hash per observation");
@@ -382,9 +393,9 @@ impl FlowShard {
         }
     }
 
-    /// Accounts a held burst (hashed, its headers prefetched a while ago) as
-    /// [`FlowShard::update_prepared`] does, while keeping a steady stream of loads going:
-    /// each held packet's entry is requested [`PREFETCH_DISTANCE`] packets before its
+    /// Accounts a held burst (hashed with [`FlowShard::hash_burst`]), in order, while
+    /// keeping a steady stream of loads going: each held packet's entry is requested a
+    /// few packets (`PREFETCH_DISTANCE`) before its
     /// update, and one header of the `next` burst per update. At the end the first entries
     /// of `next` are requested, so they load while the caller receives its next burst.
     /// A few loads in flight all the time beat a whole burst's worth at once: past the
@@ -456,6 +467,7 @@ impl FlowShard {
     /// Second step: with the headers loaded (or on their way), starts loading the entry
     /// each hash will likely use (its key's, or the free slot it would take). Only a hint:
     /// the update looks again, as earlier packets may change the bucket.
+    #[cfg(feature = "bench-variants")]
     #[inline]
     pub fn prefetch_entries(&self, hashes: &[u64]) {
         match self.bucket_size {
@@ -470,6 +482,7 @@ impl FlowShard {
     ///
     /// # Panics
     /// If the slices differ in length.
+    #[cfg(feature = "bench-variants")]
     pub fn update_prepared(
         &mut self,
         observations: &[Observation],
@@ -485,6 +498,7 @@ impl FlowShard {
         }
     }
 
+    #[cfg(feature = "bench-variants")]
     fn update_prepared_in<const B: usize>(
         &mut self,
         observations: &[Observation],
@@ -497,6 +511,7 @@ impl FlowShard {
         }
     }
 
+    #[cfg(feature = "bench-variants")]
     fn prefetch_entries_in<const B: usize>(&self, hashes: &[u64]) {
         for &hash in hashes {
             self.prefetch_entry::<B>(hash);

@@ -122,7 +122,8 @@ struct Schedule {
 #[derive(Clone, Copy, Debug)]
 enum Entry {
     PerPacket,
-    Burst,
+    /// `update_interleaved` with nothing next: the worker draining its held burst.
+    Drain,
     /// The caller's hashes, deliberately weak so unrelated flows share buckets and tags.
     WeakHash,
     /// The worker's call: `hash_burst`, then `update_interleaved` with the next burst's
@@ -160,7 +161,11 @@ fn run_shard(
                 shard.update_interleaved(burst, &hashes, now, &next_hashes, &mut out);
             }
             Entry::PerPacket => burst.iter().for_each(|p| shard.update(p, now, &mut out)),
-            Entry::Burst => shard.update_burst(burst, now, &mut out),
+            Entry::Drain => {
+                let mut hashes = vec![0u64; burst.len()];
+                FlowShard::hash_burst(burst, &mut hashes);
+                shard.update_interleaved(burst, &hashes, now, &[], &mut out);
+            }
             Entry::WeakHash => {
                 let hashes: Vec<u32> = burst.iter().map(|p| weak_hash(&p.key)).collect();
                 shard.update_burst_hashed(burst, &hashes, now, &mut out);
@@ -323,7 +328,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::collection::vec((0u8..3, 0usize..4), 1..6),
         prop_oneof![
             Just(Entry::PerPacket),
-            Just(Entry::Burst),
+            Just(Entry::Drain),
             Just(Entry::WeakHash),
             Just(Entry::Interleaved)
         ],

@@ -75,7 +75,9 @@ fuzz_target!(|data: &[u8]| {
         if control & 0x80 != 0 || burst.len() == MAX_BURST || rest.len() < 3 {
             // The worker's clock: the latest packet time seen, never going backwards.
             now = now.max(latest);
-            shard.update_burst(&burst, now, &mut records);
+            let mut hashes = vec![0u64; burst.len()];
+            FlowShard::hash_burst(&burst, &mut hashes);
+            shard.update_interleaved(&burst, &hashes, now, &[], &mut records);
             shard.expire(now, &mut records);
             burst.clear();
         }

@@ -310,10 +310,11 @@ impl BurstPipeline {
         let (_, held) = self.split();
         if held.len > 0 {
             let n = held.len;
-            shard.update_prepared(
+            shard.update_interleaved(
                 &held.observations[..n],
                 &held.hashes[..n],
                 held.now_ms,
+                &[],
                 expired,
             );
             held.len = 0;

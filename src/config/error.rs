@@ -170,6 +170,34 @@ impl<'a> Document<'a> {
         best
     }
 
+    /// Where the key at `path` itself is written (its name, not its value), if it is.
+    pub(crate) fn key_location(&self, path: &KeyPath) -> Option<Location> {
+        let (last, parent) = path.0.split_last()?;
+        let Segment::Key(name) = last else {
+            return self.span_of(path).map(|s| self.location(s.start));
+        };
+        let table = if parent.is_empty() {
+            Some(self.root.get_ref())
+        } else {
+            let mut current: Option<&Spanned<DeValue<'_>>> = None;
+            for segment in parent {
+                current = match (segment, current.map(Spanned::get_ref)) {
+                    (Segment::Key(k), None) => self.root.get_ref().get(k.as_str()),
+                    (Segment::Key(k), Some(DeValue::Table(t))) => t.get(k.as_str()),
+                    (Segment::Index(i), Some(DeValue::Array(a))) => a.get(*i),
+                    _ => None,
+                };
+                current?;
+            }
+            match current.map(Spanned::get_ref) {
+                Some(DeValue::Table(t)) => Some(t),
+                _ => None,
+            }
+        }?;
+        let (key, _) = table.get_key_value(name.as_str())?;
+        Some(self.location(key.span().start))
+    }
+
     /// A validation problem, located at its key's value.
     pub(crate) fn problem_diagnostic(&self, problem: &Problem) -> Diagnostic {
         Diagnostic {
@@ -179,41 +207,13 @@ impl<'a> Document<'a> {
         }
     }
 
-    /// A deserialisation error (wrong type, unknown key, bad value), reworded to name the
-    /// key and its table.
+    /// A deserialisation error (wrong type, bad value), reworded to name the key and its
+    /// table. Unknown keys never get here: they are collected apart (`unknown.rs`).
     pub(crate) fn de_diagnostic(&self, error: &toml::de::Error) -> Diagnostic {
         let span = error.span();
         let location = span.as_ref().map(|s| self.location(s.start));
         let path = span.map_or_else(|| KeyPath(Vec::new()), |s| self.path_at(s.start));
         let raw = error.message();
-
-        if let Some((unknown, expected)) = parse_unknown_field(raw) {
-            let mut table = path.clone();
-            if matches!(table.0.last(), Some(Segment::Key(k)) if *k == unknown) {
-                table.0.pop();
-            }
-            let place = match table.table_name() {
-                Some(name) => format!("in {name}"),
-                None => "at the top level".to_string(),
-            };
-            let hint = closest(&unknown, &expected)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            let mut message = format!("unknown key `{unknown}` {place}{hint}");
-            if expected.is_empty() {
-                message.push_str("; this table takes no keys");
-            } else {
-                message.push_str("; expected one of: ");
-                message.push_str(&expected.join(", "));
-            }
-            let mut key = table;
-            key.0.push(Segment::Key(unknown));
-            return Diagnostic {
-                location,
-                key: Some(key.to_string()),
-                message,
-            };
-        }
 
         let mut message = reword(raw);
         if message.starts_with("expected an array")
@@ -280,58 +280,6 @@ fn syntax_diagnostic(text: &str, error: &toml::de::Error) -> Diagnostic {
         key: None,
         message,
     }
-}
-
-/// Splits serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or
-/// `b`", or "there are no fields") into the field and the expected names.
-fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (field, rest) = rest.split_once('`')?;
-    let expected = rest
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
-    Some((field.to_string(), expected))
-}
-
-/// The expected name within edit distance 2 of `typo`, if exactly one is closest.
-fn closest<'e>(typo: &str, expected: &'e [String]) -> Option<&'e str> {
-    let mut best: Option<(usize, &str)> = None;
-    for candidate in expected {
-        let d = edit_distance(typo, candidate);
-        if d <= 2 && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, candidate));
-        }
-    }
-    best.map(|(_, s)| s)
-}
-
-/// Levenshtein distance with adjacent transpositions counted as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = d;
-        }
-    }
-    rows[a.len()][b.len()]
 }
 
 /// Rewords serde's type errors for operators: "invalid type: string \"15\", expected
@@ -427,15 +375,6 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_counts_insertions_deletions_substitutions_transpositions() {
-        assert_eq!(edit_distance("capacity", "capacity"), 0);
-        assert_eq!(edit_distance("capactiy", "capacity"), 1);
-        assert_eq!(edit_distance("capcity", "capacity"), 1);
-        assert_eq!(edit_distance("mtu", "pace"), 4);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
-
-    #[test]
     fn serde_messages_are_reworded() {
         assert_eq!(
             reword("invalid type: string \"15\", expected u64"),
@@ -454,22 +393,5 @@ mod tests {
             "expected a table, found integer `3`"
         );
         assert_eq!(reword("something else"), "something else");
-    }
-
-    #[test]
-    fn unknown_field_messages_are_split() {
-        assert_eq!(
-            parse_unknown_field("unknown field `x`, expected `a` or `b`"),
-            Some(("x".into(), vec!["a".into(), "b".into()]))
-        );
-        assert_eq!(
-            parse_unknown_field("unknown field `x`, expected one of `a`, `b`, `c`"),
-            Some(("x".into(), vec!["a".into(), "b".into(), "c".into()]))
-        );
-        assert_eq!(
-            parse_unknown_field("unknown field `x`, there are no fields"),
-            Some(("x".into(), vec![]))
-        );
-        assert_eq!(parse_unknown_field("missing field `x`"), None);
     }
 }

@@ -12,6 +12,7 @@
 
 mod error;
 mod types;
+mod unknown;
 mod validate;
 
 use std::fmt::Write as _;
@@ -28,6 +29,12 @@ pub use validate::{
     KeyPath, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS, MTU_RANGE, Problem,
     Purpose, Segment,
 };
+
+/// File order; problems with no place in the file (a missing table) last.
+fn in_file_order(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diagnostics.sort_by_key(|d| (d.location.is_none(), d.location));
+    diagnostics
+}
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
@@ -57,16 +64,30 @@ impl Config {
             diagnostics,
         };
         let document = error::Document::parse(text).map_err(|d| invalid(vec![d]))?;
-        let config: Config =
-            toml::from_str(text).map_err(|e| invalid(vec![document.de_diagnostic(&e)]))?;
+        let mut unknown = Vec::new();
+        let parsed = toml::Deserializer::parse(text).and_then(|de| {
+            serde_ignored::deserialize(de, |path| unknown.push(unknown::key_path(&path)))
+        });
+        let mut diagnostics: Vec<Diagnostic> = unknown
+            .iter()
+            .map(|path| Diagnostic {
+                location: document.key_location(path),
+                key: Some(path.to_string()),
+                message: unknown::message(path),
+            })
+            .collect();
+        let config: Config = match parsed {
+            Ok(config) => config,
+            Err(e) => {
+                diagnostics.push(document.de_diagnostic(&e));
+                return Err(invalid(in_file_order(diagnostics)));
+            }
+        };
         if let Err(problems) = config.validate_for(purpose) {
-            let mut diagnostics: Vec<Diagnostic> = problems
-                .iter()
-                .map(|p| document.problem_diagnostic(p))
-                .collect();
-            // File order; problems with no place in the file (a missing table) last.
-            diagnostics.sort_by_key(|d| (d.location.is_none(), d.location));
-            return Err(invalid(diagnostics));
+            diagnostics.extend(problems.iter().map(|p| document.problem_diagnostic(p)));
+        }
+        if !diagnostics.is_empty() {
+            return Err(invalid(in_file_order(diagnostics)));
         }
         Ok(config)
     }

@@ -1,7 +1,8 @@
 //! The configuration tree: one struct per TOML table, with the documented defaults.
 //!
-//! Every table has `#[serde(default, deny_unknown_fields)]`: a missing key takes the
-//! default below, an unknown key is an error. Ranges and cross-key rules are checked after
+//! Every table has `#[serde(default)]`: a missing key takes the default below. An unknown
+//! key is an error too, but all of them are reported at once (`unknown.rs`), so the tables
+//! do not deny unknown fields themselves. Ranges and cross-key rules are checked after
 //! deserialisation by [`Config::validate`](super::Config::validate).
 
 use std::fmt;
@@ -22,7 +23,7 @@ pub const DEFAULT_PROMETHEUS_LISTEN: SocketAddr =
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     pub dpdk: DpdkSection,
     /// `[[port]]`: the NIC ports or virtual devices to capture from.
@@ -44,7 +45,7 @@ pub struct Config {
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DpdkSection {
     /// DPDK's `-l` core list, e.g. `"0-3"` or `"0,2,4-7"`; `None`: every core (DPDK's
     /// default).
@@ -85,7 +86,7 @@ impl Default for DpdkSection {
 
 /// One `[[port]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PortSection {
     /// A PCI address (`0000:01:00.0`, optionally followed by `,devargs`) of a NIC bound
     /// to vfio-pci, or a DPDK virtual device (`net_pcap0,rx_pcap=/x.pcap`,
@@ -187,7 +188,7 @@ pub(crate) fn is_vdev_name(s: &str) -> bool {
 
 /// `[workers]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct WorkersSection {
     /// Worker threads: a number, or `"auto"` for one per receive queue.
     pub count: WorkerCount,
@@ -271,7 +272,7 @@ impl<'de> Deserialize<'de> for WorkerCount {
 
 /// `[sampling]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SamplingSection {
     pub mode: SamplingMode,
     /// Seed of the `random` sampler; `None`: a fixed built-in seed, so runs repeat.
@@ -510,7 +511,7 @@ impl DpdkLogLevel {
 
 /// `[cache]`: the per-worker flow cache shard.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CacheSection {
     /// Flow entries per worker (each worker owns one shard of this size).
     pub capacity: usize,
@@ -543,7 +544,7 @@ impl Default for CacheSection {
 
 /// `[aggregation]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AggregationSection {
     /// Export Cisco-style protocol-port aggregates (protocol, source port, destination
     /// port) instead of individual flows.
@@ -563,7 +564,7 @@ impl Default for AggregationSection {
 
 /// One `[[collector]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CollectorSection {
     /// `HOST:PORT` (`[v6]:PORT` for an IPv6 literal). Required.
     pub address: String,
@@ -640,7 +641,7 @@ pub(crate) fn parse_source(s: &str) -> Result<SocketAddr, String> {
 
 /// `[export]`: settings shared by all collectors.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ExportSection {
     /// IPFIX observation domain id / NetFlow v9 source id (the low byte is the v5 engine
     /// id).
@@ -663,7 +664,7 @@ impl Default for ExportSection {
 
 /// `[logging]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LoggingSection {
     pub level: LogLevel,
     /// DPDK's own log level (`--log-level`).
@@ -672,7 +673,7 @@ pub struct LoggingSection {
 
 /// `[stats]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct StatsSection {
     /// Seconds between counter lines in the log; 0: never.
     pub interval: u64,
@@ -722,7 +723,7 @@ fn deserialize_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAd
 /// `[events]`: the one event output of the appliance (heavy hitters, congestion, floods,
 /// trigger changes; docs/EVENTS.md).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct EventsSection {
     /// Where events go as JSON lines: a file path, `-` for stdout, `udp:HOST:PORT` or
     /// `unix:/path`; `None`: logged only.
@@ -755,7 +756,7 @@ fn deserialize_destination<'de, D: Deserializer<'de>>(
 /// `[kpi]`: transport KPIs and biflows (docs/RECORDS.md, docs/IPFIX.md). Both off by
 /// default: nothing is attached to the workers unless one is on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct KpiSection {
     /// Both directions of a conversation in one record (RFC 5103), the initiator as source.
     pub biflow: bool,
