@@ -7,7 +7,7 @@ use crate::FlowKey;
 
 /// Asks the CPU to start loading the cache line holding `item`. No effect on results.
 #[inline(always)]
-pub(crate) fn prefetch_read<T>(item: &T) {
+pub fn prefetch_read<T>(item: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is only a hint: it never faults, whatever the address, and reads
     // or writes nothing architecturally visible. `item` is a live reference anyway. SSE is

@@ -15,6 +15,8 @@ pub use extras::{
     TcpOutcome,
 };
 pub use hash::{flow_hash, flow_sample_hash};
+/// For extensions' own tables (the KPI extension's conversation table prefetches too).
+pub use hint::prefetch_read;
 pub use record::{
     AggregateRecord, EndReason, FlowKey, FlowRecord, Observation, SamplingAlgorithm, SamplingInfo,
 };

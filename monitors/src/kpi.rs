@@ -3,9 +3,9 @@
 //! reordering, zero windows, SYN retransmissions and the connection's outcome; and both
 //! directions of a conversation in one record (RFC 5103).
 //!
-//! State lives here, keyed by a direction-independent [`ConnKey`] in a
-//! [`BoundedTable`], never in the cache's entries. The cache keeps accounting each
-//! direction as its own flow; the records meet here when they leave it:
+//! State lives here, keyed by a direction-independent [`ConnKey`], never in the cache's
+//! entries. The cache keeps accounting each direction as its own flow; the records meet
+//! here when they leave it:
 //!
 //! - Each connection counts the packets of each direction it saw accounted and not yet
 //!   exported (`live`). A record leaving the cache subtracts its packets.
@@ -18,6 +18,13 @@
 //! - The initiator is the SYN sender (the receiver of a SYN-ACK when the SYN was missed),
 //!   otherwise the sender of the first packet seen.
 //!
+//! Speed: the table is looked up once per packet, at random, like the flow cache. So it is
+//! the cache's kind of table (`conn_table`: 64-byte slots, open addressing, capped,
+//! counted when full) rather than a `BoundedTable`'s hash map, and packets are taken in
+//! two steps: `on_packet` reads the TCP header and prefetches the conversation's slot;
+//! once per burst (`on_clock`, and before any record) the burst's packets are accounted
+//! in order, their state prefetched one step ahead.
+//!
 //! Hostile input: every sequence comparison is modular (RFC 1982 style), a jump of more
 //! than 2^30 resynchronises instead of counting, options are read within their declared
 //! and captured bounds, and per-connection buffers are fixed arrays. One connection's
@@ -25,11 +32,11 @@
 
 use flowcache::{
     EndReason, FlowKey, FlowRecord, RecordExtras, ReverseCounters, TcpDirectionKpis, TcpKpis,
-    TcpOutcome,
+    TcpOutcome, prefetch_read,
 };
-use probe::ext::{
-    BoundedTable, ExtCounter, ExtOutput, Extension, Interest, PacketView, RecordFate,
-};
+use probe::ext::{ExtCounter, ExtOutput, Extension, Interest, PacketView, RecordFate};
+
+use crate::conn_table::ConnTable;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -46,6 +53,8 @@ const MAX_SEQ_JUMP: u32 = 1 << 30;
 const MAX_HOLES: usize = 4;
 /// Timestamp values awaiting their echo, per direction.
 const TS_SLOTS: usize = 8;
+/// Packets seen before they are accounted: a burst's worth (`probe::MAX_BURST`).
+const SEEN_BATCH: usize = 64;
 
 /// What the KPI extension does: `[kpi]` in the configuration file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +86,7 @@ impl Default for KpiConfig {
 /// A conversation's identity, the same for both directions: the two endpoints in order,
 /// protocol, VLAN and IP version. ToS and input port are left out: on a tap the two
 /// directions often arrive on different ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     lo_addr: [u8; 16],
     hi_addr: [u8; 16],
@@ -144,25 +153,28 @@ impl Pending {
     }
 }
 
-/// One conversation's state.
+/// One conversation's state beside its slot. What a TCP packet reads first comes first.
+#[repr(C)]
 #[derive(Debug)]
 struct Conn {
+    tcp: Option<Box<TcpConn>>,
     /// Whether the initiator is the key's lower endpoint.
     initiator_is_lo: bool,
     /// The initiator's flow key as its first packet had it, for a biflow record that
     /// leaves on a responder's record.
     initiator_key: Option<FlowKey>,
-    /// Packets accounted into the cache and not yet seen leave it, per direction
-    /// (0: from the initiator).
-    live: [u64; 2],
+    /// Record counters folded here, per direction (0: from the initiator). The packets
+    /// accounted and not yet exported are in the table's slot, per endpoint
+    /// (`Slot::live`, 0: from the lower endpoint).
     pending: [Pending; 2],
+    /// When a record of the conversation last left: finished conversations linger from
+    /// then (`KpiConfig::linger_us`).
     last_us: u64,
-    tcp: Option<Box<TcpConn>>,
 }
 
 impl Conn {
-    fn is_idle(&self) -> bool {
-        self.live == [0, 0] && self.pending[0].packets == 0 && self.pending[1].packets == 0
+    fn nothing_folded(&self) -> bool {
+        self.pending[0].packets == 0 && self.pending[1].packets == 0
     }
 
     fn direction(&self, src_is_lo: bool) -> usize {
@@ -173,8 +185,6 @@ impl Conn {
     /// other side): the directions change places, with everything counted for them.
     fn swap_roles(&mut self) {
         self.initiator_is_lo = !self.initiator_is_lo;
-        self.initiator_key = None;
-        self.live.swap(0, 1);
         self.pending.swap(0, 1);
         if let Some(tcp) = &mut self.tcp {
             tcp.dirs.swap(0, 1);
@@ -386,6 +396,16 @@ fn find_timestamps(mut options: &[u8]) -> Option<(u32, u32)> {
 }
 
 impl TcpConn {
+    /// Starts loading what a segment reads, in either direction.
+    fn prefetch(&self) {
+        prefetch_read(&self.handshake);
+        for dir in &self.dirs {
+            prefetch_read(&dir.next_seq);
+            prefetch_read(&dir.ts_pending);
+            prefetch_read(&dir.kpis);
+        }
+    }
+
     /// One segment from direction `d` (0: the initiator) at `now_us`.
     fn segment(&mut self, d: usize, seg: &Segment, now_us: u64, counters: &mut Counters) {
         let o = 1 - d;
@@ -603,25 +623,44 @@ impl TcpConn {
 struct Counters {
     connections: u64,
     tcp_connections: u64,
+    untracked_packets: u64,
     malformed_tcp: u64,
     desyncs: u64,
     untracked_records: u64,
+}
+
+/// A packet seen and not yet accounted.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    key: ConnKey,
+    hash: u64,
+    src_is_lo: bool,
+    flow_key: FlowKey,
+    time_us: u64,
+    segment: Option<Segment>,
 }
 
 /// The KPI and biflow extension of one worker.
 #[derive(Debug)]
 pub struct KpiMonitor {
     config: KpiConfig,
-    table: BoundedTable<ConnKey, Conn>,
+    table: ConnTable<ConnKey, Conn>,
+    seen: Vec<Seen>,
     counters: Counters,
     next_purge_us: u64,
     now_us: u64,
 }
 
+/// The endpoint a packet came from: 0 the conversation key's lower one.
+fn endpoint(src_is_lo: bool) -> usize {
+    usize::from(!src_is_lo)
+}
+
 impl KpiMonitor {
     pub fn new(config: KpiConfig) -> KpiMonitor {
         KpiMonitor {
-            table: BoundedTable::new(config.capacity),
+            table: ConnTable::new(config.capacity),
+            seen: Vec::with_capacity(SEEN_BATCH),
             config,
             counters: Counters::default(),
             next_purge_us: 0,
@@ -633,9 +672,96 @@ impl KpiMonitor {
     /// quiet for the linger time (all of them, when `everything_idle`).
     fn purge(&mut self, everything_idle: bool) {
         let (now, linger) = (self.now_us, self.config.linger_us);
-        self.table.retain(|_, conn| {
-            !(conn.is_idle() && (everything_idle || conn.last_us.saturating_add(linger) <= now))
+        self.table.retain(|slot, conn| {
+            !(slot.live == [0, 0]
+                && conn.nothing_folded()
+                && (everything_idle || conn.last_us.saturating_add(linger) <= now))
         });
+    }
+
+    /// Accounts the packets seen so far, in order: first their state is prefetched (their
+    /// slots were, as they were seen), then each is accounted.
+    fn account_seen(&mut self) {
+        if self.seen.is_empty() {
+            return;
+        }
+        let mut seen = std::mem::take(&mut self.seen);
+        for s in &seen {
+            if let Some(slot) = self.table.find(&s.key, s.hash) {
+                self.table.prefetch_value(slot);
+            }
+        }
+        for s in &seen {
+            if s.segment.is_some()
+                && let Some(slot) = self.table.find(&s.key, s.hash)
+                && let Some(tcp) = &self.table.value(slot).tcp
+            {
+                tcp.prefetch();
+            }
+        }
+        for s in seen.drain(..) {
+            self.account(&s);
+        }
+        self.seen = seen;
+    }
+
+    fn account(&mut self, s: &Seen) {
+        let slot = match self.table.find(&s.key, s.hash) {
+            Some(slot) => slot,
+            None => {
+                if self.table.is_full() {
+                    self.purge(true);
+                }
+                let track_tcp = s.key.protocol == 6 && self.config.tcp;
+                // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
+                let synack = s
+                    .segment
+                    .is_some_and(|t| t.flags & (SYN | ACK) == SYN | ACK);
+                let initiator_is_lo = s.src_is_lo != synack;
+                let conn = Conn {
+                    initiator_is_lo,
+                    initiator_key: (s.src_is_lo == initiator_is_lo).then_some(s.flow_key),
+                    pending: [Pending::default(); 2],
+                    last_us: s.time_us,
+                    tcp: track_tcp.then(Box::<TcpConn>::default),
+                };
+                match self.table.insert(s.key, s.hash, conn) {
+                    Some(slot) => {
+                        self.counters.connections += 1;
+                        self.counters.tcp_connections += u64::from(track_tcp);
+                        slot
+                    }
+                    None => {
+                        self.counters.untracked_packets += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let (slot, conn) = self.table.entry_mut(slot);
+        slot.live[endpoint(s.src_is_lo)] += 1;
+        // Only TCP's KPIs need more than the slot (which was prefetched).
+        let Some(segment) = &s.segment else {
+            return;
+        };
+        let mut d = conn.direction(s.src_is_lo);
+        let pure_syn = s
+            .segment
+            .is_some_and(|t| t.flags & (SYN | ACK | RST) == SYN);
+        if d == 1
+            && pure_syn
+            && conn
+                .tcp
+                .as_ref()
+                .is_some_and(|tcp| tcp.handshake == Handshake::None)
+        {
+            conn.swap_roles();
+            conn.initiator_key = Some(s.flow_key);
+            d = 0;
+        }
+        if let Some(tcp) = &mut conn.tcp {
+            tcp.segment(d, segment, s.time_us, &mut self.counters);
+        }
     }
 }
 
@@ -733,53 +859,23 @@ impl Extension for KpiMonitor {
             None
         };
         let (conn_key, src_is_lo) = ConnKey::of(key);
-        if self.table.get(&conn_key).is_none() && self.table.len() >= self.table.capacity() {
-            self.purge(true);
-        }
-        let track_tcp = is_tcp && self.config.tcp;
-        let mut created = false;
-        let conn = self.table.get_or_insert_with(&conn_key, || {
-            created = true;
-            // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
-            let synack = segment.is_some_and(|s| s.flags & (SYN | ACK) == SYN | ACK);
-            Conn {
-                initiator_is_lo: src_is_lo != synack,
-                initiator_key: None,
-                live: [0, 0],
-                pending: [Pending::default(); 2],
-                last_us: 0,
-                tcp: track_tcp.then(Box::<TcpConn>::default),
-            }
+        let hash = self.table.hash(&conn_key);
+        self.table.prefetch_slot(hash);
+        self.seen.push(Seen {
+            key: conn_key,
+            hash,
+            src_is_lo,
+            flow_key: *key,
+            time_us: packet.timestamp_us,
+            segment,
         });
-        if created {
-            self.counters.connections += 1;
-            if track_tcp {
-                self.counters.tcp_connections += 1;
-            }
-        }
-        let mut d = conn.direction(src_is_lo);
-        let pure_syn = segment.is_some_and(|s| s.flags & (SYN | ACK | RST) == SYN);
-        if d == 1
-            && pure_syn
-            && conn
-                .tcp
-                .as_ref()
-                .is_some_and(|tcp| tcp.handshake == Handshake::None)
-        {
-            conn.swap_roles();
-            d = 0;
-        }
-        if d == 0 && conn.initiator_key.is_none() {
-            conn.initiator_key = Some(*key);
-        }
-        conn.live[d] += 1;
-        conn.last_us = conn.last_us.max(packet.timestamp_us);
-        if let (Some(tcp), Some(segment)) = (&mut conn.tcp, segment) {
-            tcp.segment(d, &segment, packet.timestamp_us, &mut self.counters);
+        if self.seen.len() >= SEEN_BATCH {
+            self.account_seen();
         }
     }
 
     fn on_clock(&mut self, now_us: u64, _out: &mut ExtOutput<'_>) {
+        self.account_seen();
         self.now_us = self.now_us.max(now_us);
         if self.now_us >= self.next_purge_us {
             self.purge(false);
@@ -787,24 +883,33 @@ impl Extension for KpiMonitor {
         }
     }
 
+    fn on_finish(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {
+        self.account_seen();
+    }
+
     fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
         if !self.config.biflow && record.key.protocol != 6 {
             return RecordFate::Keep;
         }
+        // The worker shows records after the burst's clock; a record never overtakes the
+        // packets seen before it.
+        self.account_seen();
         let (conn_key, src_is_lo) = ConnKey::of(&record.key);
         let config = self.config;
         let now_us = self.now_us;
-        let Some(conn) = self.table.get_mut(&conn_key) else {
+        let Some(slot) = self.table.find(&conn_key, self.table.hash(&conn_key)) else {
             self.counters.untracked_records += 1;
             return RecordFate::Keep;
         };
+        let (slot, conn) = self.table.entry_mut(slot);
         let d = conn.direction(src_is_lo);
-        conn.live[d] = conn.live[d].saturating_sub(record.packets);
+        let e = endpoint(src_is_lo);
+        slot.live[e] = slot.live[e].saturating_sub(record.packets);
         let fate = if config.biflow {
             conn.pending[d].add(record);
             // Fold while the conversation still has packets in the cache: they will leave
             // later and carry this one. An active timeout's record must not wait.
-            if conn.live != [0, 0] && record.end_reason != EndReason::Active {
+            if slot.live != [0, 0] && record.end_reason != EndReason::Active {
                 RecordFate::Folded
             } else {
                 emit(&config, conn, d, record);
@@ -832,9 +937,9 @@ impl Extension for KpiMonitor {
                 value: c.tcp_connections,
             },
             ExtCounter {
-                name: "state_evictions",
-                help: "Conversations dropped because the KPI table was full",
-                value: self.table.evictions(),
+                name: "untracked_packets",
+                help: "Packets of new conversations the full KPI table could not track",
+                value: c.untracked_packets,
             },
             ExtCounter {
                 name: "malformed_tcp",
@@ -854,3 +959,6 @@ impl Extension for KpiMonitor {
         ]);
     }
 }
+
+// A conversation's slot is one cache line: the prefetch in `on_packet` loads all of it.
+const _: () = assert!(std::mem::size_of::<crate::conn_table::Slot<ConnKey>>() == 64);

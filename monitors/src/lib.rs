@@ -6,4 +6,5 @@
 //! No module here is compiled into the worker's loop unless attached: with nothing
 //! enabled, the workers run the loop without any hook (see `probe::ext`).
 
+mod conn_table;
 pub mod kpi;
