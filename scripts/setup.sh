@@ -9,6 +9,7 @@ packages=(
     nfdump                      # nfcapd: the reference collector for the demo and tests
     tshark                      # independent dissector of every exported datagram
     tcpreplay iproute2          # live-tap emulation in a network namespace
+    ethtool python3             # the KPI test's user-space path relay (offloads off)
     softflowd pmacct            # peers for the benchmark comparison
     systemd                     # systemd-analyze verifies the unit
     groff-base                  # renders the man pages in the tests

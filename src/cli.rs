@@ -135,6 +135,12 @@ pub struct ReplayArgs {
     /// (docs/EVENTS.md); overrides [events] output.
     #[arg(long, value_name = "PATH")]
     pub events_json: Option<JsonDestination>,
+    /// Both directions of a conversation in one record (RFC 5103); as [kpi] biflow.
+    #[arg(long)]
+    pub biflow: bool,
+    /// Per-connection TCP KPIs (RTTs, retransmissions, outcome); as [kpi] tcp.
+    #[arg(long)]
+    pub tcp_kpis: bool,
     /// Export format [default: ipfix].
     #[arg(long, value_parser = parse_version)]
     pub export: Option<ExportVersion>,
@@ -240,6 +246,8 @@ impl ReplayArgs {
             template_refresh_datagrams: self.template_refresh_datagrams,
             eal_args: self.eal_args.clone(),
             json: self.json,
+            biflow: self.biflow,
+            tcp_kpis: self.tcp_kpis,
         }
     }
 }

@@ -18,6 +18,19 @@ pub fn worker_extensions(config: &Config) -> Vec<Box<dyn Extension>> {
     if let Some(analyzers) = Analyzers::new(&analyzer_settings(&config.analyzers)) {
         extensions.push(Box::new(analyzers));
     }
+    if config.kpi.biflow || config.kpi.tcp {
+        extensions.push(Box::new(monitors::kpi::KpiMonitor::new(
+            monitors::kpi::KpiConfig {
+                biflow: config.kpi.biflow,
+                tcp: config.kpi.tcp,
+                // A conversation's state lives while either direction is in this worker's
+                // shard; the margin covers a held burst and finished conversations
+                // lingering for stray packets.
+                capacity: config.cache.capacity.saturating_add(1 << 16),
+                ..monitors::kpi::KpiConfig::default()
+            },
+        )));
+    }
     extensions
 }
 

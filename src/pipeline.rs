@@ -78,6 +78,10 @@ pub struct ReplaySpec {
     pub eal_args: Vec<String>,
     /// The summary as one JSON object instead of tables.
     pub json: bool,
+    /// `[kpi] biflow` on, whatever the file says.
+    pub biflow: bool,
+    /// `[kpi] tcp` on, whatever the file says.
+    pub tcp_kpis: bool,
 }
 
 /// Resolves HOST:PORT (names allowed), taking the first address.
@@ -263,6 +267,8 @@ fn apply_replay_flags(plan: &ReplaySpec, config: &mut Config) {
     if let Some(id) = plan.observation_domain {
         config.export.observation_domain = id;
     }
+    config.kpi.biflow |= plan.biflow;
+    config.kpi.tcp |= plan.tcp_kpis;
 }
 
 /// `--collector` flags replace the file's collectors; `--export`, `--mtu` and `--pace`
@@ -280,6 +286,7 @@ fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<Collector
                 observation_domain_id: domain,
                 engine_id: (domain & 0xff) as u8,
                 mtu: DEFAULT_REPLAY_MTU,
+                extras: crate::run::kpi_sections(config),
                 ..SessionConfig::default()
             };
             flagged.push(CollectorConfig::new(addr, TransportKind::Udp, session));

@@ -114,6 +114,7 @@ fn reference_file_documents_every_key() {
         "[analyzers.half_open]",
         "[analyzers.dns]",
         "[analyzers.per_destination]",
+        "[kpi]",
     ];
     let top = accepted_keys("");
     let mut top_tables: Vec<&str> = tables

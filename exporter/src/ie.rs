@@ -13,10 +13,11 @@
 //! Flow templates end with the two sampling fields; a session that does not put sampling
 //! into every record uses the template without its last [`SAMPLING_FIELDS`] elements.
 
-/// One information element: IANA id (enterprise number 0), encoded length in bytes.
+/// One information element: enterprise number and id, encoded length in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ie {
-    /// IANA private enterprise number; 0 for every element tapflow exports.
+    /// IANA private enterprise number; 0 for IANA's own elements. Only the extension
+    /// sections (biflow, TCP KPIs) of IPFIX templates use others (see [`extra`]).
     pub pen: u32,
     pub id: u16,
     pub len: u16,
@@ -147,6 +148,237 @@ pub const SAMPLING_PACKET_SPACE: Ie = ie(id::SAMPLING_PACKET_SPACE, 4, "sampling
 pub const SELECTOR_ALGORITHM: Ie = ie(id::SELECTOR_ALGORITHM, 2, "selectorAlgorithm");
 /// v9 options scope "System", 4 bytes, carrying the source id.
 pub const V9_SCOPE_SYSTEM: Ie = ie(v9_scope::SYSTEM, 4, "System");
+
+/// The extension sections a session's flow templates carry besides the flow fields: the
+/// reverse direction of a biflow and the TCP KPIs (`flowcache::RecordExtras`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExtraSections {
+    pub reverse: bool,
+    pub tcp: bool,
+}
+
+impl ExtraSections {
+    pub fn any(self) -> bool {
+        self.reverse || self.tcp
+    }
+}
+
+/// Elements of the extension sections (docs/IPFIX.md lists them all, with units).
+///
+/// IPFIX: the reverse direction in RFC 5103 reverse elements (enterprise 29305, the
+/// forward element's id) and biflowDirection; the KPIs in tapflow's own elements under
+/// enterprise 32473, whose reverse (the responder's direction) sets bit 14 of the id (RFC
+/// 5103 §6.2). nProbe's latency elements are not used in IPFIX: nfdump's IPFIX decoder
+/// reads no ntop element, and Wireshark reads ntop ids 82-87 as throughputs.
+///
+/// NetFlow v9 has no enterprise numbers: it carries the reverse packets and octets in
+/// OUT_PKTS/OUT_BYTES (24/23) and the handshake latencies in nProbe's v9 field types
+/// 57554-57559 (seconds plus residual microseconds), which nfdump reads for
+/// `%cl %sl %al`; the rest does not fit v9.
+pub mod extra {
+    use super::Ie;
+
+    /// RFC 5103 reverse information elements.
+    pub const REVERSE_PEN: u32 = 29305;
+    /// tapflow's elements. 32473 is the number IANA reserves for documentation (RFC
+    /// 5612): tapflow has no enterprise number of its own, and a documentation number
+    /// cannot collide with a real vendor's elements.
+    pub const TAPFLOW_PEN: u32 = 32473;
+    /// RFC 5103 §6.2: the reverse of an enterprise-specific element.
+    pub const REVERSE_BIT: u16 = 0x4000;
+    /// nProbe's v9 field types are its ntop element ids plus this.
+    pub const NTOP_V9_BASE: u16 = 57472;
+
+    /// IANA biflowDirection (239): 1, the source is the initiator.
+    pub const BIFLOW_DIRECTION: u16 = 239;
+    /// v9 OUT_BYTES / OUT_PKTS.
+    pub const V9_OUT_BYTES: u16 = 23;
+    pub const V9_OUT_PKTS: u16 = 24;
+
+    /// nProbe's (ntop's) element ids; v9 field type = id + [`NTOP_V9_BASE`].
+    pub const CLIENT_NW_DELAY_SEC: u16 = 82;
+    pub const CLIENT_NW_DELAY_USEC: u16 = 83;
+    pub const SERVER_NW_DELAY_SEC: u16 = 84;
+    pub const SERVER_NW_DELAY_USEC: u16 = 85;
+    pub const APPL_LATENCY_SEC: u16 = 86;
+    pub const APPL_LATENCY_USEC: u16 = 87;
+
+    /// tapflow element ids (enterprise [`TAPFLOW_PEN`]).
+    pub const TCP_OUTCOME: u16 = 1;
+    pub const RTT_MIN_US: u16 = 2;
+    pub const RTT_MEAN_US: u16 = 3;
+    pub const RTT_MAX_US: u16 = 4;
+    pub const RETRANS_PACKETS: u16 = 5;
+    pub const RETRANS_OCTETS: u16 = 6;
+    pub const OUT_OF_ORDER_PACKETS: u16 = 7;
+    pub const ZERO_WINDOW_EVENTS: u16 = 8;
+    pub const SYN_RETRANSMITS: u16 = 9;
+    pub const RTT_SERVER_US: u16 = 10;
+    pub const RTT_CLIENT_US: u16 = 11;
+    pub const APP_LATENCY_US: u16 = 12;
+
+    const fn pen(pen: u32, id: u16, len: u16, name: &'static str) -> Ie {
+        Ie { pen, id, len, name }
+    }
+
+    const fn reverse_of(forward: Ie, name: &'static str) -> Ie {
+        if forward.pen == 0 {
+            pen(REVERSE_PEN, forward.id, forward.len, name)
+        } else {
+            pen(forward.pen, forward.id | REVERSE_BIT, forward.len, name)
+        }
+    }
+
+    use super::{
+        FLOW_END_MILLISECONDS, FLOW_START_MILLISECONDS, MAXIMUM_TTL, MINIMUM_TTL,
+        OCTET_DELTA_COUNT, PACKET_DELTA_COUNT, TCP_CONTROL_BITS,
+    };
+
+    /// IPFIX biflow section.
+    pub const IPFIX_REVERSE: &[Ie] = &[
+        pen(0, BIFLOW_DIRECTION, 1, "biflowDirection"),
+        reverse_of(PACKET_DELTA_COUNT, "reversePacketDeltaCount"),
+        reverse_of(OCTET_DELTA_COUNT, "reverseOctetDeltaCount"),
+        reverse_of(FLOW_START_MILLISECONDS, "reverseFlowStartMilliseconds"),
+        reverse_of(FLOW_END_MILLISECONDS, "reverseFlowEndMilliseconds"),
+        reverse_of(TCP_CONTROL_BITS, "reverseTcpControlBits"),
+        reverse_of(MINIMUM_TTL, "reverseMinimumTTL"),
+        reverse_of(MAXIMUM_TTL, "reverseMaximumTTL"),
+    ];
+
+    /// NetFlow v9 biflow section.
+    pub const V9_REVERSE: &[Ie] = &[
+        pen(0, V9_OUT_PKTS, 8, "OUT_PKTS"),
+        pen(0, V9_OUT_BYTES, 8, "OUT_BYTES"),
+    ];
+
+    const fn ntop_v9(id: u16, name: &'static str) -> Ie {
+        pen(0, NTOP_V9_BASE + id, 4, name)
+    }
+
+    const fn tapflow(id: u16, len: u16, name: &'static str) -> Ie {
+        pen(TAPFLOW_PEN, id, len, name)
+    }
+
+    const RTT_MIN: Ie = tapflow(RTT_MIN_US, 4, "tcpRttMinMicroseconds");
+    const RTT_MEAN: Ie = tapflow(RTT_MEAN_US, 4, "tcpRttMeanMicroseconds");
+    const RTT_MAX: Ie = tapflow(RTT_MAX_US, 4, "tcpRttMaxMicroseconds");
+    const RETRANS_PKTS: Ie = tapflow(RETRANS_PACKETS, 4, "tcpRetransmittedPackets");
+    const RETRANS_BYTES: Ie = tapflow(RETRANS_OCTETS, 8, "tcpRetransmittedOctets");
+    const OUT_OF_ORDER: Ie = tapflow(OUT_OF_ORDER_PACKETS, 4, "tcpOutOfOrderPackets");
+    const ZERO_WINDOWS: Ie = tapflow(ZERO_WINDOW_EVENTS, 4, "tcpZeroWindowEvents");
+    const SYN_RETRANS: Ie = tapflow(SYN_RETRANSMITS, 4, "tcpSynRetransmits");
+
+    /// IPFIX TCP KPI section without the responder's direction.
+    pub const IPFIX_TCP: &[Ie] = &[
+        tapflow(RTT_SERVER_US, 4, "tcpServerRttMicroseconds"),
+        tapflow(RTT_CLIENT_US, 4, "tcpClientRttMicroseconds"),
+        tapflow(APP_LATENCY_US, 4, "tcpApplicationLatencyMicroseconds"),
+        tapflow(TCP_OUTCOME, 1, "tcpOutcome"),
+        RTT_MIN,
+        RTT_MEAN,
+        RTT_MAX,
+        RETRANS_PKTS,
+        RETRANS_BYTES,
+        OUT_OF_ORDER,
+        ZERO_WINDOWS,
+        SYN_RETRANS,
+    ];
+
+    /// IPFIX TCP KPIs of a biflow's responder direction.
+    pub const IPFIX_TCP_REVERSE: &[Ie] = &[
+        reverse_of(RTT_MIN, "reverseTcpRttMinMicroseconds"),
+        reverse_of(RTT_MEAN, "reverseTcpRttMeanMicroseconds"),
+        reverse_of(RTT_MAX, "reverseTcpRttMaxMicroseconds"),
+        reverse_of(RETRANS_PKTS, "reverseTcpRetransmittedPackets"),
+        reverse_of(RETRANS_BYTES, "reverseTcpRetransmittedOctets"),
+        reverse_of(OUT_OF_ORDER, "reverseTcpOutOfOrderPackets"),
+        reverse_of(ZERO_WINDOWS, "reverseTcpZeroWindowEvents"),
+        reverse_of(SYN_RETRANS, "reverseTcpSynRetransmits"),
+    ];
+
+    /// NetFlow v9 TCP KPI section: the latencies nfdump reads.
+    pub const V9_TCP: &[Ie] = &[
+        ntop_v9(CLIENT_NW_DELAY_SEC, "CLIENT_NW_DELAY_SEC"),
+        ntop_v9(CLIENT_NW_DELAY_USEC, "CLIENT_NW_DELAY_USEC"),
+        ntop_v9(SERVER_NW_DELAY_SEC, "SERVER_NW_DELAY_SEC"),
+        ntop_v9(SERVER_NW_DELAY_USEC, "SERVER_NW_DELAY_USEC"),
+        ntop_v9(APPL_LATENCY_SEC, "APPL_LATENCY_SEC"),
+        ntop_v9(APPL_LATENCY_USEC, "APPL_LATENCY_USEC"),
+    ];
+}
+
+/// A flow template with extension sections: the flow fields, the sections, then the
+/// sampling fields when `sampled`.
+fn extended_template(ipfix: bool, sampled: bool, ipv6: bool, sections: ExtraSections) -> Vec<Ie> {
+    let (v4, v6) = flow_templates(ipfix, false);
+    let mut fields = if ipv6 { v6 } else { v4 }.to_vec();
+    if sections.reverse {
+        fields.extend_from_slice(if ipfix {
+            extra::IPFIX_REVERSE
+        } else {
+            extra::V9_REVERSE
+        });
+    }
+    if sections.tcp {
+        fields.extend_from_slice(if ipfix {
+            extra::IPFIX_TCP
+        } else {
+            extra::V9_TCP
+        });
+        if ipfix && sections.reverse {
+            fields.extend_from_slice(extra::IPFIX_TCP_REVERSE);
+        }
+    }
+    if sampled {
+        fields.extend_from_slice(&[SAMPLING_INTERVAL, SAMPLING_ALGORITHM]);
+    }
+    fields
+}
+
+/// Every extended flow template, built once: by IPFIX, sampled, IPv6 and the three
+/// non-empty combinations of sections.
+static EXTENDED_TEMPLATES: std::sync::LazyLock<Vec<Vec<Ie>>> = std::sync::LazyLock::new(|| {
+    let mut all = Vec::with_capacity(24);
+    for index in 0..24 {
+        let (ipfix, sampled, ipv6) = (index & 1 != 0, index & 2 != 0, index & 4 != 0);
+        let sections = match index >> 3 {
+            0 => ExtraSections {
+                reverse: true,
+                tcp: false,
+            },
+            1 => ExtraSections {
+                reverse: false,
+                tcp: true,
+            },
+            _ => ExtraSections {
+                reverse: true,
+                tcp: true,
+            },
+        };
+        all.push(extended_template(ipfix, sampled, ipv6, sections));
+    }
+    all
+});
+
+fn extended_templates(
+    ipfix: bool,
+    sampled: bool,
+    sections: ExtraSections,
+) -> (&'static [Ie], &'static [Ie]) {
+    let combination = match (sections.reverse, sections.tcp) {
+        (true, false) => 0,
+        (false, true) => 1,
+        _ => 2,
+    };
+    let index = |ipv6: bool| {
+        usize::from(ipfix) | usize::from(sampled) << 1 | usize::from(ipv6) << 2 | combination << 3
+    };
+    (
+        EXTENDED_TEMPLATES[index(false)].as_slice(),
+        EXTENDED_TEMPLATES[index(true)].as_slice(),
+    )
+}
 
 /// How many trailing elements of a flow template are the optional sampling fields.
 pub const SAMPLING_FIELDS: usize = 2;
@@ -406,7 +638,7 @@ pub(crate) struct TemplateSet {
 }
 
 impl TemplateSet {
-    pub fn new(ipfix: bool, sampling_in_records: bool) -> TemplateSet {
+    pub fn new(ipfix: bool, sampling_in_records: bool, sections: ExtraSections) -> TemplateSet {
         let (aggregate, sampling, statistics) = if ipfix {
             (
                 IPFIX_AGGREGATE,
@@ -418,7 +650,11 @@ impl TemplateSet {
         };
         // The flow templates come from the same function the record encoder uses, so the
         // templates announced and the records written cannot disagree.
-        let (ipv4, ipv6) = flow_templates(ipfix, sampling_in_records);
+        let (ipv4, ipv6) = if sections.any() {
+            extended_templates(ipfix, sampling_in_records, sections)
+        } else {
+            flow_templates(ipfix, sampling_in_records)
+        };
         TemplateSet {
             ipv4,
             ipv6,
@@ -470,9 +706,48 @@ mod tests {
             assert_eq!(u4, &v4[..v4.len() - SAMPLING_FIELDS]);
             assert_eq!(u6, &v6[..v6.len() - SAMPLING_FIELDS]);
             for sampled in [true, false] {
-                let set = TemplateSet::new(ipfix, sampled);
+                let set = TemplateSet::new(ipfix, sampled, ExtraSections::default());
                 assert_eq!((set.ipv4, set.ipv6), flow_templates(ipfix, sampled));
             }
+        }
+    }
+
+    #[test]
+    fn extended_templates_add_their_sections_between_flow_and_sampling_fields() {
+        let all = ExtraSections {
+            reverse: true,
+            tcp: true,
+        };
+        for ipfix in [true, false] {
+            for sampled in [true, false] {
+                let plain = TemplateSet::new(ipfix, sampled, ExtraSections::default());
+                let set = TemplateSet::new(ipfix, sampled, all);
+                for (base, extended) in [(plain.ipv4, set.ipv4), (plain.ipv6, set.ipv6)] {
+                    let flow_fields = base.len() - if sampled { SAMPLING_FIELDS } else { 0 };
+                    assert_eq!(extended[..flow_fields], base[..flow_fields]);
+                    assert_eq!(
+                        extended[extended.len() - (base.len() - flow_fields)..],
+                        base[flow_fields..]
+                    );
+                    assert!(extended.len() > base.len());
+                    // v9 has no enterprise numbers; IPFIX enterprise ids leave the top bit
+                    // to the template's enterprise flag.
+                    for f in extended {
+                        assert!(ipfix || f.pen == 0, "{f:?}");
+                        assert!(f.pen == 0 || f.id & 0x8000 == 0, "{f:?}");
+                    }
+                    let mut ids: Vec<(u32, u16)> = extended.iter().map(|f| (f.pen, f.id)).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    assert_eq!(ids.len(), extended.len(), "an element twice");
+                }
+            }
+        }
+        // The responder's KPIs are the initiator's with bit 14 set, same enterprise.
+        for (forward, reverse) in extra::IPFIX_TCP[4..].iter().zip(extra::IPFIX_TCP_REVERSE) {
+            assert_eq!(reverse.pen, forward.pen);
+            assert_eq!(reverse.id, forward.id | extra::REVERSE_BIT);
+            assert_eq!(reverse.len, forward.len);
         }
     }
 

@@ -254,7 +254,7 @@ pub fn record_to_json(record: &FlowRecord) -> Value {
             put_reverse(&mut o, reverse);
         }
         if let Some(tcp) = &extras.tcp {
-            put_tcp(&mut o, tcp);
+            put_tcp(&mut o, tcp, extras.reverse.is_some());
         }
         if let Some(dns) = &extras.dns {
             put_dns(&mut o, dns);
@@ -296,12 +296,16 @@ fn put_tcp_direction(o: &mut Map<String, Value>, d: &TcpDirectionKpis, suffix: &
     put(o, &format!("syn_retransmits{suffix}"), d.syn_retransmits);
 }
 
-fn put_tcp(o: &mut Map<String, Value>, tcp: &TcpKpis) {
+/// `biflow`: the record carries both directions, so the other direction's KPIs (`_rev`)
+/// belong to it too.
+fn put_tcp(o: &mut Map<String, Value>, tcp: &TcpKpis, biflow: bool) {
     put_some(o, "rtt_server_us", tcp.rtt_server_us);
     put_some(o, "rtt_client_us", tcp.rtt_client_us);
     put_some(o, "app_latency_us", tcp.app_latency_us);
     put_tcp_direction(o, &tcp.forward, "");
-    put_tcp_direction(o, &tcp.reverse, "_rev");
+    if biflow {
+        put_tcp_direction(o, &tcp.reverse, "_rev");
+    }
     put(o, "tcp_outcome", tcp.outcome.name());
 }
 
@@ -392,8 +396,11 @@ mod tests {
         let with_kpis = record_to_json(&record);
         assert_eq!(with_kpis["rtt_server_us"], 1500);
         assert_eq!(with_kpis["tcp_outcome"], "closed");
-        assert_eq!(with_kpis["retrans_packets_rev"], 0);
+        assert_eq!(with_kpis["retrans_packets"], 0);
+        assert!(with_kpis.get("retrans_packets_rev").is_none(), "no biflow");
         assert!(with_kpis.get("rtt_client_us").is_none());
+        record.extras.as_mut().unwrap().reverse = Some(ReverseCounters::default());
+        assert_eq!(record_to_json(&record)["retrans_packets_rev"], 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod collector;
 pub mod ie;
+pub use ie::ExtraSections;
 pub mod json;
 mod session;
 pub mod transport;

@@ -545,3 +545,218 @@ fn nfcapd_started_late_decodes_from_the_next_template_refresh() {
         clean_up(&dir);
     }
 }
+
+/// A record as the KPI extension leaves it: a biflow with TCP KPIs. `i` varies the
+/// figures so that each record's fields can be told apart.
+fn kpi_record(mut r: FlowRecord, i: u32) -> FlowRecord {
+    use flowcache::{RecordExtras, ReverseCounters, TcpDirectionKpis, TcpKpis, TcpOutcome};
+    let i64 = u64::from(i);
+    r.extras = Some(Box::new(RecordExtras {
+        reverse: Some(ReverseCounters {
+            packets: 1_000 + i64,
+            octets: 900_000 + i64,
+            first_ms: r.first_ms + 1,
+            last_ms: r.last_ms,
+            tcp_flags: 0x12,
+            min_ttl: 60,
+            max_ttl: 61,
+            end_reason: r.end_reason,
+        }),
+        tcp: Some(TcpKpis {
+            rtt_server_us: Some(1_234_567 + i),
+            rtt_client_us: Some(2_500 + i),
+            app_latency_us: Some(45_000 + i),
+            forward: TcpDirectionKpis {
+                rtt_min_us: Some(100 + i),
+                rtt_mean_us: Some(200 + i),
+                rtt_max_us: Some(300 + i),
+                retrans_packets: 7 + i,
+                retrans_octets: 7_000 + i64,
+                out_of_order_packets: 3,
+                zero_window_events: 1,
+                syn_retransmits: 2,
+            },
+            reverse: TcpDirectionKpis {
+                retrans_packets: 11 + i,
+                ..TcpDirectionKpis::default()
+            },
+            outcome: TcpOutcome::ALL[i as usize % TcpOutcome::ALL.len()],
+        }),
+        ..RecordExtras::default()
+    }));
+    r
+}
+
+/// KPI records (every other one without the TCP section, as a UDP biflow has none).
+fn kpi_records(version: ExportVersion, now_ms: u64) -> Vec<FlowRecord> {
+    records(version, now_ms)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = kpi_record(r, i as u32);
+            if i % 2 == 1 {
+                r.extras.as_mut().unwrap().tcp = None;
+            }
+            r
+        })
+        .collect()
+}
+
+const ALL_SECTIONS: exporter::ExtraSections = exporter::ExtraSections {
+    reverse: true,
+    tcp: true,
+};
+
+/// tshark dissects the biflow and KPI elements (RFC 5103 reverse elements, nProbe's
+/// latencies, tapflow's enterprise elements) with no malformed or warning flag, and reads
+/// the values that were sent.
+#[test]
+fn tshark_dissects_the_kpi_elements_cleanly() {
+    if !installed("tshark", "-v") {
+        return;
+    }
+    for version in [ExportVersion::Ipfix, ExportVersion::V9] {
+        let now_ms = START_MS + 3_600_000;
+        let mut s = ExportSession::new(
+            SessionConfig {
+                version,
+                observation_domain_id: 7,
+                extras: ALL_SECTIONS,
+                ..SessionConfig::default()
+            },
+            START_MS,
+        )
+        .unwrap();
+        let flows = kpi_records(version, now_ms);
+        let mut datagrams = Vec::new();
+        let mut push = |d: &Datagram<'_>| datagrams.push(d.bytes.to_vec());
+        s.handle_timeout(now_ms, &mut push);
+        s.encode_flows(&flows, now_ms, &mut push);
+        let dir = scratch_dir(&format!("tshark-kpi-{version}"));
+        let pcap = dir.join("export.pcap");
+        write_pcap(&pcap, 2055, &datagrams, (now_ms / 1000) as u32);
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-d", "udp.port==2055,cflow", "-V"])
+            .output()
+            .expect("run tshark");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        for bad in ["Malformed", "Expert Info (Warn", "Expert Info (Error"] {
+            let hits: Vec<&str> = text.lines().filter(|l| l.contains(bad)).take(5).collect();
+            assert!(
+                hits.is_empty(),
+                "{version}: tshark reports {bad:?}: {hits:#?}"
+            );
+        }
+        if std::env::var_os("TAPFLOW_SHOW_TSHARK").is_some() {
+            println!("{text}");
+        }
+        let flow_lines = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Flow ") && l.split_whitespace().count() == 2)
+            .count();
+        assert_eq!(flow_lines, flows.len(), "{version}: records dissected");
+        // The first record's values, as tshark reads them.
+        let expected: &[&str] = if version == ExportVersion::Ipfix {
+            &[
+                "Biflow Direction: Initiator (1)",
+                "Packets: 1000 (Reverse Type 2 PKTS)",
+                "Octets: 900000 (Reverse Type 1 BYTES)",
+                // rtt_server_us 1234567, tapflow element 10 (enterprise 32473)
+                "Type 10: Value (hex bytes): 00 12 d6 87",
+                // retransmitted packets of the responder's direction: 11, element 5 | 0x4000
+                "Type 16389: Value (hex bytes): 00 00 00 0b",
+            ]
+        } else {
+            &["Post Packets: 1000", "Post Octets: 900000"]
+        };
+        let first: String = text
+            .split("Flow 1\n")
+            .nth(1)
+            .and_then(|rest| rest.split("Flow 2\n").next())
+            .unwrap_or_default()
+            .to_string();
+        for want in expected {
+            assert!(first.contains(want), "{version}: no {want:?} in {first}");
+        }
+        clean_up(&dir);
+    }
+}
+
+/// nfdump shows the handshake latencies (`%cl %sl %al`, from nProbe's v9 elements) and a
+/// biflow's reverse counters (`%opkt %obyt`: v9 OUT_PKTS/OUT_BYTES, IPFIX RFC 5103 reverse
+/// elements) as they were sent.
+#[test]
+fn nfdump_shows_latencies_and_reverse_counters() {
+    if !(installed("nfcapd", "-V") && installed("nfdump", "-V")) {
+        return;
+    }
+    for version in [ExportVersion::V9, ExportVersion::Ipfix] {
+        let nfcapd = Nfcapd::start(&format!("nfcapd-kpi-{version}"));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let now_ms = now_ms - now_ms % 1000;
+        let session = SessionConfig {
+            version,
+            observation_domain_id: 7,
+            extras: ALL_SECTIONS,
+            ..SessionConfig::default()
+        };
+        let mut collector = Collector::new(
+            CollectorConfig::new(nfcapd.addr(), TransportKind::Udp, session),
+            now_ms - 3_600_000,
+        )
+        .unwrap();
+        let flows = kpi_records(version, now_ms);
+        for chunk in flows.chunks(16) {
+            collector.export_flows(chunk, now_ms);
+        }
+        let (dir, stats) = nfcapd.stop();
+        assert!(stats.contains("Bad Packets: 0"), "{stats}");
+        let got: BTreeSet<String> = nfdump(&dir, "fmt:%sa %sp %opkt %obyt %cl %sl %al")
+            .into_iter()
+            .collect();
+        let ms = |us: Option<u32>| format!("{:.3}", f64::from(us.unwrap_or(0)) / 1000.0);
+        let want: BTreeSet<String> = flows
+            .iter()
+            .map(|r| {
+                let extras = r.extras.as_ref().unwrap();
+                let reverse = extras.reverse.unwrap();
+                let tcp = extras.tcp.unwrap_or_default();
+                // nfdump 1.7 reads the latencies from v9 only (its IPFIX decoder maps no
+                // ntop element).
+                let (cl, sl, al) = if version == ExportVersion::V9 {
+                    (
+                        ms(tcp.rtt_client_us),
+                        ms(tcp.rtt_server_us),
+                        ms(tcp.app_latency_us),
+                    )
+                } else {
+                    (ms(None), ms(None), ms(None))
+                };
+                format!(
+                    "{} {} {} {} {cl} {sl} {al}",
+                    r.key.src_ip(),
+                    r.key.src_port,
+                    reverse.packets,
+                    reverse.octets,
+                )
+            })
+            .collect();
+        let missing: Vec<&String> = want.difference(&got).take(3).collect();
+        let unexpected: Vec<&String> = got.difference(&want).take(3).collect();
+        assert!(
+            missing.is_empty() && unexpected.is_empty(),
+            "{version}: missing {missing:#?}\nunexpected {unexpected:#?}"
+        );
+        clean_up(&dir);
+    }
+}

@@ -6,6 +6,8 @@
 //! No module here is compiled into the worker's loop unless attached: with nothing
 //! enabled, the workers run the loop without any hook (see `probe::ext`).
 
+mod conn_table;
+pub mod kpi;
 pub mod rate;
 pub mod rate_trace;
 
@@ -16,6 +18,10 @@ use flowcache::counters::{CounterSet, Spec};
 /// list; an extension adds its line (`("tcp_kpi", <TcpKpiStats as CounterSet>::SPECS)`).
 pub const COUNTERS: &[(&str, &[Spec])] = &[
     ("monitor", rate::MonitorStats::SPECS),
+    (
+        "kpi",
+        <kpi::KpiStats as flowcache::counters::CounterSet>::SPECS,
+    ),
     (
         "analyzers",
         <analyzers::AnalyzerStats as flowcache::counters::CounterSet>::SPECS,

@@ -48,6 +48,7 @@ pub struct Config {
     pub policies: Vec<super::policy::PolicySection>,
     /// `[analyzers.*]` (issue 18).
     pub analyzers: super::AnalyzersSection,
+    pub kpi: KpiSection,
 }
 
 /// `[dpdk]`: how the EAL is started. See [`Config::eal_args`](super::Config::eal_args).
@@ -871,4 +872,15 @@ impl Default for MonitorSection {
             top_flows: 64,
         }
     }
+}
+
+/// `[kpi]`: transport KPIs and biflows (docs/RECORDS.md, docs/IPFIX.md). Both off by
+/// default: nothing is attached to the workers unless one is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct KpiSection {
+    /// Both directions of a conversation in one record (RFC 5103), the initiator as source.
+    pub biflow: bool,
+    /// Per-connection TCP KPIs: handshake RTTs, RTT samples, retransmissions, outcome.
+    pub tcp: bool,
 }

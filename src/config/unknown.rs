@@ -11,8 +11,8 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::types::{
     AggregationSection, CacheSection, CollectorSection, Config, DpdkSection, EventsSection,
-    ExportSection, LoggingSection, MonitorSection, PortSection, SamplingSection, StatsSection,
-    WorkersSection,
+    ExportSection, KpiSection, LoggingSection, MonitorSection, PortSection, SamplingSection,
+    StatsSection, WorkersSection,
 };
 use super::validate::{KeyPath, Segment};
 
@@ -96,6 +96,7 @@ pub(crate) fn accepted_keys(table: &KeyPath) -> Option<&'static [&'static str]> 
         "events" => fields_of::<EventsSection>(),
         "monitor" => fields_of::<MonitorSection>(),
         "policy" => fields_of::<super::policy::PolicySection>(),
+        "kpi" => fields_of::<KpiSection>(),
         _ => return None,
     })
 }

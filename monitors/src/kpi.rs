@@ -1,0 +1,946 @@
+//! Transport KPIs and biflows (issue 16, after Flowcorder): per TCP connection the
+//! handshake RTT split at the tap, application latency, RTT samples, retransmissions,
+//! reordering, zero windows, SYN retransmissions and the connection's outcome; and both
+//! directions of a conversation in one record (RFC 5103).
+//!
+//! State lives here, keyed by a direction-independent [`ConnKey`], never in the cache's
+//! entries. The cache keeps accounting each direction as its own flow; the records meet
+//! here when they leave it:
+//!
+//! - Each connection counts the packets of each direction it saw accounted and not yet
+//!   exported (`live`). A record leaving the cache subtracts its packets.
+//! - With biflows on, a record is folded (kept here, `RecordFate::Folded`) while the
+//!   conversation still has packets in the cache, which will leave later and carry it;
+//!   otherwise (the last piece, or an active timeout, which must not wait) it becomes the
+//!   biflow record: the initiator's key and counters forward, the responder's in
+//!   [`ReverseCounters`], the KPIs in [`TcpKpis`]. So every accounted packet is exported
+//!   exactly once, forward or reverse.
+//! - The initiator is the SYN sender (the receiver of a SYN-ACK when the SYN was missed),
+//!   otherwise the sender of the first packet seen.
+//!
+//! Speed: the table is looked up once per packet, at random, like the flow cache. So it is
+//! the cache's kind of table (`conn_table`: 64-byte slots, open addressing, capped,
+//! counted when full) rather than a `BoundedTable`'s hash map, and packets are taken in
+//! two steps: `on_packet` reads the TCP header and prefetches the conversation's slot;
+//! once per burst (`on_clock`, and before any record) the burst's packets are accounted
+//! in order, their state prefetched one step ahead.
+//!
+//! Hostile input: every sequence comparison is modular (RFC 1982 style), a jump of more
+//! than 2^30 resynchronises instead of counting, options are read within their declared
+//! and captured bounds, and per-connection buffers are fixed arrays. One connection's
+//! packets only ever touch its own entry.
+
+use flowcache::counters::{CounterSet, Spec};
+use flowcache::{
+    EndReason, FlowKey, FlowRecord, RecordExtras, ReverseCounters, TcpDirectionKpis, TcpKpis,
+    TcpOutcome, prefetch_read,
+};
+use probe::ext::{ExtCounter, ExtOutput, Extension, Interest, PacketView, RecordFate};
+
+use crate::conn_table::ConnTable;
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// How often finished connections are purged, in packet time.
+const PURGE_PERIOD_US: u64 = 1_000_000;
+/// A sequence jump larger than this is a desynchronisation (or a crafted packet), not a
+/// gap: the direction restarts from it instead of counting a retransmission or a hole.
+const MAX_SEQ_JUMP: u32 = 1 << 30;
+/// Gaps in a direction's sequence space remembered at once; older ones are forgotten
+/// (their late fill then counts as a retransmission).
+const MAX_HOLES: usize = 4;
+/// Timestamp values awaiting their echo, per direction.
+const TS_SLOTS: usize = 8;
+/// Packets seen before they are accounted: a burst's worth (`probe::MAX_BURST`).
+const SEEN_BATCH: usize = 64;
+
+/// What the KPI extension does: `[kpi]` in the configuration file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KpiConfig {
+    /// Both directions of a conversation in one record (RFC 5103).
+    pub biflow: bool,
+    /// Per-connection TCP KPIs.
+    pub tcp: bool,
+    /// Connections tracked at once per worker. To lose nothing it should be at least the
+    /// cache shard's capacity: a connection's state lives while either direction is in
+    /// the cache.
+    pub capacity: usize,
+    /// How long a finished connection's state is kept for stray packets (the last ACK
+    /// after both FINs, a retransmitted FIN), microseconds.
+    pub linger_us: u64,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        KpiConfig {
+            biflow: true,
+            tcp: true,
+            capacity: 1 << 20,
+            linger_us: 30_000_000,
+        }
+    }
+}
+
+/// A conversation's identity, the same for both directions: the two endpoints in order,
+/// protocol, VLAN and IP version. ToS and input port are left out: on a tap the two
+/// directions often arrive on different ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    lo_addr: [u8; 16],
+    hi_addr: [u8; 16],
+    lo_port: u16,
+    hi_port: u16,
+    vlan: u16,
+    protocol: u8,
+    ip_version: u8,
+}
+
+impl ConnKey {
+    /// The key and whether `key`'s source is the lower endpoint.
+    pub fn of(key: &FlowKey) -> (ConnKey, bool) {
+        let src = (key.src_addr, key.src_port);
+        let dst = (key.dst_addr, key.dst_port);
+        let src_is_lo = src <= dst;
+        let (lo, hi) = if src_is_lo { (src, dst) } else { (dst, src) };
+        (
+            ConnKey {
+                lo_addr: lo.0,
+                hi_addr: hi.0,
+                lo_port: lo.1,
+                hi_port: hi.1,
+                vlan: key.vlan,
+                protocol: key.protocol,
+                ip_version: key.ip_version,
+            },
+            src_is_lo,
+        )
+    }
+}
+
+/// Record counters of one direction folded here and not yet exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pending {
+    packets: u64,
+    octets: u64,
+    first_ms: u64,
+    last_ms: u64,
+    tcp_flags: u8,
+    min_ttl: u8,
+    max_ttl: u8,
+}
+
+impl Pending {
+    fn add(&mut self, record: &FlowRecord) {
+        if record.packets == 0 {
+            return;
+        }
+        if self.packets == 0 {
+            self.first_ms = record.first_ms;
+            self.last_ms = record.last_ms;
+            self.min_ttl = record.min_ttl;
+            self.max_ttl = record.max_ttl;
+        } else {
+            self.first_ms = self.first_ms.min(record.first_ms);
+            self.last_ms = self.last_ms.max(record.last_ms);
+            self.min_ttl = self.min_ttl.min(record.min_ttl);
+            self.max_ttl = self.max_ttl.max(record.max_ttl);
+        }
+        self.packets += record.packets;
+        self.octets += record.octets;
+        self.tcp_flags |= record.tcp_flags;
+    }
+}
+
+/// One conversation's state beside its slot. What a TCP packet reads first comes first.
+#[repr(C)]
+#[derive(Debug)]
+struct Conn {
+    tcp: Option<Box<TcpConn>>,
+    /// Whether the initiator is the key's lower endpoint.
+    initiator_is_lo: bool,
+    /// The initiator's flow key as its first packet had it, for a biflow record that
+    /// leaves on a responder's record.
+    initiator_key: Option<FlowKey>,
+    /// Record counters folded here, per direction (0: from the initiator). The packets
+    /// accounted and not yet exported are in the table's slot, per endpoint
+    /// (`Slot::live`, 0: from the lower endpoint).
+    pending: [Pending; 2],
+    /// When a record of the conversation last left: finished conversations linger from
+    /// then (`KpiConfig::linger_us`).
+    last_us: u64,
+}
+
+impl Conn {
+    fn nothing_folded(&self) -> bool {
+        self.pending[0].packets == 0 && self.pending[1].packets == 0
+    }
+
+    fn direction(&self, src_is_lo: bool) -> usize {
+        usize::from(src_is_lo != self.initiator_is_lo)
+    }
+
+    /// The responder turns out to be the initiator (its SYN came after packets of the
+    /// other side): the directions change places, with everything counted for them.
+    fn swap_roles(&mut self) {
+        self.initiator_is_lo = !self.initiator_is_lo;
+        self.pending.swap(0, 1);
+        if let Some(tcp) = &mut self.tcp {
+            tcp.dirs.swap(0, 1);
+            tcp.fin.swap(0, 1);
+        }
+    }
+}
+
+/// Running RTT statistics, microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RttStats {
+    min: u32,
+    max: u32,
+    sum: u64,
+    count: u32,
+}
+
+impl RttStats {
+    fn add(&mut self, sample_us: u64) {
+        let sample = u32::try_from(sample_us).unwrap_or(u32::MAX);
+        if self.count == 0 {
+            self.min = sample;
+            self.max = sample;
+        } else {
+            self.min = self.min.min(sample);
+            self.max = self.max.max(sample);
+        }
+        self.sum += u64::from(sample);
+        self.count = self.count.saturating_add(1);
+    }
+}
+
+/// One direction of a TCP connection: the sequence space its sender used, as the tap saw
+/// it, and the direction's KPI counters since they were last exported.
+#[derive(Clone, Debug, Default)]
+struct TcpDir {
+    /// Sequence number of this direction's SYN (or SYN-ACK).
+    isn: Option<u32>,
+    /// One past the highest sequence number seen (data and FIN).
+    next_seq: Option<u32>,
+    /// Sequence ranges skipped (seen later data, not these): a segment filling one is
+    /// out of order, not a retransmission.
+    holes: [(u32, u32); MAX_HOLES],
+    hole_count: usize,
+    /// Data segments' timestamp values awaiting their echo, with the time first seen.
+    ts_pending: [(u32, u64); TS_SLOTS],
+    ts_next: usize,
+    /// The sender uses timestamps: RTT from echoes only.
+    uses_timestamps: bool,
+    /// One data segment timed for sequence/ack matching (Karn: dropped on retransmission).
+    timed: Option<(u32, u64)>,
+    zero_window: bool,
+    first_data_us: Option<u64>,
+    rtt: RttStats,
+    kpis: TcpDirectionKpis,
+}
+
+impl TcpDir {
+    fn take(&mut self) -> TcpDirectionKpis {
+        let mut kpis = std::mem::take(&mut self.kpis);
+        let rtt = std::mem::take(&mut self.rtt);
+        if rtt.count > 0 {
+            kpis.rtt_min_us = Some(rtt.min);
+            kpis.rtt_max_us = Some(rtt.max);
+            kpis.rtt_mean_us = Some((rtt.sum / u64::from(rtt.count)) as u32);
+        }
+        kpis
+    }
+
+    fn restart_sequence(&mut self, next: u32) {
+        self.next_seq = Some(next);
+        self.hole_count = 0;
+        self.timed = None;
+    }
+
+    fn add_hole(&mut self, from: u32, to: u32) {
+        if self.hole_count == MAX_HOLES {
+            self.holes.copy_within(1.., 0);
+            self.hole_count -= 1;
+        }
+        self.holes[self.hole_count] = (from, to);
+        self.hole_count += 1;
+    }
+
+    /// Takes `[seq, end)` out of the holes when it lies within one; true if it did.
+    fn fill_hole(&mut self, seq: u32, end: u32) -> bool {
+        for i in 0..self.hole_count {
+            let (from, to) = self.holes[i];
+            if seq_le(from, seq) && seq_le(end, to) {
+                let left = (from, seq);
+                let right = (end, to);
+                let mut pieces = [left, right].into_iter().filter(|(a, b)| a != b);
+                match (pieces.next(), pieces.next()) {
+                    (None, _) => {
+                        self.holes.copy_within(i + 1..self.hole_count, i);
+                        self.hole_count -= 1;
+                    }
+                    (Some(one), None) => self.holes[i] = one,
+                    (Some(one), Some(two)) => {
+                        self.holes[i] = one;
+                        self.add_hole(two.0, two.1);
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum Handshake {
+    #[default]
+    None,
+    SynSeen,
+    SynAckSeen,
+    Established,
+}
+
+/// A TCP connection's KPI state.
+#[derive(Clone, Debug, Default)]
+struct TcpConn {
+    dirs: [TcpDir; 2],
+    handshake: Handshake,
+    /// The first packet seen was neither a SYN nor a SYN-ACK.
+    midstream: bool,
+    syn_us: u64,
+    synack_us: u64,
+    rtt_server_us: Option<u32>,
+    rtt_client_us: Option<u32>,
+    app_latency_us: Option<u32>,
+    fin: [bool; 2],
+    /// A RST was seen; true when the handshake had completed by then.
+    rst: Option<bool>,
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn seq_le(a: u32, b: u32) -> bool {
+    !seq_lt(b, a)
+}
+
+fn micros(later: u64, earlier: u64) -> u32 {
+    u32::try_from(later.saturating_sub(earlier)).unwrap_or(u32::MAX)
+}
+
+/// The parts of a TCP segment the KPIs read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Segment {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload_len: u32,
+    /// TSval, TSecr.
+    timestamps: Option<(u32, u32)>,
+}
+
+impl Segment {
+    /// Reads a TCP header from the transport bytes; `declared_len` is the transport length
+    /// the IP header gives. `None` when the fixed header is not all there or its data
+    /// offset is impossible. Options are read only within the header and the capture.
+    fn parse(bytes: &[u8], declared_len: usize) -> Option<Segment> {
+        let fixed = bytes.get(..20)?;
+        let header_len = usize::from(fixed[12] >> 4) * 4;
+        if header_len < 20 || header_len > declared_len {
+            return None;
+        }
+        let be32 = |at: usize| {
+            u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]])
+        };
+        let options = bytes.get(20..header_len.min(bytes.len())).unwrap_or(&[]);
+        Some(Segment {
+            seq: be32(4),
+            ack: be32(8),
+            flags: fixed[13],
+            window: u16::from_be_bytes([fixed[14], fixed[15]]),
+            payload_len: u32::try_from(declared_len - header_len).unwrap_or(u32::MAX),
+            timestamps: find_timestamps(options),
+        })
+    }
+}
+
+/// The timestamps option (kind 8, length 10), if the options hold a well-formed one.
+fn find_timestamps(mut options: &[u8]) -> Option<(u32, u32)> {
+    while let Some(&kind) = options.first() {
+        match kind {
+            0 => return None,
+            1 => options = &options[1..],
+            _ => {
+                let len = usize::from(*options.get(1)?);
+                if len < 2 || len > options.len() {
+                    return None;
+                }
+                if kind == 8 && len == 10 {
+                    let v = &options[2..10];
+                    return Some((
+                        u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+                        u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
+                    ));
+                }
+                options = &options[len..];
+            }
+        }
+    }
+    None
+}
+
+impl TcpConn {
+    /// Starts loading what a segment reads, in either direction.
+    fn prefetch(&self) {
+        prefetch_read(&self.handshake);
+        for dir in &self.dirs {
+            prefetch_read(&dir.next_seq);
+            prefetch_read(&dir.ts_pending);
+            prefetch_read(&dir.kpis);
+        }
+    }
+
+    /// One segment from direction `d` (0: the initiator) at `now_us`.
+    fn segment(&mut self, d: usize, seg: &Segment, now_us: u64, counters: &mut Counters) {
+        let o = 1 - d;
+        if seg.flags & RST != 0 {
+            if self.rst.is_none() {
+                self.rst = Some(self.handshake == Handshake::Established || self.midstream);
+            }
+            return;
+        }
+        let syn = seg.flags & SYN != 0;
+        let ack = seg.flags & ACK != 0;
+        if syn {
+            self.syn_segment(d, seg, ack, now_us);
+            return;
+        }
+        if self.handshake == Handshake::None {
+            self.midstream = true;
+        }
+        if ack
+            && d == 0
+            && self.handshake == Handshake::SynAckSeen
+            && self.dirs[1]
+                .isn
+                .is_some_and(|isn| seq_le(isn.wrapping_add(1), seg.ack))
+        {
+            self.handshake = Handshake::Established;
+            self.rtt_client_us = Some(micros(now_us, self.synack_us));
+        }
+        if ack {
+            self.acknowledge(o, seg, now_us);
+        }
+        let seg_len = seg.payload_len.saturating_add(u32::from(seg.flags & FIN));
+        if seg_len > 0 {
+            self.sequence(d, seg, seg_len, now_us, counters);
+        }
+        if seg.flags & FIN != 0 {
+            self.fin[d] = true;
+        }
+        let dir = &mut self.dirs[d];
+        if seg.window == 0 {
+            if !dir.zero_window {
+                dir.kpis.zero_window_events += 1;
+            }
+            dir.zero_window = true;
+        } else {
+            dir.zero_window = false;
+        }
+    }
+
+    fn syn_segment(&mut self, d: usize, seg: &Segment, ack: bool, now_us: u64) {
+        let dir = &mut self.dirs[d];
+        if dir.isn == Some(seg.seq) {
+            dir.kpis.syn_retransmits += 1;
+        } else {
+            dir.isn = Some(seg.seq);
+            dir.restart_sequence(seg.seq.wrapping_add(1));
+        }
+        if seg.timestamps.is_some() {
+            dir.uses_timestamps = true;
+        }
+        if !ack {
+            // The answer goes to the latest SYN: a first SYN lost after the tap is
+            // answered by its retransmission. Whatever came before it was not this
+            // connection's.
+            if self.handshake <= Handshake::SynSeen {
+                self.syn_us = now_us;
+                self.handshake = Handshake::SynSeen;
+                self.midstream = false;
+            }
+        } else if self.handshake <= Handshake::SynAckSeen {
+            if self.handshake == Handshake::SynSeen {
+                self.rtt_server_us = Some(micros(now_us, self.syn_us));
+            }
+            if self.handshake == Handshake::None {
+                self.midstream = false;
+            }
+            self.handshake = Handshake::SynAckSeen;
+            self.synack_us = now_us;
+        }
+    }
+
+    /// An acknowledgement from the other side for direction `d`'s data: RTT samples.
+    fn acknowledge(&mut self, d: usize, seg: &Segment, now_us: u64) {
+        let dir = &mut self.dirs[d];
+        if dir.uses_timestamps {
+            let Some((_, echo)) = seg.timestamps else {
+                return;
+            };
+            for slot in &mut dir.ts_pending {
+                if slot.1 != 0 && slot.0 == echo {
+                    dir.rtt.add(now_us.saturating_sub(slot.1));
+                    *slot = (0, 0);
+                }
+            }
+        } else if let Some((end, sent_us)) = dir.timed
+            && seq_le(end, seg.ack)
+        {
+            dir.rtt.add(now_us.saturating_sub(sent_us));
+            dir.timed = None;
+        }
+    }
+
+    /// A segment carrying `seg_len` sequence numbers (data, FIN) from direction `d`.
+    fn sequence(
+        &mut self,
+        d: usize,
+        seg: &Segment,
+        seg_len: u32,
+        now_us: u64,
+        counters: &mut Counters,
+    ) {
+        let dir = &mut self.dirs[d];
+        let seq = seg.seq;
+        let end = seq.wrapping_add(seg_len);
+        if let Some((tsval, _)) = seg.timestamps {
+            dir.uses_timestamps = true;
+            let known = dir
+                .ts_pending
+                .iter()
+                .any(|slot| slot.1 != 0 && slot.0 == tsval);
+            if !known {
+                dir.ts_pending[dir.ts_next] = (tsval, now_us.max(1));
+                dir.ts_next = (dir.ts_next + 1) % TS_SLOTS;
+            }
+        }
+        let Some(next) = dir.next_seq else {
+            // Picked up here: the direction's sequence space starts with this segment.
+            dir.restart_sequence(end);
+            dir.first_data_us.get_or_insert(now_us);
+            return;
+        };
+        let ahead = seq.wrapping_sub(next);
+        let behind = next.wrapping_sub(seq);
+        if ahead >= MAX_SEQ_JUMP && behind >= MAX_SEQ_JUMP {
+            counters.desyncs += 1;
+            dir.restart_sequence(end);
+            return;
+        }
+        if seq_le(next, seq) {
+            // New data, perhaps after a gap the tap never saw filled.
+            if seq != next {
+                dir.add_hole(next, seq);
+            }
+            dir.next_seq = Some(end);
+            if seg.payload_len > 0 && dir.first_data_us.is_none() {
+                dir.first_data_us = Some(now_us);
+                if d == 1
+                    && self.handshake >= Handshake::SynAckSeen
+                    && let Some(asked) = self.dirs[0].first_data_us
+                {
+                    self.app_latency_us = Some(micros(now_us, asked));
+                }
+            }
+            let dir = &mut self.dirs[d];
+            if dir.timed.is_none() && !dir.uses_timestamps {
+                dir.timed = Some((end, now_us));
+            }
+            return;
+        }
+        if dir.fill_hole(seq, end) {
+            dir.kpis.out_of_order_packets += 1;
+            return;
+        }
+        // Bytes the tap had already seen go by again.
+        dir.kpis.retrans_packets += 1;
+        dir.kpis.retrans_octets += u64::from(seg.payload_len);
+        if dir
+            .timed
+            .is_some_and(|(timed_end, _)| seq_lt(seq, timed_end))
+        {
+            dir.timed = None;
+        }
+        if seq_lt(next, end) {
+            dir.next_seq = Some(end);
+        }
+    }
+
+    fn outcome(&self, end_reason: EndReason) -> TcpOutcome {
+        if self.midstream {
+            TcpOutcome::Midstream
+        } else if let Some(established) = self.rst {
+            if established {
+                TcpOutcome::Reset
+            } else {
+                TcpOutcome::Rejected
+            }
+        } else if self.fin == [true, true] {
+            TcpOutcome::Closed
+        } else if self.handshake != Handshake::Established {
+            TcpOutcome::HalfOpen
+        } else if matches!(end_reason, EndReason::Active | EndReason::Forced) {
+            TcpOutcome::Open
+        } else {
+            TcpOutcome::Established
+        }
+    }
+
+    /// The KPIs since the last export: `forward` is direction `d`.
+    fn take(&mut self, d: usize, end_reason: EndReason) -> TcpKpis {
+        let mut kpis = TcpKpis {
+            forward: self.dirs[d].take(),
+            reverse: self.dirs[1 - d].take(),
+            outcome: self.outcome(end_reason),
+            ..TcpKpis::default()
+        };
+        // Handshake figures go out once, with the first record after they are known.
+        kpis.rtt_server_us = self.rtt_server_us.take();
+        kpis.rtt_client_us = self.rtt_client_us.take();
+        kpis.app_latency_us = self.app_latency_us.take();
+        kpis
+    }
+}
+
+flowcache::counters! {
+    /// The KPI extension's counters: `tapflow_kpi_<name>_total` on the metrics endpoint.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct KpiStats {
+        connections: u64 = Spec::counter("connections", "kpi conversations",
+            "Conversations tracked (both directions as one)."),
+        tcp_connections: u64 = Spec::counter("tcp_connections", "kpi tcp connections",
+            "TCP connections with KPI state."),
+        untracked_packets: u64 = Spec::counter("untracked_packets", "kpi untracked packets",
+            "Packets of new conversations the full KPI table could not track.")
+            .when_nonzero(),
+        malformed_tcp: u64 = Spec::counter("malformed_tcp", "kpi malformed tcp",
+            "TCP packets whose header the KPIs could not read.").when_nonzero(),
+        desyncs: u64 = Spec::counter("sequence_desyncs", "kpi sequence desyncs",
+            "TCP segments whose sequence number jumped by more than 2^30.").when_nonzero(),
+        untracked_records: u64 = Spec::counter("untracked_records", "kpi untracked records",
+            "Records of conversations with no KPI state (exported as they were).")
+            .when_nonzero(),
+    }
+}
+
+type Counters = KpiStats;
+
+/// A packet seen and not yet accounted.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    key: ConnKey,
+    hash: u64,
+    src_is_lo: bool,
+    flow_key: FlowKey,
+    time_us: u64,
+    segment: Option<Segment>,
+}
+
+/// The KPI and biflow extension of one worker.
+#[derive(Debug)]
+pub struct KpiMonitor {
+    config: KpiConfig,
+    table: ConnTable<ConnKey, Conn>,
+    seen: Vec<Seen>,
+    counters: Counters,
+    next_purge_us: u64,
+    now_us: u64,
+}
+
+/// The endpoint a packet came from: 0 the conversation key's lower one.
+fn endpoint(src_is_lo: bool) -> usize {
+    usize::from(!src_is_lo)
+}
+
+impl KpiMonitor {
+    pub fn new(config: KpiConfig) -> KpiMonitor {
+        KpiMonitor {
+            table: ConnTable::new(config.capacity),
+            seen: Vec::with_capacity(SEEN_BATCH),
+            config,
+            counters: Counters::default(),
+            next_purge_us: 0,
+            now_us: 0,
+        }
+    }
+
+    /// Drops connections with nothing in the cache and nothing folded that have been
+    /// quiet for the linger time (all of them, when `everything_idle`).
+    fn purge(&mut self, everything_idle: bool) {
+        let (now, linger) = (self.now_us, self.config.linger_us);
+        self.table.retain(|slot, conn| {
+            !(slot.live == [0, 0]
+                && conn.nothing_folded()
+                && (everything_idle || conn.last_us.saturating_add(linger) <= now))
+        });
+    }
+
+    /// Accounts the packets seen so far, in order: first their state is prefetched (their
+    /// slots were, as they were seen), then each is accounted.
+    fn account_seen(&mut self) {
+        if self.seen.is_empty() {
+            return;
+        }
+        let mut seen = std::mem::take(&mut self.seen);
+        for s in &seen {
+            if let Some(slot) = self.table.find(&s.key, s.hash) {
+                self.table.prefetch_value(slot);
+            }
+        }
+        for s in &seen {
+            if s.segment.is_some()
+                && let Some(slot) = self.table.find(&s.key, s.hash)
+                && let Some(tcp) = &self.table.value(slot).tcp
+            {
+                tcp.prefetch();
+            }
+        }
+        for s in seen.drain(..) {
+            self.account(&s);
+        }
+        self.seen = seen;
+    }
+
+    fn account(&mut self, s: &Seen) {
+        let slot = match self.table.find(&s.key, s.hash) {
+            Some(slot) => slot,
+            None => {
+                if self.table.is_full() {
+                    self.purge(true);
+                }
+                let track_tcp = s.key.protocol == 6 && self.config.tcp;
+                // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
+                let synack = s
+                    .segment
+                    .is_some_and(|t| t.flags & (SYN | ACK) == SYN | ACK);
+                let initiator_is_lo = s.src_is_lo != synack;
+                let conn = Conn {
+                    initiator_is_lo,
+                    initiator_key: (s.src_is_lo == initiator_is_lo).then_some(s.flow_key),
+                    pending: [Pending::default(); 2],
+                    last_us: s.time_us,
+                    tcp: track_tcp.then(Box::<TcpConn>::default),
+                };
+                match self.table.insert(s.key, s.hash, conn) {
+                    Some(slot) => {
+                        self.counters.connections += 1;
+                        self.counters.tcp_connections += u64::from(track_tcp);
+                        slot
+                    }
+                    None => {
+                        self.counters.untracked_packets += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let (slot, conn) = self.table.entry_mut(slot);
+        slot.live[endpoint(s.src_is_lo)] += 1;
+        // Only TCP's KPIs need more than the slot (which was prefetched).
+        let Some(segment) = &s.segment else {
+            return;
+        };
+        let mut d = conn.direction(s.src_is_lo);
+        let pure_syn = s
+            .segment
+            .is_some_and(|t| t.flags & (SYN | ACK | RST) == SYN);
+        if d == 1
+            && pure_syn
+            && conn
+                .tcp
+                .as_ref()
+                .is_some_and(|tcp| tcp.handshake == Handshake::None)
+        {
+            conn.swap_roles();
+            conn.initiator_key = Some(s.flow_key);
+            d = 0;
+        }
+        if let Some(tcp) = &mut conn.tcp {
+            tcp.segment(d, segment, s.time_us, &mut self.counters);
+        }
+    }
+}
+
+/// Makes the record that leaves for connection `conn` on a record of direction `d` (with
+/// biflows, the biflow record of everything folded so far) and attaches the TCP KPIs.
+fn emit(config: &KpiConfig, conn: &mut Conn, d: usize, record: &mut FlowRecord) {
+    let extras = record
+        .extras
+        .get_or_insert_with(Box::<RecordExtras>::default);
+    if config.biflow {
+        let [forward, reverse] = std::mem::take(&mut conn.pending);
+        if d == 1 {
+            record.key = conn.initiator_key.unwrap_or_else(|| swapped(&record.key));
+        }
+        record.packets = forward.packets;
+        record.octets = forward.octets;
+        record.tcp_flags = forward.tcp_flags;
+        record.min_ttl = forward.min_ttl;
+        record.max_ttl = forward.max_ttl;
+        let times = if forward.packets > 0 {
+            forward
+        } else {
+            reverse
+        };
+        record.first_ms = times.first_ms;
+        record.last_ms = times.last_ms;
+        extras.reverse = Some(ReverseCounters {
+            packets: reverse.packets,
+            octets: reverse.octets,
+            first_ms: reverse.first_ms,
+            last_ms: reverse.last_ms,
+            tcp_flags: reverse.tcp_flags,
+            min_ttl: reverse.min_ttl,
+            max_ttl: reverse.max_ttl,
+            end_reason: record.end_reason,
+        });
+    }
+    if let Some(tcp) = &mut conn.tcp {
+        let forward = if config.biflow { 0 } else { d };
+        let mut kpis = tcp.take(forward, record.end_reason);
+        if !config.biflow {
+            kpis.reverse = TcpDirectionKpis::default();
+        }
+        extras.tcp = Some(kpis);
+    }
+    if extras.is_empty() {
+        record.extras = None;
+    }
+}
+
+fn swapped(key: &FlowKey) -> FlowKey {
+    FlowKey {
+        src_addr: key.dst_addr,
+        dst_addr: key.src_addr,
+        src_port: key.dst_port,
+        dst_port: key.src_port,
+        ..*key
+    }
+}
+
+impl Extension for KpiMonitor {
+    fn name(&self) -> &'static str {
+        "kpi"
+    }
+
+    fn interest(&self) -> Interest {
+        if self.config.biflow {
+            Interest::IP
+        } else if self.config.tcp {
+            Interest::TCP
+        } else {
+            Interest::NONE
+        }
+    }
+
+    fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
+        if !packet.sampled {
+            return;
+        }
+        let key = packet.key;
+        let is_tcp = key.protocol == 6;
+        if !self.config.biflow && !is_tcp {
+            return;
+        }
+        self.now_us = self.now_us.max(packet.timestamp_us);
+        let segment = if is_tcp && self.config.tcp {
+            let parsed = packet
+                .transport()
+                .and_then(|t| Segment::parse(t.bytes, t.declared_len));
+            if parsed.is_none() {
+                self.counters.malformed_tcp += 1;
+            }
+            parsed
+        } else {
+            None
+        };
+        let (conn_key, src_is_lo) = ConnKey::of(key);
+        let hash = self.table.hash(&conn_key);
+        self.table.prefetch_slot(hash);
+        self.seen.push(Seen {
+            key: conn_key,
+            hash,
+            src_is_lo,
+            flow_key: *key,
+            time_us: packet.timestamp_us,
+            segment,
+        });
+        if self.seen.len() >= SEEN_BATCH {
+            self.account_seen();
+        }
+    }
+
+    fn on_clock(&mut self, now_us: u64, _out: &mut ExtOutput<'_>) {
+        self.account_seen();
+        self.now_us = self.now_us.max(now_us);
+        if self.now_us >= self.next_purge_us {
+            self.purge(false);
+            self.next_purge_us = self.now_us + PURGE_PERIOD_US;
+        }
+    }
+
+    fn on_finish(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {
+        self.account_seen();
+    }
+
+    fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
+        if !self.config.biflow && record.key.protocol != 6 {
+            return RecordFate::Keep;
+        }
+        // The worker shows records after the burst's clock; a record never overtakes the
+        // packets seen before it.
+        self.account_seen();
+        let (conn_key, src_is_lo) = ConnKey::of(&record.key);
+        let config = self.config;
+        let now_us = self.now_us;
+        let Some(slot) = self.table.find(&conn_key, self.table.hash(&conn_key)) else {
+            self.counters.untracked_records += 1;
+            return RecordFate::Keep;
+        };
+        let (slot, conn) = self.table.entry_mut(slot);
+        let d = conn.direction(src_is_lo);
+        let e = endpoint(src_is_lo);
+        slot.live[e] = slot.live[e].saturating_sub(record.packets);
+        let fate = if config.biflow {
+            conn.pending[d].add(record);
+            // Fold while the conversation still has packets in the cache: they will leave
+            // later and carry this one. An active timeout's record must not wait.
+            if slot.live != [0, 0] && record.end_reason != EndReason::Active {
+                RecordFate::Folded
+            } else {
+                emit(&config, conn, d, record);
+                RecordFate::Keep
+            }
+        } else {
+            emit(&config, conn, d, record);
+            RecordFate::Keep
+        };
+        conn.last_us = conn.last_us.max(now_us);
+        fate
+    }
+
+    fn counters(&self, out: &mut Vec<ExtCounter>) {
+        self.counters.visit(&mut |series| out.push(series));
+    }
+}
+
+// A conversation's slot is one cache line: the prefetch in `on_packet` loads all of it.
+const _: () = assert!(std::mem::size_of::<crate::conn_table::Slot<ConnKey>>() == 64);
