@@ -602,10 +602,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 6]
     ]
 }
 
-/// The extension sections the collectors' templates carry, from `[kpi]`.
+/// The extension sections the collectors' templates carry, from `[kpi]` and
+/// `[analyzers.dns]`.
 pub fn kpi_sections(config: &Config) -> exporter::ExtraSections {
     exporter::ExtraSections {
         reverse: config.kpi.biflow,
         tcp: config.kpi.tcp,
+        dns: config.analyzers.dns.trigger != tapflow::config::TriggerMode::Off,
     }
 }

@@ -5,6 +5,9 @@
 //! each transaction, the name, type, response code and answer count tshark's DNS dissector
 //! reads, and a latency within 1 ms of tshark's `dns.time`.
 //!
+//! The same replay exported as IPFIX to a socket must carry the same figures in tapflow's
+//! DNS elements, as ipfixDump (libfixbuf) decodes them with docs/tapflow-ipfix.xml.
+//!
 //! SERVFAIL comes from dnsmasq's own DNSSEC validation: the resolver trusts the root key
 //! but its upstream (a second dnsmasq) cannot prove anything, so validation of a forwarded
 //! answer is abandoned and the client gets SERVFAIL.
@@ -12,6 +15,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -169,7 +173,7 @@ fn tshark_responses(capture: &Path) -> Vec<Dissected> {
 
 #[test]
 fn dns_transactions_from_dnsmasq_equal_tsharks_reading() {
-    for tool in ["dnsmasq", "dig", "dumpcap", "tshark"] {
+    for tool in ["dnsmasq", "dig", "dumpcap", "tshark", "ipfixDump"] {
         assert!(have(tool), "{tool} is missing: run scripts/setup.sh");
     }
     let pid = std::process::id();
@@ -320,4 +324,82 @@ fn dns_transactions_from_dnsmasq_equal_tsharks_reading() {
             assert!((latency - d.latency_us).abs() <= 1_000.0, "{what}");
         }
     }
+
+    let ipfix = ipfix_records(&capture, &config, &dir);
+    let with_dns = ipfix.iter().filter(|r| r.contains_key("dnsQueryName"));
+    assert_eq!(with_dns.count(), 2 * QUERIES.len(), "{ipfix:?}");
+    for d in &dissected {
+        let port = d.client_port.to_string();
+        for (sport, dport) in [(port.as_str(), "53"), ("53", port.as_str())] {
+            let record = ipfix
+                .iter()
+                .find(|r| {
+                    r["sourceTransportPort"] == sport && r["destinationTransportPort"] == dport
+                })
+                .unwrap_or_else(|| panic!("no IPFIX record for {sport} -> {dport}: {ipfix:?}"));
+            let what = format!("{d:?} vs {record:?}");
+            // ipfixDump shows a string as "(len: N) value".
+            let name = record["dnsQueryName"].split_once(") ").map(|(_, n)| n);
+            assert_eq!(name, Some(d.qname.as_str()), "{what}");
+            let number = |k: &str| record[k].parse::<u64>().unwrap();
+            assert_eq!(number("dnsQueryType"), d.qtype, "{what}");
+            assert_eq!(number("dnsResponseCode"), d.rcode, "{what}");
+            assert_eq!(number("dnsAnswerCount"), d.answers, "{what}");
+            let latency = number("dnsLatencyMicroseconds") as f64;
+            assert!((latency - d.latency_us).abs() <= 1_000.0, "{what}");
+        }
+    }
+}
+
+/// Replays `capture` into an IPFIX collector socket and returns the flow records as
+/// ipfixDump reads them, with tapflow's element file: element name to value.
+fn ipfix_records(capture: &Path, config: &Path, dir: &Path) -> Vec<HashMap<String, String>> {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = tapflow()
+        .arg("replay")
+        .arg(capture)
+        .args(["--source", "file", "--config", config.to_str().unwrap()])
+        .args(["--export", "ipfix", "--collector"])
+        .arg(collector.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The replay has ended: every datagram is in the socket's buffer.
+    collector.set_nonblocking(true).unwrap();
+    let mut messages = Vec::new();
+    let mut buf = vec![0; 65_536];
+    while let Ok(n) = collector.recv(&mut buf) {
+        messages.extend_from_slice(&buf[..n]);
+    }
+    let file = dir.join("export.ipfix");
+    std::fs::write(&file, messages).unwrap();
+    let elements = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tapflow-ipfix.xml");
+    let out = Command::new("ipfixDump")
+        .arg("--in")
+        .arg(&file)
+        .args(["--element-file", elements])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ipfixDump: {}",
+        text(&out)
+    );
+    let mut records = Vec::new();
+    let mut record: Option<HashMap<String, String>> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("--- ") {
+            records.extend(record.take());
+            record = line.starts_with("--- data record").then(HashMap::new);
+        } else if let (Some(fields), Some((name, value))) =
+            (record.as_mut(), line.trim().split_once(" : "))
+        {
+            // "(32473/20)                  dnsQueryName : (len: 15) nx.tapflow.test"
+            let name = name.split_whitespace().last().unwrap_or_default();
+            fields.insert(name.to_string(), value.to_string());
+        }
+    }
+    records.extend(record);
+    records.retain(|r| r.contains_key("sourceTransportPort"));
+    records
 }
