@@ -396,6 +396,7 @@ impl Live {
                 .map(|c| c.clone())
                 .unwrap_or_default(),
             events: self.events.lock().map(|e| e.clone()).unwrap_or_default(),
+            destinations: crate::extensions::destination_top(),
         }
     }
 }
