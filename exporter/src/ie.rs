@@ -170,7 +170,7 @@ impl Ie {
 ///
 /// The biflow and KPI sections widen every flow record. The DNS section does not: a
 /// record with a DNS transaction goes out in a template of its own (see [`DnsShape`]),
-/// so records without one stay the size they were. Only IPFIX carries it.
+/// so records without one stay the size they were.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExtraSections {
     pub reverse: bool,
@@ -213,9 +213,14 @@ impl DnsShape {
         }
     }
 
-    /// The IPFIX elements of this shape's DNS section.
-    pub fn fields(self) -> &'static [Ie] {
-        let all = extra::IPFIX_DNS;
+    /// The elements of this shape's DNS section. v9 has no latency element: a
+    /// transaction goes out as a response there.
+    pub fn fields(self, ipfix: bool) -> &'static [Ie] {
+        let all = if ipfix {
+            extra::IPFIX_DNS
+        } else {
+            extra::V9_DNS
+        };
         match self {
             DnsShape::Query => &all[..2],
             DnsShape::Response => &all[..4],
@@ -240,7 +245,10 @@ impl DnsShape {
 /// NetFlow v9 has no enterprise numbers: it carries the reverse packets and octets in
 /// OUT_PKTS/OUT_BYTES (24/23) and the handshake latencies in nProbe's v9 field types
 /// 57554-57559 (seconds plus residual microseconds), which nfdump reads for
-/// `%cl %sl %al`; the rest does not fit v9.
+/// `%cl %sl %al`, and the DNS fields in nProbe's DNS field types (a fixed-length name),
+/// which Wireshark reads; the rest does not fit v9.
+///
+/// The DNS transaction is IPFIX elements 32473/20-24, the name a variable-length string.
 pub mod extra {
     use super::Ie;
 
@@ -268,6 +276,13 @@ pub mod extra {
     pub const SERVER_NW_DELAY_USEC: u16 = 85;
     pub const APPL_LATENCY_SEC: u16 = 86;
     pub const APPL_LATENCY_USEC: u16 = 87;
+    pub const DNS_QUERY: u16 = 205;
+    pub const DNS_QUERY_TYPE: u16 = 207;
+    pub const DNS_RET_CODE: u16 = 208;
+    pub const DNS_NUM_ANSWERS: u16 = 209;
+    /// Octets of the fixed-length v9 query name: v9 has no variable-length encoding;
+    /// longer names are cut, shorter ones padded with zeros.
+    pub const V9_DNS_QUERY_LEN: u16 = 128;
 
     /// tapflow element ids (enterprise [`TAPFLOW_PEN`]).
     pub const TCP_OUTCOME: u16 = 1;
@@ -283,7 +298,7 @@ pub mod extra {
     pub const RTT_CLIENT_US: u16 = 11;
     pub const APP_LATENCY_US: u16 = 12;
     pub const DNS_QUERY_NAME: u16 = 20;
-    pub const DNS_QUERY_TYPE: u16 = 21;
+    pub const DNS_QUERY_TYPE_ID: u16 = 21;
     pub const DNS_RESPONSE_CODE: u16 = 22;
     pub const DNS_ANSWER_COUNT: u16 = 23;
     pub const DNS_LATENCY_US: u16 = 24;
@@ -372,11 +387,26 @@ pub mod extra {
     /// what a response adds, what matching them adds.
     pub const IPFIX_DNS: &[Ie] = &[
         tapflow(DNS_QUERY_NAME, super::VARIABLE_LENGTH, "dnsQueryName"),
-        tapflow(DNS_QUERY_TYPE, 2, "dnsQueryType"),
+        tapflow(DNS_QUERY_TYPE_ID, 2, "dnsQueryType"),
         tapflow(DNS_RESPONSE_CODE, 1, "dnsResponseCode"),
         tapflow(DNS_ANSWER_COUNT, 2, "dnsAnswerCount"),
         tapflow(DNS_LATENCY_US, 4, "dnsLatencyMicroseconds"),
     ];
+
+    /// NetFlow v9 DNS section: nProbe's DNS fields (what Wireshark reads), cut as
+    /// [`super::DnsShape`] cuts [`IPFIX_DNS`]; no latency.
+    pub const V9_DNS: &[Ie] = &[
+        pen(0, NTOP_V9_BASE + DNS_QUERY, V9_DNS_QUERY_LEN, "DNS_QUERY"),
+        pen(0, NTOP_V9_BASE + DNS_QUERY_TYPE, 2, "DNS_QUERY_TYPE"),
+        pen(0, NTOP_V9_BASE + DNS_RET_CODE, 1, "DNS_RET_CODE"),
+        pen(0, NTOP_V9_BASE + DNS_NUM_ANSWERS, 2, "DNS_NUM_ANSWERS"),
+    ];
+
+    /// Whether `f` carries the query name as text (variable-length in IPFIX, fixed in v9).
+    pub fn is_query_name(f: &Ie) -> bool {
+        (f.pen, f.id) == (TAPFLOW_PEN, DNS_QUERY_NAME)
+            || (f.pen, f.id) == (0, NTOP_V9_BASE + DNS_QUERY)
+    }
 
     /// NetFlow v9 TCP KPI section: the latencies nfdump reads.
     pub const V9_TCP: &[Ie] = &[
@@ -418,7 +448,7 @@ fn extended_template(
         }
     }
     if let Some(shape) = dns {
-        fields.extend_from_slice(shape.fields());
+        fields.extend_from_slice(shape.fields(ipfix));
     }
     if sampled {
         fields.extend_from_slice(&[SAMPLING_INTERVAL, SAMPLING_ALGORITHM]);
@@ -778,7 +808,7 @@ impl TemplateSet {
         } else {
             flow_templates(ipfix, sampling_in_records)
         };
-        let dns = (ipfix && sections.dns).then(|| {
+        let dns = sections.dns.then(|| {
             let mut templates = [ipv4; 6];
             for shape in DnsShape::ALL {
                 for ipv6 in [false, true] {
@@ -924,12 +954,18 @@ mod tests {
                         assert!((262..=267).contains(&id));
                         let flow = base.len() - tail;
                         assert_eq!(fields[..flow], base[..flow]);
-                        assert_eq!(&fields[flow..fields.len() - tail], shape.fields());
+                        assert_eq!(&fields[flow..fields.len() - tail], shape.fields(true));
                         assert_eq!(fields[fields.len() - tail..], base[flow..]);
                     }
                 }
-                // v9 has no place for them.
-                assert!(TemplateSet::new(false, sampled, with_dns).dns.is_none());
+                // v9 has no latency element.
+                let v9 = TemplateSet::new(false, sampled, with_dns);
+                for ipv6 in [false, true] {
+                    let response = v9.dns_template(DnsShape::Response, ipv6).unwrap().1;
+                    let transaction = v9.dns_template(DnsShape::Transaction, ipv6).unwrap().1;
+                    assert_eq!(response, transaction);
+                    assert!(response.iter().all(|f| f.pen == 0));
+                }
             }
         }
         let ids: std::collections::HashSet<u16> = DnsShape::ALL

@@ -437,9 +437,9 @@ impl ExportSession {
         }
     }
 
-    /// One IPFIX flow record with its DNS transaction, in the DNS template of the
+    /// One flow record with its DNS transaction, in the DNS template of the
     /// transaction's shape: the session's flow fields, the DNS section (the query name a
-    /// variable-length string), the sampling fields.
+    /// variable-length string in IPFIX, a fixed-length one in v9), the sampling fields.
     fn encode_dns_flow_record(
         &mut self,
         r: &FlowRecord,
@@ -454,7 +454,13 @@ impl ExportSession {
             return self.encode_plain_flow_records(std::slice::from_ref(r), now_ms, emit);
         };
         let qname = cut_to(&dns.qname, ie::MAX_VARIABLE_OCTETS).as_bytes();
-        let len = record_len(fields) + ie::variable_len(qname.len());
+        let variable = fields.iter().any(Ie::is_variable);
+        let len = record_len(fields)
+            + if variable {
+                ie::variable_len(qname.len())
+            } else {
+                0
+            };
         self.reserve_record(template, len, now_ms, emit);
         let start = self.buf.len();
         self.buf.resize(start + len, 0);
@@ -462,6 +468,11 @@ impl ExportSession {
         for f in fields {
             at = if f.is_variable() {
                 put_variable_at(&mut self.buf, at, qname)
+            } else if ie::extra::is_query_name(f) {
+                // Fixed length: cut, and padded by the zeros the record was reserved with.
+                let name = cut_to(&dns.qname, usize::from(f.len)).as_bytes();
+                self.buf[at..at + name.len()].copy_from_slice(name);
+                at + usize::from(f.len)
             } else {
                 self.write_flow_field(f, at, r)
             };
@@ -1182,6 +1193,9 @@ fn extra_value(f: &Ie, r: &FlowRecord) -> u64 {
             SERVER_NW_DELAY_USEC => residual_us(latency(|t| t.rtt_server_us)),
             APPL_LATENCY_SEC => seconds(latency(|t| t.app_latency_us)),
             APPL_LATENCY_USEC => residual_us(latency(|t| t.app_latency_us)),
+            DNS_QUERY_TYPE => dns.map_or(0, |d| u64::from(d.qtype)),
+            DNS_RET_CODE => dns.and_then(|d| d.rcode).map_or(0, u64::from),
+            DNS_NUM_ANSWERS => dns.and_then(|d| d.answers).map_or(0, u64::from),
             _ => unknown_extra(f),
         };
     }
@@ -1198,7 +1212,7 @@ fn extra_value(f: &Ie, r: &FlowRecord) -> u64 {
         (TAPFLOW_PEN, RTT_SERVER_US) => latency(|t| t.rtt_server_us).map_or(0, u64::from),
         (TAPFLOW_PEN, RTT_CLIENT_US) => latency(|t| t.rtt_client_us).map_or(0, u64::from),
         (TAPFLOW_PEN, APP_LATENCY_US) => latency(|t| t.app_latency_us).map_or(0, u64::from),
-        (TAPFLOW_PEN, DNS_QUERY_TYPE) => dns.map_or(0, |d| u64::from(d.qtype)),
+        (TAPFLOW_PEN, DNS_QUERY_TYPE_ID) => dns.map_or(0, |d| u64::from(d.qtype)),
         (TAPFLOW_PEN, DNS_RESPONSE_CODE) => dns.and_then(|d| d.rcode).map_or(0, u64::from),
         (TAPFLOW_PEN, DNS_ANSWER_COUNT) => dns.and_then(|d| d.answers).map_or(0, u64::from),
         (TAPFLOW_PEN, DNS_LATENCY_US) => dns.and_then(|d| d.latency_us).map_or(0, u64::from),
@@ -1494,11 +1508,16 @@ mod tests {
         }
     }
 
-    /// The data sets of IPFIX messages: (set id, set body).
+    /// The data sets of IPFIX (or v9) messages: (set id, set body).
     fn data_sets(datagrams: &[Vec<u8>]) -> Vec<(u16, Vec<u8>)> {
         let mut sets = Vec::new();
         for d in datagrams {
-            let mut at = IPFIX_HEADER_LEN;
+            let header = if d[1] == 9 {
+                V9_HEADER_LEN
+            } else {
+                IPFIX_HEADER_LEN
+            };
+            let mut at = header;
             while at < d.len() {
                 let id = u16::from_be_bytes([d[at], d[at + 1]]);
                 let len = usize::from(u16::from_be_bytes([d[at + 2], d[at + 3]]));
@@ -1511,8 +1530,13 @@ mod tests {
         sets
     }
 
-    fn encode(extras: ie::ExtraSections, records: &[FlowRecord]) -> Vec<Vec<u8>> {
+    fn encode(
+        version: ExportVersion,
+        extras: ie::ExtraSections,
+        records: &[FlowRecord],
+    ) -> Vec<Vec<u8>> {
         let config = SessionConfig {
+            version,
             extras,
             ..SessionConfig::default()
         };
@@ -1552,7 +1576,7 @@ mod tests {
             ),
         ];
         let plain_len = record_len(without_sampling_v4());
-        let sets = data_sets(&encode(dns, &records));
+        let sets = data_sets(&encode(ExportVersion::Ipfix, dns, &records));
         let ids: Vec<u16> = sets.iter().map(|(id, _)| *id).collect();
         let transaction_v4 = ie::DnsShape::Transaction.template_id(false);
         let query_v4 = ie::DnsShape::Query.template_id(false);
@@ -1560,7 +1584,11 @@ mod tests {
         // Records without DNS are exactly as long as in a session without the section.
         assert_eq!(sets[0].1.len(), plain_len);
         assert_eq!(sets[2].1.len(), plain_len);
-        let without = data_sets(&encode(ie::ExtraSections::default(), &records));
+        let without = data_sets(&encode(
+            ExportVersion::Ipfix,
+            ie::ExtraSections::default(),
+            &records,
+        ));
         assert_eq!(without.len(), 1);
         let (id, without) = &without[0];
         assert_eq!((*id, without.len()), (256, 4 * plain_len));
@@ -1579,15 +1607,27 @@ mod tests {
         assert_eq!(body[plain_len..plain_len + 3], [255, 1, 44]);
         assert_eq!(&body[plain_len + 3..plain_len + 303], long_name.as_bytes());
         assert_eq!(body[plain_len + 303..], [0, 1]);
-        // v9 has no DNS section: the same records go out in its flow templates.
-        let config = SessionConfig {
-            version: ExportVersion::V9,
-            extras: dns,
-            ..SessionConfig::default()
-        };
-        let mut v9 = ExportSession::new(config, 1_700_000_000_000).unwrap();
-        v9.encode_flows(&records, 1_700_000_001_000, &mut |_| {});
-        assert_eq!(v9.counters().flow_records, 4);
+
+        // v9: a 128-octet name (cut, or padded with zeros), type, rcode, answers; no
+        // latency, so the transaction goes out as a response; sets padded to 4 octets.
+        let sets = data_sets(&encode(ExportVersion::V9, dns, &records));
+        let ids: Vec<u16> = sets.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [256, transaction_v4, 256, query_v4]);
+        let plain_len = record_len(ie::flow_templates(false, false).0);
+        let padded = |len: usize| (4 + len).div_ceil(4) * 4 - 4;
+        assert_eq!(sets[0].1.len(), padded(plain_len));
+        let body = &sets[1].1;
+        assert_eq!(body.len(), padded(plain_len + 128 + 5));
+        let mut name = b"www.example.org".to_vec();
+        name.resize(128, 0);
+        assert_eq!(body[plain_len..plain_len + 128], name[..]);
+        assert_eq!(body[plain_len + 128..plain_len + 133], [0, 28, 3, 0, 2]);
+        let body = &sets[3].1;
+        assert_eq!(
+            body[plain_len..plain_len + 128],
+            long_name.as_bytes()[..128]
+        );
+        assert_eq!(body[plain_len + 128..plain_len + 130], [0, 1]);
     }
 
     fn without_sampling_v4() -> &'static [Ie] {
