@@ -112,7 +112,7 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
         template_refresh_datagrams: c.template_refresh_datagrams,
         engine_id: (config.export.observation_domain & 0xff) as u8,
         sampling_in_records: c.sampling_in_records,
-        extras: kpi_sections(config),
+        extras: extra_sections(config),
         ..SessionConfig::default()
     };
     let mut collector = CollectorConfig::new(addr, transport, session);
@@ -605,7 +605,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 6]
 
 /// The extension sections the collectors' templates carry, from `[kpi]` and
 /// `[analyzers.dns]`.
-pub fn kpi_sections(config: &Config) -> exporter::ExtraSections {
+pub fn extra_sections(config: &Config) -> exporter::ExtraSections {
     exporter::ExtraSections {
         reverse: config.kpi.biflow,
         tcp: config.kpi.tcp,

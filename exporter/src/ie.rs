@@ -154,9 +154,10 @@ pub const V9_SCOPE_SYSTEM: Ie = ie(v9_scope::SYSTEM, 4, "System");
 pub const VARIABLE_LENGTH: u16 = 0xffff;
 
 /// Longest value written into a variable-length element; longer ones are cut (at a
-/// character boundary). It holds any query name the DNS analyzer produces (255 octets on
-/// the wire, at most four characters each when escaped).
-pub const MAX_VARIABLE_OCTETS: usize = 1024;
+/// character boundary). A query name is at most 255 octets on the wire, so only names
+/// with escaped bytes (`\DDD`, four characters for one octet) can be longer; the bound
+/// keeps the smallest MTU that fits a DNS record below the template bundle's.
+pub const MAX_VARIABLE_OCTETS: usize = 255;
 
 impl Ie {
     pub const fn is_variable(&self) -> bool {
@@ -973,7 +974,7 @@ mod tests {
             .flat_map(|s| [s.template_id(false), s.template_id(true)])
             .collect();
         assert_eq!(ids.len(), 6);
-        assert_eq!(max_record_len(extra::IPFIX_DNS), 2 + 1 + 2 + 4 + 3 + 1024);
+        assert_eq!(max_record_len(extra::IPFIX_DNS), 2 + 1 + 2 + 4 + 3 + 255);
     }
 
     #[test]

@@ -1602,11 +1602,15 @@ mod tests {
         tail.extend_from_slice(&[0, 28, 3, 0, 2]);
         tail.extend_from_slice(&1_234u32.to_be_bytes());
         assert_eq!(body[plain_len..], tail[..]);
-        // A long name: 255, then the length in two octets; a query has name and type only.
+        // A long name is cut to 255 octets: 255, then the length in two octets. A query
+        // has name and type only.
         let body = &sets[3].1;
-        assert_eq!(body[plain_len..plain_len + 3], [255, 1, 44]);
-        assert_eq!(&body[plain_len + 3..plain_len + 303], long_name.as_bytes());
-        assert_eq!(body[plain_len + 303..], [0, 1]);
+        assert_eq!(body[plain_len..plain_len + 3], [255, 0, 255]);
+        assert_eq!(
+            &body[plain_len + 3..plain_len + 258],
+            &long_name.as_bytes()[..255]
+        );
+        assert_eq!(body[plain_len + 258..], [0, 1]);
 
         // v9: a 128-octet name (cut, or padded with zeros), type, rcode, answers; no
         // latency, so the transaction goes out as a response; sets padded to 4 octets.

@@ -183,6 +183,7 @@ flowcache::counters! {
         dns_transaction_evictions: u64 = Spec::counter("dns_transaction_evictions", "analyzers: dns transaction evictions", "DNS transactions dropped before their flow's record because the table was full.").when_nonzero(),
         per_destination_records: u64 = Spec::counter("per_destination_records", "analyzers: per destination records", "destination_totals records exported.").when_nonzero(),
         per_destination_evictions: u64 = Spec::counter("per_destination_evictions", "analyzers: per destination evictions", "Destinations dropped from an interval's totals because the table was full.").when_nonzero(),
+        per_destination_late: u64 = Spec::counter("per_destination_late", "analyzers: per destination late", "Interval totals a worker handed over after the sum over the workers had closed that interval: in its destination_totals records, not in the metrics endpoint's top.").when_nonzero(),
         trigger_changes: u64 = Spec::counter("trigger_changes", "analyzers: trigger changes", "Analyzer triggers switched on or off (trigger_on and trigger_off events).").when_nonzero(),
     }
 }

@@ -88,7 +88,6 @@ struct HubState {
     /// Intervals before this one are closed: what arrives for them is late.
     closed_through: u64,
     latest: Option<DestinationTop>,
-    late: u64,
 }
 
 /// Where the workers' per-destination totals are summed: one per pipeline, shared by
@@ -133,12 +132,18 @@ impl DestinationHub {
     }
 
     /// A worker's totals of interval `interval`; it will not add to intervals before
-    /// `through`.
-    fn publish(&self, worker: usize, interval: u64, totals: &[(AddrKey, Totals)], through: u64) {
+    /// `through`. False when the interval was already closed: the totals came too late to
+    /// count.
+    fn publish(
+        &self,
+        worker: usize,
+        interval: u64,
+        totals: &[(AddrKey, Totals)],
+        through: u64,
+    ) -> bool {
         let mut state = self.lock();
-        if !totals.is_empty() && interval < state.closed_through {
-            state.late += 1;
-        } else if !totals.is_empty() {
+        let in_time = totals.is_empty() || interval >= state.closed_through;
+        if in_time && !totals.is_empty() {
             let sums = state.open.entry(interval).or_default();
             for (key, (packets, octets)) in totals {
                 let sum = sums.entry(*key).or_default();
@@ -149,6 +154,7 @@ impl DestinationHub {
         let w = &mut state.workers[worker];
         w.through = w.through.max(through);
         self.close_ready(&mut state);
+        in_time
     }
 
     /// The worker stopped: the hub no longer waits for it.
@@ -190,11 +196,6 @@ impl DestinationHub {
         self.lock().latest.clone()
     }
 
-    /// Totals handed over for an interval already closed (not counted in any top).
-    pub fn late(&self) -> u64 {
-        self.lock().late
-    }
-
     /// Every worker that registered has finished (a run that is over).
     pub fn finished(&self) -> bool {
         let state = self.lock();
@@ -212,6 +213,8 @@ pub struct PerDestination {
     interval: u64,
     hub: Option<(Arc<DestinationHub>, usize)>,
     records: u64,
+    /// Intervals handed to the hub too late to count.
+    late: u64,
 }
 
 /// `bytes` with every bit past `len` cleared.
@@ -233,6 +236,7 @@ impl PerDestination {
             interval: 0,
             hub: None,
             records: 0,
+            late: 0,
         }
     }
 
@@ -278,8 +282,10 @@ impl PerDestination {
             );
             self.records += 1;
         }
-        if let Some((hub, worker)) = &self.hub {
-            hub.publish(*worker, self.interval, &all, through);
+        if let Some((hub, worker)) = &self.hub
+            && !hub.publish(*worker, self.interval, &all, through)
+        {
+            self.late += 1;
         }
         self.totals.retain(|_, _| false);
     }
@@ -340,6 +346,7 @@ impl Analyzer for PerDestination {
     fn counters(&self, stats: &mut AnalyzerStats) {
         stats.per_destination_records = self.records;
         stats.per_destination_evictions = self.totals.evictions();
+        stats.per_destination_late = self.late;
     }
 }
 
@@ -496,11 +503,14 @@ mod tests {
         assert_eq!(latest.interval_start_us, t0 + 1_000_000);
         assert_eq!(latest.destinations, [totals("10.0.5.0/24", 7, 70)]);
         // What a worker hands over at its end is shown once every worker has finished.
+        // b's interval 1 comes after the hub closed it: counted late, not summed.
+        to(&mut b, 7, 30);
         b.on_clock(t0 + 3_500_000, &mut ExtOutput::new(&mut b_events));
+        assert_eq!((a.late, b.late), (0, 1));
+        assert_eq!(latest, hub.latest().unwrap());
         to(&mut b, 6, 40);
         b.stop(t0 + 3_500_000, &mut ExtOutput::new(&mut b_events));
         b.finish();
-        assert_eq!(hub.late(), 0);
         a.finish();
         assert!(hub.finished());
         assert_eq!(
