@@ -159,7 +159,8 @@ impl fmt::Display for ConfigError {
                 minimum,
             } => write!(
                 f,
-                "mtu {mtu} is too small for {version}: at least {minimum} bytes are needed"
+                "mtu {mtu} is too small for {version}: at least {minimum} bytes are needed \
+                 (every template goes out in one datagram; [analyzers.dns] adds six)"
             ),
             ConfigError::MtuTooLarge { mtu, maximum } => {
                 write!(
