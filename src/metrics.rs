@@ -707,7 +707,7 @@ fn answer(mut stream: TcpStream, pages: &Pages, answering: impl FnOnce()) -> io:
                 &mut stream,
                 404,
                 "Not Found",
-                "no live view: the [monitor] section is off\n",
+                "no live view: [monitor] and [analyzers.per_destination] are off\n",
                 !head_only,
             ),
         }

@@ -211,10 +211,13 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
             let live = live.clone();
             let render: metrics::Render =
                 Arc::new(move || metrics::render(&live.get().map(Live::view).unwrap_or_default()));
-            let top: Option<metrics::TopSource> = config.monitor().map(|_| {
-                let top: metrics::TopSource = Arc::new(crate::extensions::top_json);
-                top
-            });
+            let accounting =
+                config.analyzers.per_destination.trigger != tapflow::config::TriggerMode::Off;
+            let top: Option<metrics::TopSource> =
+                (config.monitor().is_some() || accounting).then(|| {
+                    let top: metrics::TopSource = Arc::new(crate::extensions::top_json);
+                    top
+                });
             Some(MetricsServer::start_with_top(addr, render, top).with_context(|| {
                 format!(
                     "cannot serve metrics on {addr}; change [stats] prometheus or set it to false"

@@ -440,6 +440,31 @@ prometheus = "127.0.0.1:{metrics_port}"
         start <= now - 5.0 && start > now - 60.0,
         "interval start {start}, now {now}"
     );
+    // `/top` shows the same ranking (no [monitor] here: the destinations alone).
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /top HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let view: serde_json::Value = serde_json::from_str(body).unwrap();
+    let ranked: Vec<(String, String, u64)> = view["destinations"]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["rank"].to_string(),
+                d["destination"].as_str().unwrap().to_string(),
+                d["octets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranked, expected(|t| t.2), "{body}");
+    assert_eq!(
+        view["destinations"]["interval_start_us"].as_f64().unwrap() / 1e6,
+        start
+    );
     signal(&run.0, "TERM");
     let deadline = Instant::now() + Duration::from_secs(60);
     while run.0.try_wait().unwrap().is_none() {
