@@ -1,4 +1,5 @@
 //! tapflow's data plane. See README.md.
+pub mod adaptive;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(feature = "dpdk")]
@@ -6,6 +7,7 @@ pub mod dpdk_source;
 pub mod event_output;
 pub mod export_loop;
 pub mod ext;
+pub mod paced;
 pub mod parse;
 pub mod pcap;
 pub mod policy;

@@ -28,14 +28,15 @@ pub use error::{ConfigError, Diagnostic, Location};
 pub use policy::{PolicySection, Scalar};
 pub use types::MonitorSection;
 pub use types::{
-    AggregationSection, CacheSection, CollectorSection, Config, DEFAULT_CONFIG_PATH,
-    DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, EventsSection, ExportSection,
-    ExportVersion, LogLevel, LoggingSection, MAX_BATCH_SIZE, PortSection, SamplingMode,
-    SamplingSection, StatsSection, Transport, WorkerCount, WorkersSection,
+    AdaptiveSection, AggregationSection, CacheSection, CollectorSection, Config,
+    DEFAULT_CONFIG_PATH, DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection,
+    EventsSection, ExportSection, ExportVersion, LogLevel, LoggingSection, MAX_BATCH_SIZE,
+    PortSection, SamplingMode, SamplingSection, StatsSection, Transport, WorkerCount,
+    WorkersSection,
 };
 pub use validate::{
-    KeyPath, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS, MTU_RANGE, Problem,
-    Purpose, Segment,
+    KeyPath, MAX_ADAPTIVE_INTERVAL, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS,
+    MTU_RANGE, Problem, Purpose, Segment,
 };
 
 /// File order; problems with no place in the file (a missing table) last.
