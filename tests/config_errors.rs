@@ -193,9 +193,8 @@ fn unknown_key_in_sampling_adaptive_names_its_table() {
     let (d, rendered) = one_error(&text);
     assert_eq!(d.location, at(line_of(&text, "budget ="), 1));
     assert!(
-        rendered.contains(
-            "unknown key `budget` in [sampling.adaptive] (did you mean `budget_busy`?)"
-        ),
+        rendered
+            .contains("unknown key `budget` in [sampling.adaptive] (did you mean `budget_busy`?)"),
         "{rendered}"
     );
     assert_eq!(d.key.as_deref(), Some("sampling.adaptive.budget"));
