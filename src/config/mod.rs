@@ -245,7 +245,22 @@ impl Config {
             (SamplingMode::Random(_), Some(seed)) => format!(", seed {seed}"),
             _ => String::new(),
         };
-        line("sampling", &format!("{}{seed}", sampling.mode));
+        let adaptive = &sampling.adaptive;
+        if adaptive.enabled {
+            line(
+                "sampling",
+                &format!(
+                    "adaptive: hash, 1 in {} to {} to hold {:.0}% busy per worker, decided \
+                     every {} ms",
+                    adaptive.min_interval,
+                    adaptive.max_interval,
+                    adaptive.budget_busy * 100.0,
+                    adaptive.adjust_period_ms
+                ),
+            );
+        } else {
+            line("sampling", &format!("{}{seed}", sampling.mode));
+        }
 
         let cache = &self.cache;
         line(
