@@ -544,6 +544,15 @@ pub fn run_pipeline(
     }
     let published: SharedCollectorCounters = Arc::default();
     let exporter_heartbeat = Arc::new(AtomicU64::new(0));
+    let mut export = export;
+    if let Some(config) = adaptive {
+        // The collectors' first sampling record says what the workers start at.
+        let start = probe::adaptive::AdaptiveController::new(config, std::time::Instant::now());
+        export.sampling = match start.interval() {
+            1 => SamplerSpec::None.info(),
+            n => SamplerSpec::Hash(n).info(),
+        };
+    }
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
         .with_published_counters(published.clone())
