@@ -1,7 +1,8 @@
 //! tapflow's data plane. See README.md.
+#![forbid(unsafe_code)]
 pub mod adaptive;
 #[cfg(feature = "dpdk")]
-pub mod dpdk;
+pub use dpdk;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_source;
 pub mod event_output;
