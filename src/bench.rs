@@ -1070,6 +1070,7 @@ fn run_workers<S: PacketSource + Send + 'static>(
         events_queue: config.events.queue,
         policy: config.policy_set(),
         policy_routes: Vec::new(),
+        adaptive: crate::run::adaptive_config(config),
     };
     let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);

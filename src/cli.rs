@@ -189,6 +189,16 @@ pub struct ReplayArgs {
     /// instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Deliver the packets at the capture's own pace, as a live port receives them
+    /// (--source file): into a receive ring of --ring-frames, where a packet that arrives
+    /// while the ring is full is dropped and counted as nic missed. What adaptive sampling
+    /// needs to see a load rather than a file read as fast as it goes.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Frames the --realtime receive ring holds.
+    #[arg(long, value_name = "FRAMES", default_value_t = probe::paced::DEFAULT_RING_FRAMES,
+          requires = "realtime")]
+    pub ring_frames: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +220,18 @@ pub struct GenerateArgs {
     /// PRNG seed: the same seed gives the same file.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Microseconds between consecutive frames (the trace's rate, for --realtime replays)
+    /// [default: 10].
+    #[arg(long, value_name = "US")]
+    pub spacing_us: Option<u64>,
+    /// Flows in progress at once; when one ends the next starts (0: all at once)
+    /// [default: 100].
+    #[arg(long)]
+    pub live_flows: Option<u32>,
+    /// Frames that arrive together, back to back (the rate stays one frame per
+    /// --spacing-us on average) [default: 1].
+    #[arg(long, value_name = "FRAMES")]
+    pub train: Option<u32>,
 }
 
 fn parse_version(s: &str) -> Result<ExportVersion, String> {
@@ -248,6 +270,7 @@ impl ReplayArgs {
             json: self.json,
             biflow: self.biflow,
             tcp_kpis: self.tcp_kpis,
+            realtime: self.realtime.then_some(self.ring_frames),
         }
     }
 }
@@ -264,6 +287,9 @@ impl GenerateArgs {
                 .map_or(defaults.frame_len, |n| FrameLen::Fixed(usize::from(n))),
             include_noise: self.noise,
             seed: self.seed,
+            spacing_us: self.spacing_us.unwrap_or(defaults.spacing_us),
+            live_flows: self.live_flows.unwrap_or(defaults.live_flows),
+            train: self.train.unwrap_or(defaults.train),
             ..defaults
         }
     }

@@ -1310,6 +1310,12 @@ mod tests {
                 .extensions
                 .push((extension, zero_series(specs)));
         }
+        run.workers[0].snapshot.extensions.push((
+            "adaptive",
+            zero_series(
+                <probe::adaptive::AdaptiveCounters as flowcache::counters::CounterSet>::SPECS,
+            ),
+        ));
         let body = render(&run);
         let samples = parse_exposition(&body).unwrap();
         let documented = documented_families();

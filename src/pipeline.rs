@@ -82,6 +82,9 @@ pub struct ReplaySpec {
     pub biflow: bool,
     /// `[kpi] tcp` on, whatever the file says.
     pub tcp_kpis: bool,
+    /// Deliver at the capture's pace through a receive ring of this many frames
+    /// (`--realtime`); `None`: as fast as the worker reads.
+    pub realtime: Option<usize>,
 }
 
 /// Resolves HOST:PORT (names allowed), taking the first address.
@@ -183,6 +186,22 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
     };
     let start_ms = start_us.unwrap_or(0) / 1000;
 
+    // Read as fast as it goes, a file keeps the worker always busy: a controller would
+    // only climb to its ceiling.
+    let adaptive = crate::run::adaptive_config(&config);
+    let adaptive = match (adaptive, plan.realtime) {
+        (Some(_), None) => {
+            log::warn!(
+                "[sampling.adaptive] needs a load, not a file read as fast as it goes: \
+                 ignored without --realtime"
+            );
+            None
+        }
+        (adaptive, _) => adaptive,
+    };
+    if plan.realtime.is_some() && plan.source != ReplaySource::File {
+        bail!("--realtime needs --source file");
+    }
     let sampler = Sampler::new(sampling);
     let aggregated = config.aggregation.protocol_port;
     let export = ExportLoopConfig {
@@ -197,7 +216,13 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
     };
 
     let (source, placement): (Box<dyn PacketSource + Send>, ThreadPlacement) = match opened {
-        Some(source) => (Box::new(source), ThreadPlacement::default()),
+        Some(source) => match plan.realtime {
+            Some(ring) => (
+                Box::new(probe::paced::PacedSource::new(source, ring)),
+                ThreadPlacement::default(),
+            ),
+            None => (Box::new(source), ThreadPlacement::default()),
+        },
         None => dpdk_replay_source(path, total.unwrap_or(0), &plan.eal_args)?,
     };
 
@@ -221,6 +246,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         } else {
             Vec::new()
         },
+        adaptive,
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -230,7 +256,13 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
             .workers
             .iter()
             .all(|w| w.source_ended && w.error.is_none())
-            .then(|| report.workers.iter().map(|w| w.source.rx_packets).sum())
+            .then(|| {
+                report
+                    .workers
+                    .iter()
+                    .map(|w| w.source.rx_packets + w.source.rx_missed)
+                    .sum()
+            })
     });
     let export_name = replay_export_name(plan, &config);
     print_replay_summary(
@@ -287,6 +319,7 @@ fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<Collector
                 engine_id: (domain & 0xff) as u8,
                 mtu: DEFAULT_REPLAY_MTU,
                 extras: crate::run::extra_sections(config),
+                sampling_time: config.sampling.adaptive.enabled,
                 ..SessionConfig::default()
             };
             flagged.push(CollectorConfig::new(addr, TransportKind::Udp, session));
@@ -472,6 +505,8 @@ pub struct PipelineSpec {
     /// go to (by index; rules not listed go to every collector).
     pub policy: Option<Arc<probe::policy::RuleSet>>,
     pub policy_routes: Vec<(Arc<str>, Vec<usize>)>,
+    /// `[sampling.adaptive]`: every worker gets a controller of its own.
+    pub adaptive: Option<probe::adaptive::AdaptiveConfig>,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -496,6 +531,7 @@ pub fn run_pipeline(
         events_queue,
         policy,
         policy_routes,
+        adaptive,
     } = spec;
     let mut extensions = extensions.into_iter();
     let policy_swap = policy
@@ -508,6 +544,15 @@ pub fn run_pipeline(
     }
     let published: SharedCollectorCounters = Arc::default();
     let exporter_heartbeat = Arc::new(AtomicU64::new(0));
+    let mut export = export;
+    if let Some(config) = adaptive {
+        // The collectors' first sampling record says what the workers start at.
+        let start = probe::adaptive::AdaptiveController::new(config, std::time::Instant::now());
+        export.sampling = match start.interval() {
+            1 => SamplerSpec::None.info(),
+            n => SamplerSpec::Hash(n).info(),
+        };
+    }
     let exporter = ExportLoop::new(export, start_ms)
         .context("cannot open the collectors' sockets")?
         .with_published_counters(published.clone())
@@ -562,6 +607,13 @@ pub fn run_pipeline(
                 ))
                 .with_policy_swap(swap.clone()),
             _ => worker,
+        };
+        let worker = match adaptive {
+            Some(config) => worker.with_adaptive(probe::adaptive::AdaptiveController::new(
+                config,
+                std::time::Instant::now(),
+            )),
+            None => worker,
         };
         let worker = match (&event_queue, per_worker.next()) {
             (Some(queue), Some(attached)) if !attached.is_empty() => {

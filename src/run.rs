@@ -113,6 +113,7 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
         engine_id: (config.export.observation_domain & 0xff) as u8,
         sampling_in_records: c.sampling_in_records,
         extras: extra_sections(config),
+        sampling_time: config.sampling.adaptive.enabled,
         ..SessionConfig::default()
     };
     let mut collector = CollectorConfig::new(addr, transport, session);
@@ -145,6 +146,17 @@ pub fn cache_config(config: &Config) -> CacheConfig {
         tcp_end_expiry: config.cache.tcp_end_expiry,
         expiry_budget: config.cache.expiry_budget,
     }
+}
+
+/// `[sampling.adaptive]` for the workers, when it is enabled.
+pub fn adaptive_config(config: &Config) -> Option<probe::adaptive::AdaptiveConfig> {
+    let a = &config.sampling.adaptive;
+    a.enabled.then_some(probe::adaptive::AdaptiveConfig {
+        budget_busy: a.budget_busy,
+        min_interval: a.min_interval,
+        max_interval: a.max_interval,
+        period_ms: a.adjust_period_ms,
+    })
 }
 
 pub fn sampler_spec(config: &Config) -> SamplerSpec {
@@ -203,6 +215,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         events_queue: config.events.queue,
         policy: config.policy_set(),
         policy_routes: config.policy_routes(),
+        adaptive: adaptive_config(&config),
     };
     // The endpoint answers from the start; the workers' counters join once they run.
     let live: Arc<OnceLock<Live>> = Arc::default();

@@ -188,6 +188,19 @@ fn unknown_key_lists_the_accepted_keys() {
 }
 
 #[test]
+fn unknown_key_in_sampling_adaptive_names_its_table() {
+    let text = format!("{BASE}\n[sampling.adaptive]\nenabled = true\nbudget = 0.4\n");
+    let (d, rendered) = one_error(&text);
+    assert_eq!(d.location, at(line_of(&text, "budget ="), 1));
+    assert!(
+        rendered
+            .contains("unknown key `budget` in [sampling.adaptive] (did you mean `budget_busy`?)"),
+        "{rendered}"
+    );
+    assert_eq!(d.key.as_deref(), Some("sampling.adaptive.budget"));
+}
+
+#[test]
 fn unknown_key_in_the_second_collector_names_that_collector() {
     let text = format!("{BASE}\n[[collector]]\naddress = \"127.0.0.1:4739\"\nmtus = 1400\n");
     let (d, rendered) = one_error(&text);
@@ -417,6 +430,36 @@ fn out_of_range_values_are_located_at_their_value() {
             "dpdk_level",
             "logging.dpdk_level",
             "a DPDK log level",
+        ),
+        (
+            "[sampling.adaptive]\nbudget_busy = 1.5\n",
+            "budget_busy",
+            "sampling.adaptive.budget_busy",
+            "not a share of the worker's time",
+        ),
+        (
+            "[sampling.adaptive]\nmin_interval = 3\n",
+            "min_interval",
+            "sampling.adaptive.min_interval",
+            "not a power of two",
+        ),
+        (
+            "[sampling.adaptive]\nmin_interval = 64\nmax_interval = 8\n",
+            "max_interval",
+            "sampling.adaptive.max_interval",
+            "below min_interval",
+        ),
+        (
+            "[sampling.adaptive]\nadjust_period_ms = 5\n",
+            "adjust_period_ms",
+            "sampling.adaptive.adjust_period_ms",
+            "out of range (10 to 60000 ms)",
+        ),
+        (
+            "[sampling]\nmode = \"hash:8\"\n[sampling.adaptive]\nenabled = true\n",
+            "hash:8",
+            "sampling.mode",
+            "the controller sets the sampling itself",
         ),
     ];
     for (extra, needle, key, words) in cases {

@@ -101,6 +101,7 @@ fn reference_file_documents_every_key() {
         "[[port]]",
         "[workers]",
         "[sampling]",
+        "[sampling.adaptive]",
         "[cache]",
         "[aggregation]",
         "[[collector]]",
@@ -134,6 +135,11 @@ fn reference_file_documents_every_key() {
         let keys = accepted_keys(table);
         assert!(!keys.is_empty());
         for key in keys {
+            // A key that is a table of its own ([sampling] adaptive) is checked as one.
+            let inner = table.trim_matches(['[', ']']);
+            if tables.contains(&format!("[{inner}.{key}]").as_str()) {
+                continue;
+            }
             // Written, or commented out as "# key = ...".
             let documented = reference.lines().any(|l| {
                 l.trim_start_matches(['#', ' '])

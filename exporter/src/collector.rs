@@ -360,6 +360,17 @@ impl Collector {
         self.drive(|session, emit| session.encode_options(sampling, stats, now_ms, emit));
     }
 
+    /// Sends sampling options records for a change of sampling that took effect at
+    /// `since_ms` (nothing for v5).
+    pub fn export_sampling_change(&mut self, sampling: SamplingInfo, since_ms: u64, now_ms: u64) {
+        if !self.ready() {
+            return;
+        }
+        self.drive(|session, emit| {
+            session.encode_sampling_change(sampling, since_ms, now_ms, emit)
+        });
+    }
+
     /// Lets the transport make progress and sends templates when they are due by time.
     pub fn tick(&mut self, now_ms: u64) {
         if !self.ready() {

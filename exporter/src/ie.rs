@@ -73,6 +73,7 @@ pub mod id {
     pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
     pub const SAMPLING_PACKET_SPACE: u16 = 306;
     pub const SELECTOR_ALGORITHM: u16 = 304;
+    pub const OBSERVATION_TIME_MILLISECONDS: u16 = 323;
 }
 
 /// NetFlow v9 options scope field types (RFC 3954 §6.2): a namespace of its own.
@@ -108,6 +109,13 @@ pub const SOURCE_IPV6_ADDRESS: Ie = ie(id::SOURCE_IPV6_ADDRESS, 16, "sourceIPv6A
 pub const DESTINATION_IPV6_ADDRESS: Ie =
     ie(id::DESTINATION_IPV6_ADDRESS, 16, "destinationIPv6Address");
 pub const SAMPLING_INTERVAL: Ie = ie(id::SAMPLING_INTERVAL, 4, "samplingInterval");
+/// dateTimeMilliseconds (RFC 7012): in a sampling options record, when the interval it
+/// reports took effect (adaptive sampling).
+pub const OBSERVATION_TIME_MILLISECONDS: Ie = ie(
+    id::OBSERVATION_TIME_MILLISECONDS,
+    8,
+    "observationTimeMilliseconds",
+);
 pub const SAMPLING_ALGORITHM: Ie = ie(id::SAMPLING_ALGORITHM, 1, "samplingAlgorithm");
 pub const EXPORTED_OCTET_TOTAL_COUNT: Ie =
     ie(id::EXPORTED_OCTET_TOTAL_COUNT, 8, "exportedOctetTotalCount");
@@ -705,6 +713,17 @@ const SAMPLING_OPTION_FIELDS: &[Ie] = &[
     SAMPLING_PACKET_SPACE,
 ];
 
+/// The sampling options fields with observationTimeMilliseconds (323) last: when the
+/// interval took effect. Sent only with adaptive sampling, whose interval changes; the
+/// other fields keep their order, so a collector reads the interval as before.
+const TIMED_SAMPLING_OPTION_FIELDS: &[Ie] = &[
+    SAMPLING_PACKET_INTERVAL,
+    SAMPLING_INTERVAL,
+    SAMPLING_ALGORITHM,
+    SAMPLING_PACKET_SPACE,
+    OBSERVATION_TIME_MILLISECONDS,
+];
+
 /// IPFIX selector options (id 261): selectorAlgorithm (304, RFC 5475) says what the sampler
 /// is, which samplingAlgorithm (35: deterministic or random) cannot, e.g. hash-based
 /// filtering for `hash:N`. A template of its own: nfdump 1.7.1 maps 304 and 35 onto one
@@ -833,6 +852,13 @@ impl TemplateSet {
             statistics,
             selector: ipfix.then_some(IPFIX_SELECTOR_OPTIONS),
         }
+    }
+
+    /// The same set, with the time each sampling interval took effect in the sampling
+    /// options (adaptive sampling).
+    pub fn with_sampling_time(mut self) -> TemplateSet {
+        self.sampling.fields = TIMED_SAMPLING_OPTION_FIELDS;
+        self
     }
 
     pub fn data_templates(&self) -> Vec<(u16, &'static [Ie])> {

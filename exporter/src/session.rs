@@ -113,6 +113,10 @@ pub struct SessionConfig {
     /// Extension sections (biflow, TCP KPIs) the v9/IPFIX flow templates carry; a record
     /// without a section writes zeros in its fields.
     pub extras: ie::ExtraSections,
+    /// The sampling options say when their interval took effect (observationTimeMilliseconds),
+    /// and each change is sent at once ([`ExportSession::encode_sampling_change`]): for
+    /// adaptive sampling, whose interval moves.
+    pub sampling_time: bool,
 }
 
 impl Default for SessionConfig {
@@ -127,6 +131,7 @@ impl Default for SessionConfig {
             engine_id: 0,
             sampling_in_records: false,
             extras: ie::ExtraSections::default(),
+            sampling_time: false,
         }
     }
 }
@@ -318,6 +323,9 @@ pub struct ExportSession {
     templates_forced: bool,
     /// Last sampling reported through `encode_options`, resent with every template refresh.
     sampling: Option<SamplingInfo>,
+    /// When that sampling took effect (ms on the records' clock): the session's start
+    /// until a change says otherwise.
+    sampling_since_ms: u64,
     counters: SessionCounters,
 }
 
@@ -330,6 +338,11 @@ impl ExportSession {
             config.sampling_in_records,
             config.extras,
         );
+        let templates = if config.sampling_time {
+            templates.with_sampling_time()
+        } else {
+            templates
+        };
         let minimum = minimum_mtu(config.version, &templates);
         if config.mtu < minimum {
             return Err(ConfigError::MtuTooSmall {
@@ -359,6 +372,7 @@ impl ExportSession {
             datagrams_since_templates: 0,
             templates_forced: false,
             sampling: None,
+            sampling_since_ms: start_ms,
             counters: SessionCounters::default(),
         })
     }
@@ -592,6 +606,30 @@ impl ExportSession {
         self.finish_message(emit);
     }
 
+    /// Sends sampling options records at once for a change of sampling that took effect at
+    /// `since_ms`; later options records and template refreshes repeat it. v5 carries
+    /// sampling in its header: nothing is sent.
+    pub fn encode_sampling_change(
+        &mut self,
+        sampling: SamplingInfo,
+        since_ms: u64,
+        now_ms: u64,
+        emit: &mut dyn FnMut(&Datagram<'_>),
+    ) {
+        if self.config.version == ExportVersion::V5 {
+            return;
+        }
+        self.sampling = Some(sampling);
+        self.sampling_since_ms = since_ms;
+        for t in self.templates.sampling_templates() {
+            self.reserve_record(t.id, t.record_len(), now_ms, emit);
+            if !self.message.carries_templates {
+                self.write_sampling_record(t, sampling);
+            }
+        }
+        self.finish_message(emit);
+    }
+
     /// When `handle_timeout` next has work (absolute ms on the caller's clock), or `None`.
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.config.version == ExportVersion::V5 {
@@ -757,6 +795,10 @@ impl ExportSession {
     }
 
     fn write_sampling_field(&mut self, f: &Ie, sampling: SamplingInfo) {
+        if f.id == id::OBSERVATION_TIME_MILLISECONDS {
+            put_uint(&mut self.buf, self.sampling_since_ms, f.len);
+            return;
+        }
         match sampling_value(f.id, sampling) {
             Some(v) => put_uint(&mut self.buf, v, f.len),
             None => unreachable_field(&mut self.buf, f),

@@ -198,6 +198,20 @@ impl Sampler {
         self.spec
     }
 
+    /// Switches to hash sampling at 1 in `interval` (1: keep everything), keeping the
+    /// counts. With powers of two the kept flows nest: a flow kept at 1 in 2N is kept at
+    /// 1 in N, so raising the interval only drops flows and lowering it only adds some
+    /// (what adaptive sampling relies on, `probe::adaptive`).
+    pub fn set_hash_interval(&mut self, interval: u32) {
+        self.spec = if interval <= 1 {
+            SamplerSpec::None
+        } else {
+            SamplerSpec::Hash(interval)
+        };
+        self.interval = self.spec.interval();
+        self.countdown = self.interval;
+    }
+
     /// What to record with the flows built from the kept packets.
     pub fn info(&self) -> SamplingInfo {
         self.spec.info()
@@ -350,6 +364,30 @@ mod tests {
         let changes = decisions.windows(2).filter(|w| w[0] != w[1]).count() as f64;
         let (mean, sigma) = (99_999.0 * 0.5, (99_999.0f64 * 0.25).sqrt());
         assert!((changes - mean).abs() <= 5.0 * sigma, "{changes} changes");
+    }
+
+    #[test]
+    fn power_of_two_hash_intervals_nest() {
+        let mut coarse = Sampler::new(SamplerSpec::None);
+        let mut fine = Sampler::new(SamplerSpec::None);
+        for shift in 1..8u32 {
+            fine.set_hash_interval(1 << (shift - 1));
+            coarse.set_hash_interval(1 << shift);
+            assert_eq!(coarse.spec(), SamplerSpec::Hash(1 << shift));
+            for i in 0..20_000 {
+                let k = key_number(i);
+                if coarse.keep(&k) {
+                    assert!(
+                        fine.keep(&k),
+                        "kept at 1 in {} but not half that",
+                        1 << shift
+                    );
+                }
+            }
+        }
+        coarse.set_hash_interval(1);
+        assert!(coarse.keeps_all());
+        assert_eq!(coarse.info(), SamplingInfo::default());
     }
 
     #[test]

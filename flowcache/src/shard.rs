@@ -318,6 +318,12 @@ impl FlowShard {
         self.sampling
     }
 
+    /// Sets the sampling that records leaving from now on carry. A caller changing its
+    /// sampler flushes the shard first, so each record's packets were all sampled one way.
+    pub fn set_sampling(&mut self, sampling: SamplingInfo) {
+        self.sampling = sampling;
+    }
+
     pub fn stats(&self) -> &CacheStats {
         &self.stats
     }

@@ -16,7 +16,7 @@ use exporter::json::{
 use exporter::{Collector, CollectorConfig, CollectorCounters, ExporterStatistics};
 use flowcache::{AggregateRecord, FlowRecord, ProtocolPortAggregator, SamplingInfo};
 
-use crate::worker::{Clock, ToExporter, WorkerReport, wall_clock_ms};
+use crate::worker::{Clock, SamplingChange, ToExporter, WorkerReport, wall_clock_ms};
 
 #[derive(Clone, Debug)]
 pub struct ExportLoopConfig {
@@ -49,6 +49,8 @@ pub struct ExportReport {
     pub json_records: Option<(JsonDestination, JsonCounters)>,
     /// The event output's report, when extensions ran (filled by whoever ran it).
     pub events: Option<crate::event_output::EventOutputReport>,
+    /// Sampling changes the workers' adaptive controllers made.
+    pub sampling_changes: u64,
 }
 
 /// Per-collector counters as last published by the export loop (name, counters).
@@ -208,6 +210,7 @@ impl ExportLoop {
                 Ok(ToExporter::PolicyRoutes(routes)) => {
                     self = self.with_policy_routes(&routes);
                 }
+                Ok(ToExporter::SamplingChanged(change)) => self.sampling_changed(change),
                 Ok(ToExporter::Finished(report)) => {
                     finished += 1;
                     self.report.workers.push(*report);
@@ -301,6 +304,28 @@ impl ExportLoop {
             }
         }
         self.aggregates.clear();
+    }
+
+    /// A worker's adaptive controller moved its interval: the records before this message
+    /// were sampled the old way, so the collectors learn the new interval now, with the
+    /// time it took effect, and every later options record repeats it.
+    fn sampling_changed(&mut self, change: SamplingChange) {
+        log::info!(
+            "worker {}: sampling 1 in {} -> 1 in {} from {} ms (busy {:.0}% in the last \
+             period, {} receive drops)",
+            change.worker,
+            change.from,
+            change.sampling.interval,
+            change.since_ms,
+            change.busy * 100.0,
+            change.drops
+        );
+        self.report.sampling_changes += 1;
+        self.config.sampling = change.sampling;
+        let now = self.now_ms.max(change.since_ms);
+        for collector in &mut self.collectors {
+            collector.export_sampling_change(change.sampling, change.since_ms, now);
+        }
     }
 
     fn send_options(&mut self) {

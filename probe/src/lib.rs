@@ -1,5 +1,6 @@
 //! tapflow's data plane. See README.md.
 #![forbid(unsafe_code)]
+pub mod adaptive;
 #[cfg(feature = "dpdk")]
 pub use dpdk;
 #[cfg(feature = "dpdk")]
@@ -7,6 +8,7 @@ pub mod dpdk_source;
 pub mod event_output;
 pub mod export_loop;
 pub mod ext;
+pub mod paced;
 pub mod parse;
 pub mod pcap;
 pub mod policy;

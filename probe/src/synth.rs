@@ -500,6 +500,10 @@ pub struct TrafficSpec {
     pub start_us: u64,
     /// Time between consecutive frames of the trace.
     pub spacing_us: u64,
+    /// Frames that arrive together, back to back, at the time of a train's first frame
+    /// (the average rate is still one frame per `spacing_us`): links deliver trains, and
+    /// a poll-mode worker then takes bursts rather than single frames. 0 or 1: none.
+    pub train: u32,
     /// Chance that an ARP request is slipped in before a flow packet, 0..=1.
     pub arp_share: f32,
     /// Also slip in malformed and non-IP frames (each [`Noise`] kind), about 1 in 100.
@@ -519,6 +523,7 @@ impl Default for TrafficSpec {
             frame_len: FrameLen::Uniform { min: 60, max: 1514 },
             start_us: 1_700_000_000_000_000,
             spacing_us: 10,
+            train: 1,
             arp_share: 0.005,
             include_noise: false,
             seed: 1,
@@ -773,7 +778,8 @@ impl TrafficGenerator {
         if self.live.is_empty() {
             return None;
         }
-        let timestamp_us = self.spec.start_us + self.frames * self.spec.spacing_us;
+        let train = u64::from(self.spec.train.max(1));
+        let timestamp_us = self.spec.start_us + self.frames / train * train * self.spec.spacing_us;
         self.frames += 1;
         let draw = unit(self.random.next_u64());
         if draw < self.spec.arp_share {

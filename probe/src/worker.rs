@@ -19,12 +19,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use flowcache::counters::Spec;
+use flowcache::counters::{CounterSet, Spec};
 use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler};
 
+use crate::adaptive::{AdaptiveController, Change};
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
 use crate::policy_stage::{PolicyStage, PolicySwap, Verdict};
@@ -72,6 +73,25 @@ pub enum ToExporter {
     Reconfigure(Vec<exporter::CollectorConfig>),
     /// New policy routes from a reload: policy name, indices of its collectors.
     PolicyRoutes(Vec<(Arc<str>, Vec<usize>)>),
+    /// A worker's adaptive controller changed its sampling interval. Every record the
+    /// worker sent before this message was sampled the old way; every later one the new.
+    SamplingChanged(SamplingChange),
+}
+
+/// A change of a worker's sampling interval (adaptive sampling), and when it took effect.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingChange {
+    pub worker: usize,
+    /// The sampling from now on.
+    pub sampling: flowcache::SamplingInfo,
+    /// The worker's clock when it took effect, ms since the epoch: records that ended on
+    /// the change end at or before it, later records start at or after it.
+    pub since_ms: u64,
+    /// What the controller saw: the interval before, the busy share and receive drops of
+    /// the period that led to the change.
+    pub from: u32,
+    pub busy: f64,
+    pub drops: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -229,6 +249,8 @@ pub struct Worker {
     policy: Option<Box<PolicyStage>>,
     /// Where reloaded rules arrive, and the version last taken.
     policy_swap: Option<(Arc<PolicySwap>, u64)>,
+    /// Adaptive sampling; `None` (the loop as it was) unless `[sampling.adaptive]` is on.
+    adaptive: Option<Box<AdaptiveController>>,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -626,7 +648,17 @@ impl Worker {
             event_queue: None,
             policy: None,
             policy_swap: None,
+            adaptive: None,
         }
+    }
+
+    /// Lets `controller` set the sampling interval (hash-based, whole flows); the sampler
+    /// starts at the controller's interval.
+    pub fn with_adaptive(mut self, controller: AdaptiveController) -> Self {
+        self.sampler.set_hash_interval(controller.interval());
+        self.shard.set_sampling(self.sampler.info());
+        self.adaptive = Some(Box::new(controller));
+        self
     }
 
     /// Takes new rules from `swap` when a reload publishes them (with a policy stage).
@@ -690,6 +722,9 @@ impl Worker {
         if let Some(stage) = &self.policy {
             counters.push(("policy", stage.ext_counters()));
         }
+        if let Some(controller) = &self.adaptive {
+            counters.push(("adaptive", controller.counters().series()));
+        }
         counters
     }
 
@@ -702,22 +737,98 @@ impl Worker {
     /// Runs until the source ends, fails, or `quit` is set; then flushes the cache
     /// (every flow leaves with EndReason::Forced) and reports.
     pub fn run(mut self, quit: &AtomicBool) -> WorkerReport {
-        let mut error = None;
-        let mut ended = false;
+        let (error, ended) = if self.adaptive.is_some() {
+            self.poll_until_stopped(quit, Worker::after_poll_adaptive)
+        } else {
+            self.poll_until_stopped(quit, |_, _| {})
+        };
+        self.finish(error, ended)
+    }
+
+    /// Polls until the source ends, fails, or `quit` is set, calling `after_poll` after
+    /// each poll that did not end the loop (a no-op closure compiles to the bare loop).
+    /// Returns the source's error and whether it ended.
+    #[inline]
+    fn poll_until_stopped(
+        &mut self,
+        quit: &AtomicBool,
+        mut after_poll: impl FnMut(&mut Self, BurstStatus),
+    ) -> (Option<String>, bool) {
         while !quit.load(Ordering::Relaxed) {
             match self.poll_once() {
-                Ok(BurstStatus::Delivered(_)) => {}
-                Ok(BurstStatus::Ended) => {
-                    ended = true;
-                    break;
-                }
-                Err(e) => {
-                    error = Some(e.message);
-                    break;
-                }
+                Ok(status @ BurstStatus::Delivered(_)) => after_poll(self, status),
+                Ok(BurstStatus::Ended) => return (None, true),
+                Err(e) => return (Some(e.message), false),
             }
         }
-        self.finish(error, ended)
+        (None, false)
+    }
+
+    /// After a poll with adaptive sampling: at the end of a period the controller decides,
+    /// and a change is applied. Every flow in the cache was sampled at the old interval, so they all end
+    /// here (forced) before the new interval applies: each record's packets were then
+    /// sampled one way, and it carries that interval. The exporter learns the change after
+    /// those records, in the same queue.
+    fn after_poll_adaptive(&mut self, status: BurstStatus) {
+        let delivered = matches!(status, BurstStatus::Delivered(n) if n > 0);
+        let now = Instant::now();
+        let Some(controller) = self.adaptive.as_deref_mut() else {
+            return;
+        };
+        if !controller.observe(delivered, now) {
+            return;
+        }
+        let source = self.source.stats();
+        let drops = source.rx_missed + source.rx_nombuf;
+        let decided = controller.decide(self.stats.packets, drops, now);
+        // One line a period, for plots of the controller (bench/adaptive.sh); off by default.
+        log::debug!(
+            target: "probe::adaptive",
+            "worker {} period at {} ms: busy {} permille, interval {}",
+            self.config.id,
+            self.now_ms,
+            controller.counters().busy_permille,
+            controller.interval()
+        );
+        let Some(change) = decided else {
+            return;
+        };
+        self.apply_sampling_change(change);
+        let packets = self.stats.packets;
+        if let Some(controller) = self.adaptive.as_deref_mut() {
+            controller.restart(Instant::now(), packets, drops);
+        }
+    }
+
+    fn apply_sampling_change(&mut self, change: Change) {
+        self.pipeline.drain(&mut self.shard, &mut self.pending);
+        // The forced records wait for room even on a live port, as at shutdown: a change
+        // must lose no record, or the totals it exists for would not add up. What queues
+        // up at the port meanwhile is the next period's, which the controller does not
+        // judge.
+        let batch = self.config.batch_records.max(1);
+        loop {
+            if self.pending.len() >= batch {
+                self.ship(Backpressure::Block);
+            }
+            let room = batch.saturating_sub(self.pending.len()).max(1);
+            if self.shard.flush_some(room, &mut self.pending) {
+                break;
+            }
+        }
+        self.ship(Backpressure::Block);
+        self.sampler.set_hash_interval(change.to);
+        self.shard.set_sampling(self.sampler.info());
+        let message = ToExporter::SamplingChanged(SamplingChange {
+            worker: self.config.id,
+            sampling: self.sampler.info(),
+            since_ms: self.now_ms,
+            from: change.from,
+            busy: change.busy,
+            drops: change.drops,
+        });
+        // Rare, and the collectors cannot scale without it: it waits for room.
+        let _ = self.to_exporter.send(message);
     }
 
     /// One iteration: a burst, a paced expiry slice, and shipping what expired.

@@ -28,14 +28,15 @@ pub use error::{ConfigError, Diagnostic, Location};
 pub use policy::{PolicySection, Scalar};
 pub use types::MonitorSection;
 pub use types::{
-    AggregationSection, CacheSection, CollectorSection, Config, DEFAULT_CONFIG_PATH,
-    DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection, EventsSection, ExportSection,
-    ExportVersion, LogLevel, LoggingSection, MAX_BATCH_SIZE, PortSection, SamplingMode,
-    SamplingSection, StatsSection, Transport, WorkerCount, WorkersSection,
+    AdaptiveSection, AggregationSection, CacheSection, CollectorSection, Config,
+    DEFAULT_CONFIG_PATH, DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection,
+    EventsSection, ExportSection, ExportVersion, LogLevel, LoggingSection, MAX_BATCH_SIZE,
+    PortSection, SamplingMode, SamplingSection, StatsSection, Transport, WorkerCount,
+    WorkersSection,
 };
 pub use validate::{
-    KeyPath, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS, MTU_RANGE, Problem,
-    Purpose, Segment,
+    KeyPath, MAX_ADAPTIVE_INTERVAL, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS,
+    MTU_RANGE, Problem, Purpose, Segment,
 };
 
 /// File order; problems with no place in the file (a missing table) last.
@@ -244,7 +245,22 @@ impl Config {
             (SamplingMode::Random(_), Some(seed)) => format!(", seed {seed}"),
             _ => String::new(),
         };
-        line("sampling", &format!("{}{seed}", sampling.mode));
+        let adaptive = &sampling.adaptive;
+        if adaptive.enabled {
+            line(
+                "sampling",
+                &format!(
+                    "adaptive: hash, 1 in {} to {} to hold {:.0}% busy per worker, decided \
+                     every {} ms",
+                    adaptive.min_interval,
+                    adaptive.max_interval,
+                    adaptive.budget_busy * 100.0,
+                    adaptive.adjust_period_ms
+                ),
+            );
+        } else {
+            line("sampling", &format!("{}{seed}", sampling.mode));
+        }
 
         let cache = &self.cache;
         line(

@@ -336,6 +336,39 @@ pub struct SamplingSection {
     pub mode: SamplingMode,
     /// Seed of the `random` sampler; `None`: a fixed built-in seed, so runs repeat.
     pub seed: Option<u64>,
+    /// `[sampling.adaptive]`: each worker holds a busy budget by moving hash sampling.
+    pub adaptive: AdaptiveSection,
+}
+
+/// `[sampling.adaptive]`: a controller per worker raises or lowers hash-based flow
+/// sampling (1 in N, N a power of two within the bounds) to hold the worker's busy share
+/// at `budget_busy` and its receive drops at zero (`probe::adaptive`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct AdaptiveSection {
+    pub enabled: bool,
+    /// Share of the worker's time (0-1, exclusive) it may spend on received packets.
+    pub budget_busy: f64,
+    /// Bounds of the interval, powers of two.
+    pub min_interval: u32,
+    pub max_interval: u32,
+    /// How often the controller measures and decides, ms.
+    pub adjust_period_ms: u64,
+}
+
+// Validation rejects NaN, the only value for which equality is not reflexive.
+impl Eq for AdaptiveSection {}
+
+impl Default for AdaptiveSection {
+    fn default() -> Self {
+        AdaptiveSection {
+            enabled: false,
+            budget_busy: 0.5,
+            min_interval: 1,
+            max_interval: 1024,
+            adjust_period_ms: 250,
+        }
+    }
 }
 
 /// Packet sampling in front of the flow cache; the text form is

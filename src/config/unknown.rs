@@ -74,6 +74,9 @@ pub(crate) fn accepted_keys(table: &KeyPath) -> Option<&'static [&'static str]> 
     if name == "analyzers" {
         return analyzer_keys(&table.0[1..]);
     }
+    if name == "sampling" && matches!(&table.0[1..], [Segment::Key(t)] if t == "adaptive") {
+        return Some(fields_of::<super::types::AdaptiveSection>());
+    }
     // Only a table's own keys: deeper paths have no struct of ours here.
     let depth = match table.0.get(1) {
         Some(Segment::Index(_)) => 2,

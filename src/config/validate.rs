@@ -21,6 +21,8 @@ pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 pub const MAX_QUEUES: u32 = 1024;
 /// DPDK's largest per-lcore mempool cache (RTE_MEMPOOL_CACHE_MAX_SIZE).
 pub const MAX_MEMPOOL_CACHE: u32 = 512;
+/// Largest interval adaptive sampling may reach (2^30).
+pub const MAX_ADAPTIVE_INTERVAL: u32 = 1 << 30;
 
 /// One step of a key path: a table key or an array index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -506,6 +508,54 @@ impl Config {
             c.fail(
                 KeyPath::key("sampling").then("mode"),
                 format!("{mode}: N must be at least 1"),
+            );
+        }
+        let adaptive = &self.sampling.adaptive;
+        let at = |key: &str| KeyPath::key("sampling").then("adaptive").then(key);
+        let budget = adaptive.budget_busy;
+        if !(budget > 0.0 && budget < 1.0) {
+            c.fail(
+                at("budget_busy"),
+                format!("{budget} is not a share of the worker's time: use a number in (0, 1)"),
+            );
+        }
+        for (key, n) in [
+            ("min_interval", adaptive.min_interval),
+            ("max_interval", adaptive.max_interval),
+        ] {
+            if !n.is_power_of_two() || n > MAX_ADAPTIVE_INTERVAL {
+                c.fail(
+                    at(key),
+                    format!(
+                        "{n} is not a power of two from 1 to {MAX_ADAPTIVE_INTERVAL} (hash \
+                         sampling nests only at powers of two)"
+                    ),
+                );
+            }
+        }
+        if adaptive.min_interval > adaptive.max_interval {
+            c.fail(
+                at("max_interval"),
+                format!(
+                    "{} is below min_interval ({})",
+                    adaptive.max_interval, adaptive.min_interval
+                ),
+            );
+        }
+        c.range(
+            at("adjust_period_ms"),
+            adaptive.adjust_period_ms,
+            10,
+            60_000,
+            " ms",
+        );
+        if adaptive.enabled && mode != SamplingMode::None {
+            c.fail(
+                KeyPath::key("sampling").then("mode"),
+                format!(
+                    "{mode} with [sampling.adaptive] enabled: the controller sets the \
+                     sampling itself (hash, 1 in min_interval to max_interval); use \"none\""
+                ),
             );
         }
     }

@@ -163,7 +163,7 @@ pub fn ground_truth(path: &Path) -> Totals {
 
 /// etherparse's strict decoder: a frame it rejects (bad lengths, broken extension chains)
 /// belongs to no flow, which is also what a probe must conclude.
-fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
+pub fn classify(frame: &[u8]) -> Option<(FiveTuple, u64)> {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let packet = SlicedPacket::from_ethernet(frame).ok()?;
     let (src, dst, proto, octets, fragmented, payload) = match packet.net.as_ref()? {
