@@ -13,7 +13,14 @@
 //!   burst is hashed as it arrives and accounted while the next one's bucket headers load,
 //!   each entry requested a few packets before its update, so the table's memory latency
 //!   overlaps the worker's receive and parse;
-//! - [`FlowShard::update_burst_hashed`]: a burst with the caller's hashes (a NIC's RSS).
+//! - [`FlowShard::update_burst_hashed`]: a burst with the caller's hashes (a NIC's RSS);
+//! - [`FlowShard::update_interleaved_classified`]: the worker's way with policies. A
+//!   packet of a flow the shard holds is counted as above and asks nothing more; only a
+//!   packet whose key the shard does not hold goes to the caller's [`Classifier`], which
+//!   may skip it, or have it accounted under a key of its choosing with a label that the
+//!   record carries out ([`FlowRecord::label`], kept per slot beside the entries after
+//!   [`FlowShard::keep_labels`]). So the cache lookup is the decision lookup: a decision
+//!   costs a known flow's packet nothing.
 //!
 //! Step-by-step variants that benchmarks compare (`update_burst`, `prepare_burst`,
 //! `prefetch_entries`, `update_prepared`) exist only with the `bench-variants` feature.
@@ -115,6 +122,49 @@ pub const ENTRY_BYTES: usize = size_of::<Entry>() + 2 * size_of::<u16>();
 const _: () = assert!(size_of::<Entry>() == 64);
 const _: () = assert!(ENTRY_BYTES <= 128);
 
+/// What becomes of a packet whose key the shard does not hold (see [`Classifier`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Account it under the observation's key as the classifier left it: counted into
+    /// that key's flow if the shard holds it, else starting a record with this label.
+    Account(u32),
+    /// Account nothing (the shard's packet and octet totals leave it out).
+    Skip,
+}
+
+/// Decides the packets [`FlowShard::update_interleaved_classified`] does not know: a flow's
+/// first packet, and the first packet after its record ended (a time reason, FIN/RST
+/// followed by more packets, eviction, a full counter), in packet order.
+///
+/// A key the classifier rewrites must never be one it is shown unchanged (a reduced key
+/// marked in [`FlowKey::_reserved`], say): the shard counts a packet whose key it holds
+/// without asking, so a raw key that found a rewritten flow would bypass the decision.
+pub trait Classifier {
+    /// `index` is the observation's position in the slice being accounted; the
+    /// observation may be changed (its key, to account it under another).
+    fn admit(&mut self, index: usize, obs: &mut Observation) -> Admission;
+}
+
+/// Every packet accounted under its own key, unlabelled: the shard without policies.
+struct Unclassified;
+
+impl Classifier for Unclassified {
+    #[inline(always)]
+    fn admit(&mut self, _: usize, _: &mut Observation) -> Admission {
+        Admission::Account(0)
+    }
+}
+
+/// A packet whose decision is made: accounted under its key with this label.
+struct Decided(u32);
+
+impl Classifier for Decided {
+    #[inline(always)]
+    fn admit(&mut self, _: usize, _: &mut Observation) -> Admission {
+        Admission::Account(self.0)
+    }
+}
+
 /// Thirty-two words of bucket headers, cache-line aligned. A bucket of B slots has a header
 /// of 2B words: B tags, then B deadline hints; a line holds one 16-slot bucket or two
 /// 8-slot ones, so tags and hints of a bucket always share its line.
@@ -196,6 +246,8 @@ impl CacheStats {
 pub struct FlowShard {
     headers: Vec<HeaderLine>,
     entries: Vec<Entry>,
+    /// Per slot, its record's label; empty unless [`FlowShard::keep_labels`] was called.
+    labels: Vec<u32>,
     bucket_mask: usize,
     bucket_size: usize,
     inactive_timeout_ms: u64,
@@ -247,6 +299,7 @@ impl FlowShard {
         Ok(FlowShard {
             headers,
             entries,
+            labels: Vec::new(),
             bucket_mask: buckets - 1,
             bucket_size: config.bucket_size,
             inactive_timeout_ms: config.inactive_timeout_ms,
@@ -262,6 +315,18 @@ impl FlowShard {
             sampling,
             stats: CacheStats::default(),
         })
+    }
+
+    /// Keeps a label per slot from now on (4 bytes a slot, allocated here once), so that
+    /// records carry the label their [`Classifier`] gave them. Only written when a record
+    /// starts and read when it ends: a packet of a known flow never touches it.
+    pub fn keep_labels(&mut self) {
+        if self.labels.is_empty() {
+            let mut labels = Vec::with_capacity(self.entries.len());
+            advise_huge_pages(&labels);
+            labels.resize(self.entries.len(), 0);
+            self.labels = labels;
+        }
     }
 
     /// Changes the inactive and active timeouts of a running shard. Flows already cached
@@ -311,7 +376,9 @@ impl FlowShard {
 
     /// Bytes the table occupies.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.len() * size_of::<Entry>() + self.headers.len() * size_of::<HeaderLine>()
+        self.entries.len() * size_of::<Entry>()
+            + self.headers.len() * size_of::<HeaderLine>()
+            + self.labels.len() * size_of::<u32>()
     }
 
     pub fn sampling(&self) -> SamplingInfo {
@@ -329,8 +396,8 @@ impl FlowShard {
         self.count(std::slice::from_ref(obs));
         let hash = flow_hash(&obs.key);
         match self.bucket_size {
-            8 => self.update_one::<8>(obs, hash, now_ms, expired),
-            _ => self.update_one::<16>(obs, hash, now_ms, expired),
+            8 => self.update_one::<8, _>(0, obs, hash, now_ms, &mut Unclassified, expired),
+            _ => self.update_one::<16, _>(0, obs, hash, now_ms, &mut Unclassified, expired),
         }
     }
 
@@ -426,19 +493,60 @@ impl FlowShard {
         next: &[u64],
         expired: &mut Vec<FlowRecord>,
     ) {
-        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
-        match self.bucket_size {
-            8 => self.update_interleaved_in::<8>(observations, hashes, now_ms, next, expired),
-            _ => self.update_interleaved_in::<16>(observations, hashes, now_ms, next, expired),
-        }
+        self.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            &mut Unclassified,
+            expired,
+        );
     }
 
-    fn update_interleaved_in<const B: usize>(
+    /// [`FlowShard::update_interleaved`] with a [`Classifier`] asked about every packet
+    /// whose key the shard does not hold (see "One way to account packets per use"); a
+    /// known flow's packet costs what it costs without one.
+    ///
+    /// # Panics
+    /// If `observations` and `hashes` differ in length.
+    #[inline]
+    pub fn update_interleaved_classified<C: Classifier>(
         &mut self,
         observations: &[Observation],
         hashes: &[u64],
         now_ms: u64,
         next: &[u64],
+        classifier: &mut C,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
+        match self.bucket_size {
+            8 => self.update_interleaved_in::<8, C>(
+                observations,
+                hashes,
+                now_ms,
+                next,
+                classifier,
+                expired,
+            ),
+            _ => self.update_interleaved_in::<16, C>(
+                observations,
+                hashes,
+                now_ms,
+                next,
+                classifier,
+                expired,
+            ),
+        }
+    }
+
+    fn update_interleaved_in<const B: usize, C: Classifier>(
+        &mut self,
+        observations: &[Observation],
+        hashes: &[u64],
+        now_ms: u64,
+        next: &[u64],
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
     ) {
         let n = observations.len();
@@ -453,7 +561,7 @@ impl FlowShard {
             if i < n {
                 let (obs, hash) = (&observations[i], hashes[i]);
                 if !self.count_live::<B>(obs, hash, now_ms) {
-                    self.update_one::<B>(obs, hash, now_ms, expired);
+                    self.update_one::<B, C>(i, obs, hash, now_ms, classifier, expired);
                 }
             }
         }
@@ -522,7 +630,7 @@ impl FlowShard {
         expired: &mut Vec<FlowRecord>,
     ) {
         for (obs, &hash) in observations.iter().zip(hashes) {
-            self.update_one::<B>(obs, hash, now_ms, expired);
+            self.update_one::<B, _>(0, obs, hash, now_ms, &mut Unclassified, expired);
         }
     }
 
@@ -693,9 +801,50 @@ impl FlowShard {
     #[inline]
     fn retire(&mut self, slot: usize, reason: EndReason, expired: &mut Vec<FlowRecord>) {
         let entry = self.entries[slot];
-        self.emit(&entry, reason, expired);
+        self.emit(&entry, self.label(slot), reason, expired);
+        self.free(slot);
+    }
+
+    /// Empties `slot` (its record already emitted).
+    #[inline]
+    fn free(&mut self, slot: usize) {
         self.set_tag(slot, 0);
         self.len -= 1;
+    }
+
+    #[inline(always)]
+    fn label(&self, slot: usize) -> u32 {
+        self.labels.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn set_label(&mut self, slot: usize, label: u32) {
+        if let Some(stored) = self.labels.get_mut(slot) {
+            *stored = label;
+        }
+    }
+
+    /// Leaves a packet the classifier skipped out of the totals (counted per burst).
+    #[cold]
+    fn uncount(&mut self, obs: &Observation) {
+        self.stats.packets -= 1;
+        self.stats.octets -= u64::from(obs.octets);
+    }
+
+    /// Accounts a packet its classifier moved to another key (stamped with its corrected
+    /// time): that key's hash, and no second question.
+    #[cold]
+    #[inline(never)]
+    fn update_rewritten<const B: usize>(
+        &mut self,
+        index: usize,
+        obs: &Observation,
+        now_ms: u64,
+        label: u32,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        let hash = flow_hash(&obs.key);
+        self.update_one::<B, _>(index, obs, hash, now_ms, &mut Decided(label), expired);
     }
 
     /// Retires the flow in `slot` with its time reason if it is due at `time`; says whether
@@ -786,11 +935,13 @@ impl FlowShard {
     }
 
     #[inline(always)]
-    fn update_one<const B: usize>(
+    fn update_one<const B: usize, C: Classifier>(
         &mut self,
+        index: usize,
         obs: &Observation,
         hash: u64,
         now_ms: u64,
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
     ) {
         let mut time = if obs.timestamp_ms > now_ms {
@@ -822,16 +973,36 @@ impl FlowShard {
         while matches != 0 {
             let slot = base + matches.trailing_zeros() as usize;
             if keys_equal(&self.entries[slot].key, &obs.key) {
-                self.update_found::<B>(slot, obs, time, ends_flow, expired);
+                self.update_found::<B, C>(slot, index, obs, time, ends_flow, classifier, expired);
                 return;
             }
             matches &= matches - 1;
         }
 
+        let mut decided = Observation {
+            timestamp_ms: time,
+            ..*obs
+        };
+        let label = match classifier.admit(index, &mut decided) {
+            Admission::Skip => {
+                self.uncount(obs);
+                return;
+            }
+            Admission::Account(label) => label,
+        };
+        if !keys_equal(&decided.key, &obs.key) {
+            self.update_rewritten::<B>(index, &decided, now_ms, label, expired);
+            return;
+        }
         self.stats.flows_created += 1;
         if ends_flow {
             // A one-packet flow that ends at once needs no slot and so evicts nothing.
-            self.emit(&Entry::start(obs, time), EndReason::EndOfFlow, expired);
+            self.emit(
+                &Entry::start(obs, time),
+                label,
+                EndReason::EndOfFlow,
+                expired,
+            );
             return;
         }
         let slot = if free_slots != 0 {
@@ -840,6 +1011,7 @@ impl FlowShard {
             self.make_room(base, time, expired)
         };
         self.entries[slot] = Entry::start(obs, time);
+        self.set_label(slot, label);
         self.set_tag(slot, tag);
         self.set_hint(slot);
         self.len += 1;
@@ -848,13 +1020,16 @@ impl FlowShard {
     /// Counts `obs` at `time` into the live flow in `slot`. The common case (the flow goes
     /// on) decodes the stored times once and derives the new deadline from them, rather
     /// than decoding again for the hint.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn update_found<const B: usize>(
+    fn update_found<const B: usize, C: Classifier>(
         &mut self,
         slot: usize,
+        index: usize,
         obs: &Observation,
         time: u64,
         ends_flow: bool,
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
     ) {
         let clock = self.clock_ms;
@@ -865,7 +1040,10 @@ impl FlowShard {
         let octets = entry.octets() + u64::from(obs.octets);
         if time >= deadline || entry.packets == u32::MAX || octets > MAX_OCTETS {
             // Due, or a counter would overflow: `restart` tells which.
-            self.restart(slot, obs, time, expired);
+            if !self.restart::<B, C>(slot, index, obs, time, classifier, expired) {
+                // The classifier skipped the packet or moved it to another key.
+                return;
+            }
         } else {
             if time < last {
                 self.stats.reordered += 1;
@@ -887,15 +1065,19 @@ impl FlowShard {
     }
 
     /// Ends the record in `slot` (its time reason, or active when its counters are full)
-    /// and starts a new one with this packet.
+    /// and starts a new one with this packet, which is a first packet again: true if the
+    /// new record is in `slot`; false if the classifier skipped the packet or moved it to
+    /// another key (accounted there; `slot` is free).
     #[cold]
-    fn restart(
+    fn restart<const B: usize, C: Classifier>(
         &mut self,
         slot: usize,
+        index: usize,
         obs: &Observation,
         time: u64,
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
-    ) {
+    ) -> bool {
         let entry = self.entries[slot];
         let reason = if time >= self.deadline(&entry) {
             self.time_reason(&entry)
@@ -903,9 +1085,29 @@ impl FlowShard {
             self.stats.counter_splits += 1;
             EndReason::Active
         };
-        self.emit(&entry, reason, expired);
-        self.entries[slot] = Entry::start(obs, time);
-        self.stats.flows_created += 1;
+        self.emit(&entry, self.label(slot), reason, expired);
+        let mut decided = Observation {
+            timestamp_ms: time,
+            ..*obs
+        };
+        match classifier.admit(index, &mut decided) {
+            Admission::Account(label) if keys_equal(&decided.key, &obs.key) => {
+                self.entries[slot] = Entry::start(obs, time);
+                self.set_label(slot, label);
+                self.stats.flows_created += 1;
+                true
+            }
+            Admission::Account(label) => {
+                self.free(slot);
+                self.update_rewritten::<B>(index, &decided, time, label, expired);
+                false
+            }
+            Admission::Skip => {
+                self.free(slot);
+                self.uncount(obs);
+                false
+            }
+        }
     }
 
     /// Frees a slot of the full bucket at `base` for a packet at `time`: exports the flows
@@ -930,7 +1132,13 @@ impl FlowShard {
     }
 
     #[inline]
-    fn emit(&mut self, entry: &Entry, reason: EndReason, expired: &mut Vec<FlowRecord>) {
+    fn emit(
+        &mut self,
+        entry: &Entry,
+        label: u32,
+        reason: EndReason,
+        expired: &mut Vec<FlowRecord>,
+    ) {
         self.stats.expired[reason as usize] += 1;
         expired.push(FlowRecord {
             key: entry.key,
@@ -943,6 +1151,7 @@ impl FlowShard {
             max_ttl: entry.max_ttl,
             end_reason: reason,
             sampling: self.sampling,
+            label,
             extras: None,
         });
     }
