@@ -27,7 +27,7 @@ use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observa
 
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
-use crate::policy_stage::{PolicyStage, PolicySwap, Verdict};
+use crate::policy_stage::{PolicyStage, PolicySwap, StageClassifier, Verdict};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
 /// Where a worker's notion of "now" comes from.
@@ -229,6 +229,8 @@ pub struct Worker {
     policy: Option<Box<PolicyStage>>,
     /// Where reloaded rules arrive, and the version last taken.
     policy_swap: Option<(Arc<PolicySwap>, u64)>,
+    /// Scratch for showing packets to extensions after the policy stage decided them.
+    origins: Box<Origins>,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -325,15 +327,22 @@ impl BurstPipeline {
 
     /// Accounts the held burst, if any.
     #[inline]
-    fn drain(&mut self, shard: &mut FlowShard, expired: &mut Vec<FlowRecord>) {
+    fn drain(
+        &mut self,
+        shard: &mut FlowShard,
+        policy: Option<&mut StageClassifier<'_>>,
+        expired: &mut Vec<FlowRecord>,
+    ) {
         let (_, held) = self.split();
         if held.len > 0 {
             let n = held.len;
-            shard.update_interleaved(
+            account(
+                shard,
                 &held.observations[..n],
                 &held.hashes[..n],
                 held.now_ms,
                 &[],
+                policy,
                 expired,
             );
             held.len = 0;
@@ -345,20 +354,52 @@ impl BurstPipeline {
     /// the fresh burst. Hashing is a pass of its own, not part of the parse loop: there the
     /// hash's wide loads of the key would wait on the parser's narrow stores into it.
     #[inline]
-    fn advance(&mut self, shard: &mut FlowShard, expired: &mut Vec<FlowRecord>) {
+    fn advance(
+        &mut self,
+        shard: &mut FlowShard,
+        policy: Option<&mut StageClassifier<'_>>,
+        expired: &mut Vec<FlowRecord>,
+    ) {
         let (fresh, held) = self.split();
         let n = fresh.len;
         FlowShard::hash_burst(&fresh.observations[..n], &mut fresh.hashes[..n]);
         let h = held.len;
-        shard.update_interleaved(
+        account(
+            shard,
             &held.observations[..h],
             &held.hashes[..h],
             held.now_ms,
             &fresh.hashes[..n],
+            policy,
             expired,
         );
         held.len = 0;
         self.filling ^= 1;
+    }
+}
+
+/// Accounts a hashed burst into the shard, through the policy stage if there is one (it
+/// decides the packets of flows the cache does not hold; see [`PolicyStage`]).
+#[inline(always)]
+fn account(
+    shard: &mut FlowShard,
+    observations: &[Observation],
+    hashes: &[u64],
+    now_ms: u64,
+    next: &[u64],
+    policy: Option<&mut StageClassifier<'_>>,
+    expired: &mut Vec<FlowRecord>,
+) {
+    match policy {
+        None => shard.update_interleaved(observations, hashes, now_ms, next, expired),
+        Some(classifier) => shard.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            classifier,
+            expired,
+        ),
     }
 }
 
@@ -403,12 +444,15 @@ impl BurstCounters {
 /// What the parse loop shows each frame to, besides the cache. The loop is compiled once
 /// per hook, so [`NoHook`] (no extension attached) costs nothing.
 trait PacketHook {
+    /// Whether the hook looks at packets at all.
+    const ACTIVE: bool = true;
     fn packet(&mut self, packet: &Packet<'_>, key: &FlowKey, meta: PacketMeta, sampled: bool);
 }
 
 struct NoHook;
 
 impl PacketHook for NoHook {
+    const ACTIVE: bool = false;
     #[inline(always)]
     fn packet(&mut self, _: &Packet<'_>, _: &FlowKey, _: PacketMeta, _: bool) {}
 }
@@ -439,30 +483,26 @@ impl PacketHook for ExtensionHook<'_> {
     }
 }
 
-/// How many accounted packets ahead of its lookup the policy loop requests a bucket's
-/// tags, and then the decision's slot (the tags must have arrived to pick the slot).
-const POLICY_TAGS_AHEAD: usize = 16;
-const POLICY_SLOT_AHEAD: usize = 8;
+/// Where each accounted packet of a burst came from, for showing it to extensions after
+/// the policy stage decided its fate: its frame's index and what the parser found.
+struct Origins {
+    frame: [usize; MAX_BURST],
+    meta: [PacketMeta; MAX_BURST],
+}
 
-/// The parse loop with a policy stage, in three passes so that the decision table's memory
-/// latency overlaps work instead of stalling each packet: parse every frame, then hash the
-/// accounted keys, then decide packet by packet (each bucket's tags and then its slot
-/// requested a few packets ahead) and keep what the policies keep.
-/// Frames that belong to no flow are shown to `hook` in the first pass, the others in the
-/// third.
+/// The parse loop of a worker with policies: every accounted packet goes on to the cache,
+/// where the policy stage decides the packets of flows the cache does not hold (so it
+/// does not sample here). Frames that belong to no flow are shown to `hook` here; the
+/// others after accounting, with their fate, from `origins`. Returns how many were
+/// accounted.
 #[inline]
 fn parse_burst_policy<H: PacketHook>(
     packets: &[Packet<'_>],
-    sampler: &mut Sampler,
     observations: &mut [Observation; MAX_BURST],
     counters: &mut BurstCounters,
     hook: &mut H,
-    stage: &mut PolicyStage,
+    origins: &mut Origins,
 ) -> usize {
-    let keep_all = sampler.keeps_all();
-    let mut metas = [PacketMeta::default(); MAX_BURST];
-    let mut origin = [0usize; MAX_BURST];
-    let mut hashes = [0u64; MAX_BURST];
     let mut accounted = 0;
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
     for (index, packet) in packets.iter().enumerate().take(MAX_BURST) {
@@ -490,52 +530,14 @@ fn parse_burst_policy<H: PacketHook>(
             stamp_ms = stamp_us / 1_000;
         }
         observation.timestamp_ms = stamp_ms;
-        metas[accounted] = meta;
-        origin[accounted] = index;
+        if H::ACTIVE {
+            origins.frame[accounted] = index;
+            origins.meta[accounted] = meta;
+        }
         accounted += 1;
     }
-    for j in 0..accounted {
-        hashes[j] = PolicyStage::hash(&observations[j].key);
-        if j < POLICY_TAGS_AHEAD {
-            stage.prefetch_tags(hashes[j]);
-        }
-    }
-    let mut kept = 0;
-    for j in 0..accounted {
-        if j + POLICY_TAGS_AHEAD < accounted {
-            stage.prefetch_tags(hashes[j + POLICY_TAGS_AHEAD]);
-        }
-        if j + POLICY_SLOT_AHEAD < accounted {
-            stage.prefetch_slot(hashes[j + POLICY_SLOT_AHEAD]);
-        }
-        let mut observation = observations[j];
-        let verdict = stage.select_hashed(
-            &mut observation.key,
-            hashes[j],
-            sampler,
-            keep_all,
-            observation.timestamp_ms,
-        );
-        hook.packet(
-            &packets[origin[j]],
-            &observation.key,
-            metas[j],
-            verdict == Verdict::Keep,
-        );
-        match verdict {
-            Verdict::Keep => {
-                observations[kept] = observation;
-                kept += 1;
-            }
-            Verdict::SampledOut => counters.sampled_out += 1,
-            Verdict::Ignored => counters.policy_ignored += 1,
-        }
-    }
     counters.packets += packets.len().min(MAX_BURST) as u64;
-    if keep_all {
-        sampler.kept_all(kept as u64);
-    }
-    kept
+    accounted
 }
 
 /// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
@@ -626,6 +628,10 @@ impl Worker {
             event_queue: None,
             policy: None,
             policy_swap: None,
+            origins: Box::new(Origins {
+                frame: [0; MAX_BURST],
+                meta: [PacketMeta::default(); MAX_BURST],
+            }),
         }
     }
 
@@ -649,6 +655,8 @@ impl Worker {
 
     /// Applies policies to the flows (see [`PolicyStage`]).
     pub fn with_policy(mut self, stage: PolicyStage) -> Self {
+        // The decision of a flow the cache holds is its record's label.
+        self.shard.keep_labels();
         self.policy = Some(Box::new(stage));
         self
     }
@@ -668,6 +676,12 @@ impl Worker {
     }
 
     fn publish_snapshot(&mut self) {
+        if let Some(stage) = self.policy.as_deref_mut() {
+            // Counted by the stage as the cache asked it, folded in here.
+            let (sampled_out, ignored) = stage.take_unaccounted();
+            self.stats.sampled_out += sampled_out;
+            self.stats.policy_ignored += ignored;
+        }
         self.ticks += 1;
         if let Some(shared) = &self.snapshot {
             let snapshot = WorkerSnapshot {
@@ -734,6 +748,7 @@ impl Worker {
             extensions,
             events,
             policy,
+            origins,
             ..
         } = self;
         let clock = config.clock;
@@ -756,33 +771,54 @@ impl Worker {
                 let (fresh, _) = pipeline.split();
                 let observations = &mut fresh.observations;
                 let kept = match (with_extensions, policy.as_deref_mut()) {
-                    (true, stage) => {
+                    (true, Some(stage)) => {
                         let mut hook = ExtensionHook {
                             extensions: &mut *extensions,
                             events: &mut *events,
                         };
-                        match stage {
-                            Some(stage) => parse_burst_policy(
-                                chunk,
-                                sampler,
-                                observations,
-                                &mut counters,
-                                &mut hook,
-                                stage,
-                            ),
-                            None => {
-                                parse_burst(chunk, sampler, observations, &mut counters, &mut hook)
-                            }
+                        let n = parse_burst_policy(
+                            chunk,
+                            observations,
+                            &mut counters,
+                            &mut hook,
+                            origins,
+                        );
+                        // Accounted at once, not held: the extensions see each packet
+                        // with its fate while its frame is still lent.
+                        let hashes = &mut fresh.hashes[..n];
+                        FlowShard::hash_burst(&observations[..n], hashes);
+                        stage.record_verdicts(n);
+                        shard.update_interleaved_classified(
+                            &observations[..n],
+                            hashes,
+                            now,
+                            &[],
+                            &mut stage.classifier(sampler),
+                            pending,
+                        );
+                        stage.stop_recording();
+                        for (j, observation) in observations[..n].iter().enumerate() {
+                            let (verdict, key) =
+                                stage.verdict(j).unwrap_or((Verdict::Keep, observation.key));
+                            hook.packet(
+                                &chunk[origins.frame[j]],
+                                &key,
+                                origins.meta[j],
+                                verdict == Verdict::Keep,
+                            );
                         }
+                        0
                     }
-                    (false, Some(stage)) => parse_burst_policy(
-                        chunk,
-                        sampler,
-                        observations,
-                        &mut counters,
-                        &mut NoHook,
-                        stage,
-                    ),
+                    (true, None) => {
+                        let mut hook = ExtensionHook {
+                            extensions: &mut *extensions,
+                            events: &mut *events,
+                        };
+                        parse_burst(chunk, sampler, observations, &mut counters, &mut hook)
+                    }
+                    (false, Some(_)) => {
+                        parse_burst_policy(chunk, observations, &mut counters, &mut NoHook, origins)
+                    }
                     (false, None) => {
                         parse_burst(chunk, sampler, observations, &mut counters, &mut NoHook)
                     }
@@ -791,7 +827,8 @@ impl Worker {
                 if kept > 0 {
                     fresh.len = kept;
                     fresh.now_ms = now;
-                    pipeline.advance(shard, pending);
+                    let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
+                    pipeline.advance(shard, classifier.as_mut(), pending);
                 }
             }
         })?;
@@ -800,7 +837,7 @@ impl Worker {
         }
         if !matches!(status, BurstStatus::Delivered(n) if n > 0) {
             // Nothing new is coming to push the held burst through: account it now.
-            self.pipeline.drain(&mut self.shard, &mut self.pending);
+            self.drain_pipeline();
         }
         if let Some(progress) = &self.progress {
             progress.store(self.stats.packets, Ordering::Relaxed);
@@ -819,7 +856,7 @@ impl Worker {
         let now = self.now_ms;
         if now != 0 && self.sweep.due(now) {
             // The sweep must see the held packets: one of them may keep a flow alive.
-            self.pipeline.drain(&mut self.shard, &mut self.pending);
+            self.drain_pipeline();
             self.shard.expire(now, &mut self.pending);
         }
         if self.pending.len() >= self.config.batch_records {
@@ -832,10 +869,24 @@ impl Worker {
                 self.ship(self.config.backpressure);
             }
             self.last_tick_ms = now;
-            self.pipeline.drain(&mut self.shard, &mut self.pending);
+            self.drain_pipeline();
             self.publish_snapshot();
         }
         Ok(status)
+    }
+
+    /// Accounts the held burst, if any, now.
+    fn drain_pipeline(&mut self) {
+        let Worker {
+            pipeline,
+            shard,
+            pending,
+            policy,
+            sampler,
+            ..
+        } = self;
+        let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
+        pipeline.drain(shard, classifier.as_mut(), pending);
     }
 
     /// Hands the burst's events to the event output; a full queue drops and counts them.
@@ -938,7 +989,7 @@ impl Worker {
     }
 
     fn finish(mut self, error: Option<String>, source_ended: bool) -> WorkerReport {
-        self.pipeline.drain(&mut self.shard, &mut self.pending);
+        self.drain_pipeline();
         if !self.extensions.is_empty() {
             self.extensions
                 .on_finish(self.now_ms * 1_000, &mut self.events);
