@@ -1444,6 +1444,79 @@ mod tests {
         assert_eq!(old.first_ms, T0 - MAX_TIMEOUT_MS);
     }
 
+    /// Skips ports 0 mod 3, labels ports 1 mod 3 with their port, and moves ports 2 mod 3
+    /// to one aggregate key labelled 99; counts what it is asked.
+    #[derive(Default)]
+    struct ByPort {
+        asked: std::collections::BTreeMap<u16, u32>,
+    }
+
+    impl Classifier for ByPort {
+        fn admit(&mut self, _: usize, obs: &mut Observation) -> Admission {
+            let port = obs.key.src_port;
+            *self.asked.entry(port).or_default() += 1;
+            match port % 3 {
+                0 => Admission::Skip,
+                1 => Admission::Account(u32::from(port)),
+                _ => {
+                    obs.key.src_port = 0;
+                    obs.key._reserved = 1;
+                    Admission::Account(99)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_classifier_is_asked_only_for_flows_the_shard_does_not_hold() {
+        let config = CacheConfig {
+            inactive_timeout_ms: 1_000,
+            ..CacheConfig::default()
+        };
+        let mut s = FlowShard::new(&config, SamplingInfo::default());
+        s.keep_labels();
+        let mut classifier = ByPort::default();
+        let mut out = Vec::new();
+        // Ports 1..=6, four packets each, in two bursts; then port 1 again after idling.
+        let burst: Vec<Observation> = (0..4)
+            .flat_map(|_| (1..=6).map(|p| observation(p, T0, 100)))
+            .collect();
+        for half in burst.chunks(12) {
+            let mut hashes = vec![0; half.len()];
+            FlowShard::hash_burst(half, &mut hashes);
+            s.update_interleaved_classified(half, &hashes, T0, &[], &mut classifier, &mut out);
+        }
+        let late = [observation(1, T0 + 5_000, 100)];
+        let mut hash = [0];
+        FlowShard::hash_burst(&late, &mut hash);
+        s.update_interleaved_classified(&late, &hash, T0 + 5_000, &[], &mut classifier, &mut out);
+        s.flush(&mut out);
+        // Held flows (1 and 4) were asked once per record; the others every packet.
+        let asked: Vec<(u16, u32)> = classifier.asked.into_iter().collect();
+        assert_eq!(asked, [(1, 2), (2, 4), (3, 4), (4, 1), (5, 4), (6, 4)]);
+        let mut records: Vec<(u16, u8, u64, u32, EndReason)> = out
+            .iter()
+            .map(|r| {
+                let k = r.key;
+                (k.src_port, k._reserved, r.packets, r.label, r.end_reason)
+            })
+            .collect();
+        records.sort_unstable_by_key(|r| (r.0, r.2));
+        assert_eq!(
+            records,
+            [
+                (0, 1, 8, 99, EndReason::Forced),
+                (1, 0, 1, 1, EndReason::Forced),
+                (1, 0, 4, 1, EndReason::Idle),
+                (4, 0, 4, 4, EndReason::Forced),
+            ]
+        );
+        // Skipped packets are not accounted.
+        assert_eq!(s.stats().packets, 17);
+        assert_eq!(s.stats().octets, 1_700);
+        assert_eq!(s.stats().flows_created, 4);
+    }
+
     #[test]
     fn flush_some_hands_out_the_table_in_pieces() {
         let mut s = FlowShard::new(

@@ -1331,6 +1331,252 @@ mod tests {
         }
     }
 
+    /// Counts the packets it is shown by fate, and those shown under a reduced key.
+    #[derive(Debug, Default)]
+    struct Fates {
+        stats: FateStats,
+    }
+
+    flowcache::counters! {
+        #[derive(Clone, Copy, Debug, Default)]
+        struct FateStats {
+            kept: u64 = Spec::counter("kept", "kept", "Packets shown as accounted."),
+            dropped: u64 = Spec::counter("dropped", "dropped", "Packets shown as not accounted."),
+            reduced: u64 = Spec::counter("reduced", "reduced", "Packets shown under a reduced key."),
+        }
+    }
+
+    impl crate::ext::Extension for Fates {
+        fn name(&self) -> &'static str {
+            "fates"
+        }
+        fn interest(&self) -> Interest {
+            Interest::UDP
+        }
+        fn on_packet(&mut self, packet: &PacketView<'_>, _: &mut crate::ext::ExtOutput<'_>) {
+            self.stats.kept += u64::from(packet.sampled);
+            self.stats.dropped += u64::from(!packet.sampled);
+            self.stats.reduced += u64::from(packet.sampled && packet.key.src_addr[..4] == [0; 4]);
+        }
+        fn counters(&self, out: &mut Vec<ExtCounter>) {
+            out.extend(self.stats.series());
+        }
+    }
+
+    fn udp_to(src: [u8; 4], src_port: u16, dst_port: u16) -> Vec<u8> {
+        let mut frame = Vec::new();
+        eth_ipv4_udp(
+            &mut frame,
+            SocketAddrV4::new(src.into(), src_port),
+            SocketAddrV4::new([10, 0, 0, 2].into(), dst_port),
+            &FrameOptions::default(),
+        );
+        frame
+    }
+
+    /// Ignore, sample packet by packet, reduce the key, meter as is: the records and
+    /// counts each policy must give, with and without an extension watching, against
+    /// what the rules say of the trace.
+    #[test]
+    fn each_policy_applies_with_its_decision_kept_in_the_cache_or_the_stage() {
+        use crate::policy::{Action, KeyMode, Match, Meter, RuleSet};
+        let to_port = |port: &str| Match {
+            dst_port: vec![port.parse().unwrap()],
+            ..Match::default()
+        };
+        let meter = |key, sampling, tag| {
+            Action::Meter(Meter {
+                key,
+                sampling,
+                tag: Some(tag),
+                ..Meter::default()
+            })
+        };
+        let rules = Arc::new(RuleSet::new(vec![
+            policy("skip", to_port("9"), Action::Ignore),
+            policy(
+                "half",
+                to_port("7"),
+                meter(KeyMode::FiveTuple, Some(SamplerSpec::Deterministic(2)), 2),
+            ),
+            policy("ports", to_port("5"), meter(KeyMode::ProtocolPort, None, 3)),
+            policy("rest", Match::default(), meter(KeyMode::FiveTuple, None, 4)),
+        ]));
+        // Round-robin, one packet a millisecond: 6 ignored, 10 sampled 1 in 2, 3 + 3 from
+        // two hosts under one protocol-port key, 4 metered as they are.
+        let flows: [([u8; 4], u16, u16, usize); 5] = [
+            ([10, 0, 0, 1], 1000, 9, 6),
+            ([10, 0, 0, 1], 1001, 7, 10),
+            ([10, 0, 0, 1], 1002, 5, 3),
+            ([10, 0, 0, 3], 1002, 5, 3),
+            ([10, 0, 0, 1], 1003, 80, 4),
+        ];
+        let t0_us = 1_700_000_000_000_000u64;
+        let mut frames = Vec::new();
+        for round in 0..10 {
+            for &(src, sport, dport, count) in &flows {
+                if round < count {
+                    let us = t0_us + frames.len() as u64 * 1_000;
+                    frames.push((us, udp_to(src, sport, dport)));
+                }
+            }
+        }
+        let total = frames.len() as u64;
+        for watched in [false, true] {
+            let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+            let (_recycle, recycled) = crossbeam_channel::unbounded();
+            let (events, _events) = crossbeam_channel::unbounded();
+            let config = WorkerConfig::new(
+                0,
+                CacheConfig::default(),
+                Clock::Packet,
+                Backpressure::Block,
+            );
+            let mut worker = Worker::new(
+                config,
+                Box::new(Frames {
+                    frames: frames.clone(),
+                    next: 0,
+                }),
+                Sampler::new(SamplerSpec::None),
+                to_exporter,
+                recycled,
+            )
+            .with_policy(PolicyStage::new(rules.clone(), 1 << 12, 15_000));
+            if watched {
+                worker = worker
+                    .with_extensions(Extensions::new(vec![Box::new(Fates::default())]), events);
+            }
+            let report = worker.run(&AtomicBool::new(false));
+            let mut records: Vec<(String, u16, u16, u64, String, Option<u32>, u32)> = from_worker
+                .try_iter()
+                .filter_map(|m| match m {
+                    ToExporter::Records(batch) => Some(batch.records),
+                    _ => None,
+                })
+                .flatten()
+                .map(|r| {
+                    let mark = r.extras.as_ref().and_then(|e| e.policy.clone()).unwrap();
+                    assert_eq!(r.key._reserved, 0, "{r:?}");
+                    (
+                        r.key.src_ip().to_string(),
+                        r.key.src_port,
+                        r.key.dst_port,
+                        r.packets,
+                        mark.name.to_string(),
+                        mark.tag,
+                        r.sampling.interval,
+                    )
+                })
+                .collect();
+            records.sort();
+            let row = |src: &str, sport, dport, packets, name: &str, tag, interval| {
+                (
+                    src.to_string(),
+                    sport,
+                    dport,
+                    packets,
+                    name.to_string(),
+                    Some(tag),
+                    interval,
+                )
+            };
+            assert_eq!(
+                records,
+                [
+                    row("0.0.0.0", 1002, 5, 6, "ports", 3, 1),
+                    row("10.0.0.1", 1001, 7, 5, "half", 2, 2),
+                    row("10.0.0.1", 1003, 80, 4, "rest", 4, 1),
+                ],
+                "watched: {watched}"
+            );
+            assert_eq!(report.worker.policy_ignored, 6);
+            assert_eq!(report.worker.sampled_out, 5);
+            assert_eq!(report.cache.packets, 15);
+            assert_eq!(report.worker.packets, total);
+            let policy = &report
+                .extensions
+                .iter()
+                .find(|(n, _)| *n == "policy")
+                .unwrap()
+                .1;
+            let get = |counters: &[ExtCounter], name: &str| {
+                counters
+                    .iter()
+                    .find(|c| c.spec.family == name)
+                    .unwrap()
+                    .value
+            };
+            // One classification per flow: the cache holds the metered one, the stage the rest.
+            assert_eq!(get(policy, "classified_flows"), 5);
+            if watched {
+                let fates = &report
+                    .extensions
+                    .iter()
+                    .find(|(n, _)| *n == "fates")
+                    .unwrap()
+                    .1;
+                assert_eq!(get(fates, "kept"), 15);
+                assert_eq!(get(fates, "dropped"), 11);
+                assert_eq!(get(fates, "reduced"), 6);
+            }
+        }
+    }
+
+    #[test]
+    fn a_metered_flow_keeps_its_rule_across_a_reload_and_a_new_record_takes_the_new_one() {
+        use crate::policy::{Action, Match, Meter, RuleSet};
+        let tagged = |tag| {
+            Arc::new(RuleSet::new(vec![policy(
+                "all",
+                Match::default(),
+                Action::Meter(Meter {
+                    tag: Some(tag),
+                    ..Meter::default()
+                }),
+            )]))
+        };
+        let t0_us = 1_700_000_000_000_000u64;
+        // A flow before and after the reload; after its idle timeout (1 s) once more.
+        let frames = vec![
+            (t0_us, udp_frame(1000)),
+            (t0_us + 1_000, udp_frame(1000)),
+            (t0_us + 5_000_000, udp_frame(1000)),
+        ];
+        let swap = Arc::new(PolicySwap::new(tagged(1)));
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        let cache = CacheConfig {
+            inactive_timeout_ms: 1_000,
+            ..CacheConfig::default()
+        };
+        let config = WorkerConfig::new(0, cache, Clock::Packet, Backpressure::Block);
+        let mut worker = Worker::new(
+            config,
+            Box::new(Frames { frames, next: 0 }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        )
+        .with_policy(PolicyStage::new(swap.rules(), 1 << 12, 1_000))
+        .with_policy_swap(swap.clone());
+        assert_eq!(worker.poll_once().unwrap(), BurstStatus::Delivered(1));
+        swap.publish(tagged(2));
+        while worker.poll_once().unwrap() != BurstStatus::Ended {}
+        worker.finish(None, true);
+        let mut records: Vec<(u64, Option<u32>)> = from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| (r.packets, r.extras.unwrap().policy.unwrap().tag))
+            .collect();
+        records.sort();
+        assert_eq!(records, [(1, Some(2)), (2, Some(1))]);
+    }
+
     #[test]
     fn a_reload_applies_to_new_flows_and_cached_flows_keep_their_decision() {
         use crate::policy::{Action, Match, Meter, RuleSet};
