@@ -140,6 +140,10 @@ pub enum Admission {
 /// marked in [`FlowKey::_reserved`], say): the shard counts a packet whose key it holds
 /// without asking, so a raw key that found a rewritten flow would bypass the decision.
 pub trait Classifier {
+    /// True for a classifier that never skips a packet nor changes its key (it only
+    /// labels records): the shard then leaves the checks for those out of its code.
+    const ONLY_LABELS: bool = false;
+
     /// `index` is the observation's position in the slice being accounted; the
     /// observation may be changed (its key, to account it under another).
     fn admit(&mut self, index: usize, obs: &mut Observation) -> Admission;
@@ -149,6 +153,8 @@ pub trait Classifier {
 struct Unclassified;
 
 impl Classifier for Unclassified {
+    const ONLY_LABELS: bool = true;
+
     #[inline(always)]
     fn admit(&mut self, _: usize, _: &mut Observation) -> Admission {
         Admission::Account(0)
@@ -159,6 +165,8 @@ impl Classifier for Unclassified {
 struct Decided(u32);
 
 impl Classifier for Decided {
+    const ONLY_LABELS: bool = true;
+
     #[inline(always)]
     fn admit(&mut self, _: usize, _: &mut Observation) -> Admission {
         Admission::Account(self.0)
@@ -984,16 +992,19 @@ impl FlowShard {
             ..*obs
         };
         let label = match classifier.admit(index, &mut decided) {
+            Admission::Account(label) if C::ONLY_LABELS => label,
             Admission::Skip => {
                 self.uncount(obs);
                 return;
             }
-            Admission::Account(label) => label,
+            Admission::Account(label) => {
+                if !keys_equal(&decided.key, &obs.key) {
+                    self.update_rewritten::<B>(index, &decided, now_ms, label, expired);
+                    return;
+                }
+                label
+            }
         };
-        if !keys_equal(&decided.key, &obs.key) {
-            self.update_rewritten::<B>(index, &decided, now_ms, label, expired);
-            return;
-        }
         self.stats.flows_created += 1;
         if ends_flow {
             // A one-packet flow that ends at once needs no slot and so evicts nothing.
@@ -1091,7 +1102,7 @@ impl FlowShard {
             ..*obs
         };
         match classifier.admit(index, &mut decided) {
-            Admission::Account(label) if keys_equal(&decided.key, &obs.key) => {
+            Admission::Account(label) if C::ONLY_LABELS || keys_equal(&decided.key, &obs.key) => {
                 self.entries[slot] = Entry::start(obs, time);
                 self.set_label(slot, label);
                 self.stats.flows_created += 1;
