@@ -144,9 +144,16 @@ pub trait Classifier {
     /// labels records): the shard then leaves the checks for those out of its code.
     const ONLY_LABELS: bool = false;
 
-    /// `index` is the observation's position in the slice being accounted; the
-    /// observation may be changed (its key, to account it under another).
-    fn admit(&mut self, index: usize, obs: &mut Observation) -> Admission;
+    /// `index` is the observation's position in the slice being accounted, `hash` its
+    /// key's hash as the shard was given it (the same key always comes with the same
+    /// hash: the classifier may file its own decisions by it); the observation may be
+    /// changed (its key, to account it under another).
+    fn admit(&mut self, index: usize, obs: &mut Observation, hash: u64) -> Admission;
+
+    /// A hint a few packets ahead: a packet with this hash will likely be asked about
+    /// (its bucket holds no entry with its tag), so what `admit` reads can start loading.
+    #[inline(always)]
+    fn prefetch(&mut self, _hash: u64) {}
 }
 
 /// Every packet accounted under its own key, unlabelled: the shard without policies.
@@ -156,7 +163,7 @@ impl Classifier for Unclassified {
     const ONLY_LABELS: bool = true;
 
     #[inline(always)]
-    fn admit(&mut self, _: usize, _: &mut Observation) -> Admission {
+    fn admit(&mut self, _: usize, _: &mut Observation, _: u64) -> Admission {
         Admission::Account(0)
     }
 }
@@ -168,7 +175,7 @@ impl Classifier for Decided {
     const ONLY_LABELS: bool = true;
 
     #[inline(always)]
-    fn admit(&mut self, _: usize, _: &mut Observation) -> Admission {
+    fn admit(&mut self, _: usize, _: &mut Observation, _: u64) -> Admission {
         Admission::Account(self.0)
     }
 }
@@ -563,8 +570,11 @@ impl FlowShard {
             if let Some(&hash) = next.get(i) {
                 self.prefetch_header_in::<B>(hash);
             }
-            if let Some(&hash) = hashes.get(i + PREFETCH_DISTANCE) {
-                self.prefetch_entry::<B>(hash);
+            if let Some(&hash) = hashes.get(i + PREFETCH_DISTANCE)
+                && !self.prefetch_entry::<B>(hash)
+                && !C::ONLY_LABELS
+            {
+                classifier.prefetch(hash);
             }
             if i < n {
                 let (obs, hash) = (&observations[i], hashes[i]);
@@ -574,25 +584,30 @@ impl FlowShard {
             }
         }
         for &hash in next.iter().take(PREFETCH_DISTANCE) {
-            self.prefetch_entry::<B>(hash);
+            if !self.prefetch_entry::<B>(hash) && !C::ONLY_LABELS {
+                classifier.prefetch(hash);
+            }
         }
     }
 
     /// Starts loading the entry `hash` will likely use (its key's, or the free slot it
     /// would take): reads the bucket's header, so that should be on its way already.
+    /// Says whether the bucket holds the hash's tag (false: likely a flow it does not hold).
     #[inline(always)]
-    fn prefetch_entry<const B: usize>(&self, hash: u64) {
+    fn prefetch_entry<const B: usize>(&self, hash: u64) -> bool {
         let bucket = self.bucket_of(hash);
         let (tags, _) = self.header::<B>(bucket);
         // The flow's own slot if its tag is there (the common case), else a free one.
         let mut candidates = mask_of(tags, tag_of(hash));
-        if candidates == 0 {
+        let held = candidates != 0;
+        if !held {
             candidates = mask_of(tags, 0);
         }
         if candidates != 0 {
             let slot = bucket * B + candidates.trailing_zeros() as usize;
             prefetch_read(&self.entries[slot]);
         }
+        held
     }
 
     /// Second step: with the headers loaded (or on their way), starts loading the entry
@@ -645,7 +660,7 @@ impl FlowShard {
     #[cfg(feature = "bench-variants")]
     fn prefetch_entries_in<const B: usize>(&self, hashes: &[u64]) {
         for &hash in hashes {
-            self.prefetch_entry::<B>(hash);
+            let _ = self.prefetch_entry::<B>(hash);
         }
     }
 
@@ -981,7 +996,9 @@ impl FlowShard {
         while matches != 0 {
             let slot = base + matches.trailing_zeros() as usize;
             if keys_equal(&self.entries[slot].key, &obs.key) {
-                self.update_found::<B, C>(slot, index, obs, time, ends_flow, classifier, expired);
+                self.update_found::<B, C>(
+                    slot, index, obs, hash, time, ends_flow, classifier, expired,
+                );
                 return;
             }
             matches &= matches - 1;
@@ -991,7 +1008,7 @@ impl FlowShard {
             timestamp_ms: time,
             ..*obs
         };
-        let label = match classifier.admit(index, &mut decided) {
+        let label = match classifier.admit(index, &mut decided, hash) {
             Admission::Account(label) if C::ONLY_LABELS => label,
             Admission::Skip => {
                 self.uncount(obs);
@@ -1038,6 +1055,7 @@ impl FlowShard {
         slot: usize,
         index: usize,
         obs: &Observation,
+        hash: u64,
         time: u64,
         ends_flow: bool,
         classifier: &mut C,
@@ -1051,7 +1069,7 @@ impl FlowShard {
         let octets = entry.octets() + u64::from(obs.octets);
         if time >= deadline || entry.packets == u32::MAX || octets > MAX_OCTETS {
             // Due, or a counter would overflow: `restart` tells which.
-            if !self.restart::<B, C>(slot, index, obs, time, classifier, expired) {
+            if !self.restart::<B, C>(slot, index, obs, hash, time, classifier, expired) {
                 // The classifier skipped the packet or moved it to another key.
                 return;
             }
@@ -1080,11 +1098,13 @@ impl FlowShard {
     /// new record is in `slot`; false if the classifier skipped the packet or moved it to
     /// another key (accounted there; `slot` is free).
     #[cold]
+    #[allow(clippy::too_many_arguments)]
     fn restart<const B: usize, C: Classifier>(
         &mut self,
         slot: usize,
         index: usize,
         obs: &Observation,
+        hash: u64,
         time: u64,
         classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
@@ -1101,7 +1121,7 @@ impl FlowShard {
             timestamp_ms: time,
             ..*obs
         };
-        match classifier.admit(index, &mut decided) {
+        match classifier.admit(index, &mut decided, hash) {
             Admission::Account(label) if C::ONLY_LABELS || keys_equal(&decided.key, &obs.key) => {
                 self.entries[slot] = Entry::start(obs, time);
                 self.set_label(slot, label);
@@ -1463,7 +1483,7 @@ mod tests {
     }
 
     impl Classifier for ByPort {
-        fn admit(&mut self, _: usize, obs: &mut Observation) -> Admission {
+        fn admit(&mut self, _: usize, obs: &mut Observation, _: u64) -> Admission {
             let port = obs.key.src_port;
             *self.asked.entry(port).or_default() += 1;
             match port % 3 {

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 
 use flowcache::{
     Admission, Classifier, FlowKey, FlowRecord, Observation, PolicyMark, RecordExtras, Sampler,
-    SamplerSpec, advise_huge_pages, flow_hash, keys_equal,
+    SamplerSpec, advise_huge_pages, keys_equal, prefetch_read,
 };
 
 use flowcache::counters::{CounterSet, Spec};
@@ -355,11 +355,11 @@ impl PolicyStage {
     fn decide(
         &mut self,
         key: &mut FlowKey,
+        hash: u64,
         now_ms: u64,
         worker_sampler: &mut Sampler,
     ) -> (Verdict, u32) {
         let now = now_ms as u32;
-        let hash = flow_hash(key);
         let idle = self.idle_ms;
         let kept = self.find(key, hash).filter(|&i| {
             let slot = &self.slots[i];
@@ -531,10 +531,25 @@ pub struct StageClassifier<'a> {
 }
 
 impl Classifier for StageClassifier<'_> {
+    /// The decision's slot, if its tag is there (a first packet's classification needs
+    /// no slot).
     #[inline]
-    fn admit(&mut self, index: usize, obs: &mut Observation) -> Admission {
+    fn prefetch(&mut self, hash: u64) {
+        let stage = &*self.stage;
+        let base = stage.bucket(hash);
+        let tag = PolicyStage::tag(hash);
+        if let Some(i) = stage.tags[base..base + BUCKET]
+            .iter()
+            .position(|&t| t == tag)
+        {
+            prefetch_read(&stage.slots[base + i]);
+        }
+    }
+
+    #[inline]
+    fn admit(&mut self, index: usize, obs: &mut Observation, hash: u64) -> Admission {
         let stage = &mut *self.stage;
-        let (verdict, label) = stage.decide(&mut obs.key, obs.timestamp_ms, self.sampler);
+        let (verdict, label) = stage.decide(&mut obs.key, hash, obs.timestamp_ms, self.sampler);
         if stage.recording
             && let Some(seen) = stage.verdicts.get_mut(index)
         {

@@ -1422,6 +1422,8 @@ mod tests {
             }
         }
         let total = frames.len() as u64;
+        // Source, its port, destination port, packets, rule, tag, sampling interval.
+        type Row = (String, u16, u16, u64, String, Option<u32>, u32);
         for watched in [false, true] {
             let (to_exporter, from_worker) = crossbeam_channel::unbounded();
             let (_recycle, recycled) = crossbeam_channel::unbounded();
@@ -1448,7 +1450,7 @@ mod tests {
                     .with_extensions(Extensions::new(vec![Box::new(Fates::default())]), events);
             }
             let report = worker.run(&AtomicBool::new(false));
-            let mut records: Vec<(String, u16, u16, u64, String, Option<u32>, u32)> = from_worker
+            let mut records: Vec<Row> = from_worker
                 .try_iter()
                 .filter_map(|m| match m {
                     ToExporter::Records(batch) => Some(batch.records),
