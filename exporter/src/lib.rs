@@ -13,6 +13,7 @@ pub use ie::ExtraSections;
 pub mod json;
 mod session;
 pub mod transport;
+mod wire;
 
 pub use collector::{
     Collector, CollectorConfig, CollectorCounters, ParseTransportError, TransportKind,

@@ -17,6 +17,10 @@ use std::str::FromStr;
 use flowcache::{AggregateRecord, FlowRecord, SamplingAlgorithm, SamplingInfo};
 
 use crate::ie::{self, Ie, OptionsTemplate, TemplateSet, id, record_len};
+use crate::wire::{
+    IPFIX_HEADER_LEN, IpfixHeader, SET_HEADER_LEN, SetHeader, V5_HEADER_LEN, V5Header, V5Start,
+    V9_HEADER_LEN, V9Header,
+};
 
 /// Largest export message: the largest UDP payload over IPv4 (65535 - 20 - 8).
 pub const MAX_MTU: usize = 65_507;
@@ -31,12 +35,8 @@ pub const DEFAULT_TEMPLATE_REFRESH_MS: u64 = 30_000;
 /// Default template refresh by count: every this many datagrams without templates.
 pub const DEFAULT_TEMPLATE_REFRESH_DATAGRAMS: u32 = 100;
 
-pub(crate) const V5_HEADER_LEN: usize = 24;
 pub(crate) const V5_RECORD_LEN: usize = 48;
 pub(crate) const V5_MAX_RECORDS: usize = 30;
-pub(crate) const V9_HEADER_LEN: usize = 20;
-pub(crate) const IPFIX_HEADER_LEN: usize = 16;
-const SET_HEADER_LEN: usize = 4;
 
 /// Export protocol of one collector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -583,12 +583,11 @@ impl ExportSession {
         self.open_set = None;
         self.message_open = true;
         if self.is_ipfix() {
-            // version, length (patched), export time, sequence (patched), domain
-            put_u16(&mut self.buf, 10);
-            put_u16(&mut self.buf, 0);
-            put_u32(&mut self.buf, (now_ms / 1000) as u32);
-            put_u32(&mut self.buf, 0);
-            put_u32(&mut self.buf, self.config.observation_domain_id);
+            IpfixHeader::append(
+                &mut self.buf,
+                (now_ms / 1000) as u32,
+                self.config.observation_domain_id,
+            );
         } else {
             // The header has whole seconds only, and collectors place records at
             // unix_secs - sysUptime + FIRST_SWITCHED: so sysUptime is the uptime at exactly
@@ -596,13 +595,12 @@ impl ExportSession {
             // up, so no record is later than the header (collectors subtract unsigned).
             let secs = now_ms.div_ceil(1000);
             let uptime = (secs * 1000).saturating_sub(self.boot_ms) as u32;
-            // version, count (patched), sysUptime, unix secs, sequence (patched), source id
-            put_u16(&mut self.buf, 9);
-            put_u16(&mut self.buf, 0);
-            put_u32(&mut self.buf, uptime);
-            put_u32(&mut self.buf, secs as u32);
-            put_u32(&mut self.buf, 0);
-            put_u32(&mut self.buf, self.config.observation_domain_id);
+            V9Header::append(
+                &mut self.buf,
+                uptime,
+                secs as u32,
+                self.config.observation_domain_id,
+            );
         }
         if self.templates_due(now_ms) {
             self.write_template_bundle(now_ms);
@@ -709,8 +707,7 @@ impl ExportSession {
             id,
             start: self.buf.len(),
         });
-        put_u16(&mut self.buf, id);
-        put_u16(&mut self.buf, 0);
+        SetHeader::append(&mut self.buf, id);
     }
 
     fn close_set(&mut self) {
@@ -721,7 +718,7 @@ impl ExportSession {
         let padding = self.set_padding(self.buf.len() - set.start);
         self.buf.resize(self.buf.len() + padding, 0);
         let len = (self.buf.len() - set.start) as u16;
-        self.buf[set.start + 2..set.start + 4].copy_from_slice(&len.to_be_bytes());
+        SetHeader::new(&mut self.buf[set.start..]).set_length(len);
     }
 
     /// Makes room for one record of `len` bytes in set `set_id`, finishing the message and
@@ -776,18 +773,20 @@ impl ExportSession {
         let m = self.message;
         if self.is_ipfix() {
             let len = self.buf.len() as u16;
-            self.buf[2..4].copy_from_slice(&len.to_be_bytes());
             // RFC 7011 §3.1: data records sent before this message, modulo 2^32; template
             // records do not count, options data records do.
             let sequence = self.counters.data_records() as u32;
-            self.buf[8..12].copy_from_slice(&sequence.to_be_bytes());
+            let mut header = IpfixHeader::new(&mut self.buf[..]);
+            header.set_length(len);
+            header.set_sequence(sequence);
         } else {
             // RFC 3954 §5.1: count is every record in the packet, templates included;
             // sequence counts export packets sent before this one.
             let count = (m.data + m.aggregates + m.options + m.templates) as u16;
-            self.buf[2..4].copy_from_slice(&count.to_be_bytes());
             let sequence = self.counters.datagrams as u32;
-            self.buf[12..16].copy_from_slice(&sequence.to_be_bytes());
+            let mut header = V9Header::new(&mut self.buf[..]);
+            header.set_count(count);
+            header.set_sequence(sequence);
         }
         self.counters.flow_records += u64::from(m.data);
         self.counters.aggregate_records += u64::from(m.aggregates);
@@ -978,19 +977,21 @@ impl ExportSession {
         self.message_open = true;
         self.v5_sampling = sampling;
         let uptime = self.uptime_for_header(now_ms);
-        put_u16(&mut self.buf, 5);
-        put_u16(&mut self.buf, 0); // count, patched
-        put_u32(&mut self.buf, uptime);
-        put_u32(&mut self.buf, (now_ms / 1000) as u32);
-        put_u32(&mut self.buf, ((now_ms % 1000) * 1_000_000) as u32);
-        put_u32(&mut self.buf, 0); // flow sequence, patched
-        self.buf.push(self.config.engine_type);
-        self.buf.push(self.config.engine_id);
         let sampling_field = v5_sampling_field(sampling);
         if sampling_field != 0 && sampling.interval > 0x3fff {
             self.counters.clamped_fields += 1;
         }
-        put_u16(&mut self.buf, sampling_field);
+        V5Header::append(
+            &mut self.buf,
+            V5Start {
+                sys_uptime_ms: uptime,
+                unix_secs: (now_ms / 1000) as u32,
+                unix_nsecs: ((now_ms % 1000) * 1_000_000) as u32,
+                engine_type: self.config.engine_type,
+                engine_id: self.config.engine_id,
+                sampling: sampling_field,
+            },
+        );
     }
 
     fn write_v5_record(&mut self, r: &FlowRecord) {
@@ -1035,10 +1036,11 @@ impl ExportSession {
         }
         self.message_open = false;
         let count = self.message.data;
-        self.buf[2..4].copy_from_slice(&(count as u16).to_be_bytes());
         // Flow sequence: flows sent before this datagram's first.
         let sequence = self.counters.flow_records as u32;
-        self.buf[16..20].copy_from_slice(&sequence.to_be_bytes());
+        let mut header = V5Header::new(&mut self.buf[..]);
+        header.set_count(count as u16);
+        header.set_flow_sequence(sequence);
         self.counters.flow_records += u64::from(count);
         self.emit_buffer(count, 0, 0, true, emit);
     }

@@ -13,8 +13,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::dpdk::{DpdkError, Eal, MbufBatch, Mempool, Port, RxQueue, RxTimestamp, TscClock};
+use crate::dpdk::{
+    DpdkError, Eal, MbufBatch, Mempool, Port, PortStats, RxQueue, RxTimestamp, TscClock,
+};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
+
+// A DPDK burst must fit the worker's: the source hands an rx burst over whole.
+const _: () = assert!(crate::dpdk::BURST <= MAX_BURST);
+
+impl From<DpdkError> for SourceError {
+    fn from(e: DpdkError) -> Self {
+        SourceError::new(e.to_string())
+    }
+}
+
+impl From<PortStats> for SourceStats {
+    fn from(port: PortStats) -> Self {
+        SourceStats {
+            rx_packets: port.packets,
+            rx_bytes: port.bytes,
+            rx_missed: port.missed,
+            rx_errors: port.errors,
+            rx_nombuf: port.nombuf,
+        }
+    }
+}
 
 /// Builds EAL arguments so callers do not hand-craft them.
 ///
@@ -274,7 +297,7 @@ impl DpdkPortConfig {
             rx_descriptors: 1024,
             mempool_size: Self::DEFAULT_MEMPOOL_SIZE,
             mempool_cache: 256,
-            data_room: dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+            data_room: crate::dpdk::mempool::DEFAULT_DATA_ROOM,
             rss: true,
             expected_packets: None,
             stall_timeout: Duration::from_secs(5),
@@ -498,7 +521,7 @@ impl DpdkSource {
 
     /// The whole port's device counters (all queues).
     pub fn port_stats(&self) -> Result<SourceStats, SourceError> {
-        Ok(self.queue.port_stats()?)
+        Ok(self.queue.port_stats()?.into())
     }
 
     /// Empty poll of a replay: end when done, fail when stalled.
@@ -516,7 +539,7 @@ impl DpdkSource {
             Some(at) if total == self.progress_seen => {
                 if now.duration_since(at) >= self.stall_timeout {
                     self.ended = true;
-                    let nombuf = self.queue.port_stats().map_or(0, |s| s.rx_nombuf);
+                    let nombuf = self.queue.port_stats().map_or(0, |s| s.nombuf);
                     return Err(SourceError::new(format!(
                         "DPDK port {} delivered {total} of {} expected packets, then nothing \
                          for {:.1} s (mbuf allocation failures: {nombuf}); the packet count \
@@ -627,9 +650,9 @@ impl PacketSource for DpdkSource {
         if self.reports_port_counters
             && let Ok(port) = self.queue.port_stats()
         {
-            stats.rx_missed = port.rx_missed;
-            stats.rx_errors = port.rx_errors;
-            stats.rx_nombuf = port.rx_nombuf;
+            stats.rx_missed = port.missed;
+            stats.rx_errors = port.errors;
+            stats.rx_nombuf = port.nombuf;
         }
         stats
     }

@@ -1,6 +1,7 @@
 //! tapflow's data plane. See README.md.
+#![forbid(unsafe_code)]
 #[cfg(feature = "dpdk")]
-pub mod dpdk;
+pub use dpdk;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_source;
 pub mod event_output;
