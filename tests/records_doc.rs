@@ -33,6 +33,7 @@ fn every_emitted_field_is_documented_and_every_documented_one_emitted() {
         ..TcpDirectionKpis::default()
     };
     let record = FlowRecord {
+        label: 0,
         extras: Some(Box::new(RecordExtras {
             reverse: Some(ReverseCounters::default()),
             tcp: Some(TcpKpis {

@@ -1539,17 +1539,15 @@ mod tests {
             octets: 60,
             first_ms: 1_700_000_000_000,
             last_ms: 1_700_000_000_000,
-            tcp_flags: 0,
             min_ttl: 64,
             max_ttl: 64,
-            end_reason: flowcache::EndReason::Idle,
-            sampling: SamplingInfo::default(),
             extras: dns.map(|dns| {
                 Box::new(flowcache::RecordExtras {
                     dns: Some(dns),
                     ..Default::default()
                 })
             }),
+            ..FlowRecord::default()
         }
     }
 

@@ -29,6 +29,7 @@ fn record(sampling: SamplingInfo) -> FlowRecord {
         max_ttl: 64,
         end_reason: EndReason::EndOfFlow,
         sampling,
+        label: 0,
         extras: None,
     }
 }

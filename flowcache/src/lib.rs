@@ -22,4 +22,6 @@ pub use record::{
     AggregateRecord, EndReason, FlowKey, FlowRecord, Observation, SamplingAlgorithm, SamplingInfo,
 };
 pub use sampler::{DEFAULT_RANDOM_SEED, Sampler, SamplerSpec, SamplerSpecError};
-pub use shard::{CacheStats, ENTRY_BYTES, FlowShard, HINT_TRUST_MS, MAX_TIMEOUT_MS};
+pub use shard::{
+    Admission, CacheStats, Classifier, ENTRY_BYTES, FlowShard, HINT_TRUST_MS, MAX_TIMEOUT_MS,
+};

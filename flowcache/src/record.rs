@@ -162,6 +162,9 @@ pub struct FlowRecord {
     pub max_ttl: u8,
     pub end_reason: EndReason,
     pub sampling: SamplingInfo,
+    /// The label a [`Classifier`](crate::Classifier) gave the record's first packet; 0
+    /// when the shard keeps no labels ([`FlowShard::keep_labels`](crate::FlowShard::keep_labels)).
+    pub label: u32,
     /// Fields that extensions attached (biflow, KPIs, DNS, policy); `None` without any.
     pub extras: Option<Box<RecordExtras>>,
 }

@@ -13,7 +13,14 @@
 //!   burst is hashed as it arrives and accounted while the next one's bucket headers load,
 //!   each entry requested a few packets before its update, so the table's memory latency
 //!   overlaps the worker's receive and parse;
-//! - [`FlowShard::update_burst_hashed`]: a burst with the caller's hashes (a NIC's RSS).
+//! - [`FlowShard::update_burst_hashed`]: a burst with the caller's hashes (a NIC's RSS);
+//! - [`FlowShard::update_interleaved_classified`]: the worker's way with policies. A
+//!   packet of a flow the shard holds is counted as above and asks nothing more; only a
+//!   packet whose key the shard does not hold goes to the caller's [`Classifier`], which
+//!   may skip it, or have it accounted under a key of its choosing with a label that the
+//!   record carries out ([`FlowRecord::label`], kept per slot beside the entries after
+//!   [`FlowShard::keep_labels`]). So the cache lookup is the decision lookup: a decision
+//!   costs a known flow's packet nothing.
 //!
 //! Step-by-step variants that benchmarks compare (`update_burst`, `prepare_burst`,
 //! `prefetch_entries`, `update_prepared`) exist only with the `bench-variants` feature.
@@ -115,6 +122,64 @@ pub const ENTRY_BYTES: usize = size_of::<Entry>() + 2 * size_of::<u16>();
 const _: () = assert!(size_of::<Entry>() == 64);
 const _: () = assert!(ENTRY_BYTES <= 128);
 
+/// What becomes of a packet whose key the shard does not hold (see [`Classifier`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Account it under the observation's key as the classifier left it: counted into
+    /// that key's flow if the shard holds it, else starting a record with this label.
+    Account(u32),
+    /// Account nothing (the shard's packet and octet totals leave it out).
+    Skip,
+}
+
+/// Decides the packets [`FlowShard::update_interleaved_classified`] does not know: a flow's
+/// first packet, and the first packet after its record ended (a time reason, FIN/RST
+/// followed by more packets, eviction, a full counter), in packet order.
+///
+/// A key the classifier rewrites must never be one it is shown unchanged (a reduced key
+/// marked in [`FlowKey::_reserved`], say): the shard counts a packet whose key it holds
+/// without asking, so a raw key that found a rewritten flow would bypass the decision.
+pub trait Classifier {
+    /// True for a classifier that never skips a packet nor changes its key (it only
+    /// labels records): the shard then leaves the checks for those out of its code.
+    const ONLY_LABELS: bool = false;
+
+    /// `index` is the observation's position in the slice being accounted, `hash` its
+    /// key's hash as the shard was given it (the same key always comes with the same
+    /// hash: the classifier may file its own decisions by it); the observation may be
+    /// changed (its key, to account it under another).
+    fn admit(&mut self, index: usize, obs: &mut Observation, hash: u64) -> Admission;
+
+    /// A hint a few packets ahead: a packet with this hash will likely be asked about
+    /// (its bucket holds no entry with its tag), so what `admit` reads can start loading.
+    #[inline(always)]
+    fn prefetch(&mut self, _hash: u64) {}
+}
+
+/// Every packet accounted under its own key, unlabelled: the shard without policies.
+struct Unclassified;
+
+impl Classifier for Unclassified {
+    const ONLY_LABELS: bool = true;
+
+    #[inline(always)]
+    fn admit(&mut self, _: usize, _: &mut Observation, _: u64) -> Admission {
+        Admission::Account(0)
+    }
+}
+
+/// A packet whose decision is made: accounted under its key with this label.
+struct Decided(u32);
+
+impl Classifier for Decided {
+    const ONLY_LABELS: bool = true;
+
+    #[inline(always)]
+    fn admit(&mut self, _: usize, _: &mut Observation, _: u64) -> Admission {
+        Admission::Account(self.0)
+    }
+}
+
 /// Thirty-two words of bucket headers, cache-line aligned. A bucket of B slots has a header
 /// of 2B words: B tags, then B deadline hints; a line holds one 16-slot bucket or two
 /// 8-slot ones, so tags and hints of a bucket always share its line.
@@ -196,6 +261,8 @@ impl CacheStats {
 pub struct FlowShard {
     headers: Vec<HeaderLine>,
     entries: Vec<Entry>,
+    /// Per slot, its record's label; empty unless [`FlowShard::keep_labels`] was called.
+    labels: Vec<u32>,
     bucket_mask: usize,
     bucket_size: usize,
     inactive_timeout_ms: u64,
@@ -247,6 +314,7 @@ impl FlowShard {
         Ok(FlowShard {
             headers,
             entries,
+            labels: Vec::new(),
             bucket_mask: buckets - 1,
             bucket_size: config.bucket_size,
             inactive_timeout_ms: config.inactive_timeout_ms,
@@ -262,6 +330,18 @@ impl FlowShard {
             sampling,
             stats: CacheStats::default(),
         })
+    }
+
+    /// Keeps a label per slot from now on (4 bytes a slot, allocated here once), so that
+    /// records carry the label their [`Classifier`] gave them. Only written when a record
+    /// starts and read when it ends: a packet of a known flow never touches it.
+    pub fn keep_labels(&mut self) {
+        if self.labels.is_empty() {
+            let mut labels = Vec::with_capacity(self.entries.len());
+            advise_huge_pages(&labels);
+            labels.resize(self.entries.len(), 0);
+            self.labels = labels;
+        }
     }
 
     /// Changes the inactive and active timeouts of a running shard. Flows already cached
@@ -311,7 +391,9 @@ impl FlowShard {
 
     /// Bytes the table occupies.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.len() * size_of::<Entry>() + self.headers.len() * size_of::<HeaderLine>()
+        self.entries.len() * size_of::<Entry>()
+            + self.headers.len() * size_of::<HeaderLine>()
+            + self.labels.len() * size_of::<u32>()
     }
 
     pub fn sampling(&self) -> SamplingInfo {
@@ -335,8 +417,8 @@ impl FlowShard {
         self.count(std::slice::from_ref(obs));
         let hash = flow_hash(&obs.key);
         match self.bucket_size {
-            8 => self.update_one::<8>(obs, hash, now_ms, expired),
-            _ => self.update_one::<16>(obs, hash, now_ms, expired),
+            8 => self.update_one::<8, _>(0, obs, hash, now_ms, &mut Unclassified, expired),
+            _ => self.update_one::<16, _>(0, obs, hash, now_ms, &mut Unclassified, expired),
         }
     }
 
@@ -432,19 +514,60 @@ impl FlowShard {
         next: &[u64],
         expired: &mut Vec<FlowRecord>,
     ) {
-        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
-        match self.bucket_size {
-            8 => self.update_interleaved_in::<8>(observations, hashes, now_ms, next, expired),
-            _ => self.update_interleaved_in::<16>(observations, hashes, now_ms, next, expired),
-        }
+        self.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            &mut Unclassified,
+            expired,
+        );
     }
 
-    fn update_interleaved_in<const B: usize>(
+    /// [`FlowShard::update_interleaved`] with a [`Classifier`] asked about every packet
+    /// whose key the shard does not hold (see "One way to account packets per use"); a
+    /// known flow's packet costs what it costs without one.
+    ///
+    /// # Panics
+    /// If `observations` and `hashes` differ in length.
+    #[inline]
+    pub fn update_interleaved_classified<C: Classifier>(
         &mut self,
         observations: &[Observation],
         hashes: &[u64],
         now_ms: u64,
         next: &[u64],
+        classifier: &mut C,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        assert_eq!(observations.len(), hashes.len(), "one hash per observation");
+        match self.bucket_size {
+            8 => self.update_interleaved_in::<8, C>(
+                observations,
+                hashes,
+                now_ms,
+                next,
+                classifier,
+                expired,
+            ),
+            _ => self.update_interleaved_in::<16, C>(
+                observations,
+                hashes,
+                now_ms,
+                next,
+                classifier,
+                expired,
+            ),
+        }
+    }
+
+    fn update_interleaved_in<const B: usize, C: Classifier>(
+        &mut self,
+        observations: &[Observation],
+        hashes: &[u64],
+        now_ms: u64,
+        next: &[u64],
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
     ) {
         let n = observations.len();
@@ -453,36 +576,44 @@ impl FlowShard {
             if let Some(&hash) = next.get(i) {
                 self.prefetch_header_in::<B>(hash);
             }
-            if let Some(&hash) = hashes.get(i + PREFETCH_DISTANCE) {
-                self.prefetch_entry::<B>(hash);
+            if let Some(&hash) = hashes.get(i + PREFETCH_DISTANCE)
+                && !self.prefetch_entry::<B>(hash)
+                && !C::ONLY_LABELS
+            {
+                classifier.prefetch(hash);
             }
             if i < n {
                 let (obs, hash) = (&observations[i], hashes[i]);
                 if !self.count_live::<B>(obs, hash, now_ms) {
-                    self.update_one::<B>(obs, hash, now_ms, expired);
+                    self.update_one::<B, C>(i, obs, hash, now_ms, classifier, expired);
                 }
             }
         }
         for &hash in next.iter().take(PREFETCH_DISTANCE) {
-            self.prefetch_entry::<B>(hash);
+            if !self.prefetch_entry::<B>(hash) && !C::ONLY_LABELS {
+                classifier.prefetch(hash);
+            }
         }
     }
 
     /// Starts loading the entry `hash` will likely use (its key's, or the free slot it
     /// would take): reads the bucket's header, so that should be on its way already.
+    /// Says whether the bucket holds the hash's tag (false: likely a flow it does not hold).
     #[inline(always)]
-    fn prefetch_entry<const B: usize>(&self, hash: u64) {
+    fn prefetch_entry<const B: usize>(&self, hash: u64) -> bool {
         let bucket = self.bucket_of(hash);
         let (tags, _) = self.header::<B>(bucket);
         // The flow's own slot if its tag is there (the common case), else a free one.
         let mut candidates = mask_of(tags, tag_of(hash));
-        if candidates == 0 {
+        let held = candidates != 0;
+        if !held {
             candidates = mask_of(tags, 0);
         }
         if candidates != 0 {
             let slot = bucket * B + candidates.trailing_zeros() as usize;
             prefetch_read(&self.entries[slot]);
         }
+        held
     }
 
     /// Second step: with the headers loaded (or on their way), starts loading the entry
@@ -528,14 +659,14 @@ impl FlowShard {
         expired: &mut Vec<FlowRecord>,
     ) {
         for (obs, &hash) in observations.iter().zip(hashes) {
-            self.update_one::<B>(obs, hash, now_ms, expired);
+            self.update_one::<B, _>(0, obs, hash, now_ms, &mut Unclassified, expired);
         }
     }
 
     #[cfg(feature = "bench-variants")]
     fn prefetch_entries_in<const B: usize>(&self, hashes: &[u64]) {
         for &hash in hashes {
-            self.prefetch_entry::<B>(hash);
+            let _ = self.prefetch_entry::<B>(hash);
         }
     }
 
@@ -699,9 +830,50 @@ impl FlowShard {
     #[inline]
     fn retire(&mut self, slot: usize, reason: EndReason, expired: &mut Vec<FlowRecord>) {
         let entry = self.entries[slot];
-        self.emit(&entry, reason, expired);
+        self.emit(&entry, self.label(slot), reason, expired);
+        self.free(slot);
+    }
+
+    /// Empties `slot` (its record already emitted).
+    #[inline]
+    fn free(&mut self, slot: usize) {
         self.set_tag(slot, 0);
         self.len -= 1;
+    }
+
+    #[inline(always)]
+    fn label(&self, slot: usize) -> u32 {
+        self.labels.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn set_label(&mut self, slot: usize, label: u32) {
+        if let Some(stored) = self.labels.get_mut(slot) {
+            *stored = label;
+        }
+    }
+
+    /// Leaves a packet the classifier skipped out of the totals (counted per burst).
+    #[cold]
+    fn uncount(&mut self, obs: &Observation) {
+        self.stats.packets -= 1;
+        self.stats.octets -= u64::from(obs.octets);
+    }
+
+    /// Accounts a packet its classifier moved to another key (stamped with its corrected
+    /// time): that key's hash, and no second question.
+    #[cold]
+    #[inline(never)]
+    fn update_rewritten<const B: usize>(
+        &mut self,
+        index: usize,
+        obs: &Observation,
+        now_ms: u64,
+        label: u32,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        let hash = flow_hash(&obs.key);
+        self.update_one::<B, _>(index, obs, hash, now_ms, &mut Decided(label), expired);
     }
 
     /// Retires the flow in `slot` with its time reason if it is due at `time`; says whether
@@ -792,11 +964,13 @@ impl FlowShard {
     }
 
     #[inline(always)]
-    fn update_one<const B: usize>(
+    fn update_one<const B: usize, C: Classifier>(
         &mut self,
+        index: usize,
         obs: &Observation,
         hash: u64,
         now_ms: u64,
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
     ) {
         let mut time = if obs.timestamp_ms > now_ms {
@@ -828,16 +1002,41 @@ impl FlowShard {
         while matches != 0 {
             let slot = base + matches.trailing_zeros() as usize;
             if keys_equal(&self.entries[slot].key, &obs.key) {
-                self.update_found::<B>(slot, obs, time, ends_flow, expired);
+                self.update_found::<B, C>(
+                    slot, index, obs, hash, time, ends_flow, classifier, expired,
+                );
                 return;
             }
             matches &= matches - 1;
         }
 
+        let mut decided = Observation {
+            timestamp_ms: time,
+            ..*obs
+        };
+        let label = match classifier.admit(index, &mut decided, hash) {
+            Admission::Account(label) if C::ONLY_LABELS => label,
+            Admission::Skip => {
+                self.uncount(obs);
+                return;
+            }
+            Admission::Account(label) => {
+                if !keys_equal(&decided.key, &obs.key) {
+                    self.update_rewritten::<B>(index, &decided, now_ms, label, expired);
+                    return;
+                }
+                label
+            }
+        };
         self.stats.flows_created += 1;
         if ends_flow {
             // A one-packet flow that ends at once needs no slot and so evicts nothing.
-            self.emit(&Entry::start(obs, time), EndReason::EndOfFlow, expired);
+            self.emit(
+                &Entry::start(obs, time),
+                label,
+                EndReason::EndOfFlow,
+                expired,
+            );
             return;
         }
         let slot = if free_slots != 0 {
@@ -846,6 +1045,7 @@ impl FlowShard {
             self.make_room(base, time, expired)
         };
         self.entries[slot] = Entry::start(obs, time);
+        self.set_label(slot, label);
         self.set_tag(slot, tag);
         self.set_hint(slot);
         self.len += 1;
@@ -854,13 +1054,17 @@ impl FlowShard {
     /// Counts `obs` at `time` into the live flow in `slot`. The common case (the flow goes
     /// on) decodes the stored times once and derives the new deadline from them, rather
     /// than decoding again for the hint.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn update_found<const B: usize>(
+    fn update_found<const B: usize, C: Classifier>(
         &mut self,
         slot: usize,
+        index: usize,
         obs: &Observation,
+        hash: u64,
         time: u64,
         ends_flow: bool,
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
     ) {
         let clock = self.clock_ms;
@@ -871,7 +1075,10 @@ impl FlowShard {
         let octets = entry.octets() + u64::from(obs.octets);
         if time >= deadline || entry.packets == u32::MAX || octets > MAX_OCTETS {
             // Due, or a counter would overflow: `restart` tells which.
-            self.restart(slot, obs, time, expired);
+            if !self.restart::<B, C>(slot, index, obs, hash, time, classifier, expired) {
+                // The classifier skipped the packet or moved it to another key.
+                return;
+            }
         } else {
             if time < last {
                 self.stats.reordered += 1;
@@ -893,15 +1100,21 @@ impl FlowShard {
     }
 
     /// Ends the record in `slot` (its time reason, or active when its counters are full)
-    /// and starts a new one with this packet.
+    /// and starts a new one with this packet, which is a first packet again: true if the
+    /// new record is in `slot`; false if the classifier skipped the packet or moved it to
+    /// another key (accounted there; `slot` is free).
     #[cold]
-    fn restart(
+    #[allow(clippy::too_many_arguments)]
+    fn restart<const B: usize, C: Classifier>(
         &mut self,
         slot: usize,
+        index: usize,
         obs: &Observation,
+        hash: u64,
         time: u64,
+        classifier: &mut C,
         expired: &mut Vec<FlowRecord>,
-    ) {
+    ) -> bool {
         let entry = self.entries[slot];
         let reason = if time >= self.deadline(&entry) {
             self.time_reason(&entry)
@@ -909,9 +1122,29 @@ impl FlowShard {
             self.stats.counter_splits += 1;
             EndReason::Active
         };
-        self.emit(&entry, reason, expired);
-        self.entries[slot] = Entry::start(obs, time);
-        self.stats.flows_created += 1;
+        self.emit(&entry, self.label(slot), reason, expired);
+        let mut decided = Observation {
+            timestamp_ms: time,
+            ..*obs
+        };
+        match classifier.admit(index, &mut decided, hash) {
+            Admission::Account(label) if C::ONLY_LABELS || keys_equal(&decided.key, &obs.key) => {
+                self.entries[slot] = Entry::start(obs, time);
+                self.set_label(slot, label);
+                self.stats.flows_created += 1;
+                true
+            }
+            Admission::Account(label) => {
+                self.free(slot);
+                self.update_rewritten::<B>(index, &decided, time, label, expired);
+                false
+            }
+            Admission::Skip => {
+                self.free(slot);
+                self.uncount(obs);
+                false
+            }
+        }
     }
 
     /// Frees a slot of the full bucket at `base` for a packet at `time`: exports the flows
@@ -936,7 +1169,13 @@ impl FlowShard {
     }
 
     #[inline]
-    fn emit(&mut self, entry: &Entry, reason: EndReason, expired: &mut Vec<FlowRecord>) {
+    fn emit(
+        &mut self,
+        entry: &Entry,
+        label: u32,
+        reason: EndReason,
+        expired: &mut Vec<FlowRecord>,
+    ) {
         self.stats.expired[reason as usize] += 1;
         expired.push(FlowRecord {
             key: entry.key,
@@ -949,6 +1188,7 @@ impl FlowShard {
             max_ttl: entry.max_ttl,
             end_reason: reason,
             sampling: self.sampling,
+            label,
             extras: None,
         });
     }
@@ -1239,6 +1479,79 @@ mod tests {
         s.flush(&mut out);
         let old = out.iter().find(|r| r.key.src_port == 2).unwrap();
         assert_eq!(old.first_ms, T0 - MAX_TIMEOUT_MS);
+    }
+
+    /// Skips ports 0 mod 3, labels ports 1 mod 3 with their port, and moves ports 2 mod 3
+    /// to one aggregate key labelled 99; counts what it is asked.
+    #[derive(Default)]
+    struct ByPort {
+        asked: std::collections::BTreeMap<u16, u32>,
+    }
+
+    impl Classifier for ByPort {
+        fn admit(&mut self, _: usize, obs: &mut Observation, _: u64) -> Admission {
+            let port = obs.key.src_port;
+            *self.asked.entry(port).or_default() += 1;
+            match port % 3 {
+                0 => Admission::Skip,
+                1 => Admission::Account(u32::from(port)),
+                _ => {
+                    obs.key.src_port = 0;
+                    obs.key._reserved = 1;
+                    Admission::Account(99)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_classifier_is_asked_only_for_flows_the_shard_does_not_hold() {
+        let config = CacheConfig {
+            inactive_timeout_ms: 1_000,
+            ..CacheConfig::default()
+        };
+        let mut s = FlowShard::new(&config, SamplingInfo::default());
+        s.keep_labels();
+        let mut classifier = ByPort::default();
+        let mut out = Vec::new();
+        // Ports 1..=6, four packets each, in two bursts; then port 1 again after idling.
+        let burst: Vec<Observation> = (0..4)
+            .flat_map(|_| (1..=6).map(|p| observation(p, T0, 100)))
+            .collect();
+        for half in burst.chunks(12) {
+            let mut hashes = vec![0; half.len()];
+            FlowShard::hash_burst(half, &mut hashes);
+            s.update_interleaved_classified(half, &hashes, T0, &[], &mut classifier, &mut out);
+        }
+        let late = [observation(1, T0 + 5_000, 100)];
+        let mut hash = [0];
+        FlowShard::hash_burst(&late, &mut hash);
+        s.update_interleaved_classified(&late, &hash, T0 + 5_000, &[], &mut classifier, &mut out);
+        s.flush(&mut out);
+        // Held flows (1 and 4) were asked once per record; the others every packet.
+        let asked: Vec<(u16, u32)> = classifier.asked.into_iter().collect();
+        assert_eq!(asked, [(1, 2), (2, 4), (3, 4), (4, 1), (5, 4), (6, 4)]);
+        let mut records: Vec<(u16, u8, u64, u32, EndReason)> = out
+            .iter()
+            .map(|r| {
+                let k = r.key;
+                (k.src_port, k._reserved, r.packets, r.label, r.end_reason)
+            })
+            .collect();
+        records.sort_unstable_by_key(|r| (r.0, r.2));
+        assert_eq!(
+            records,
+            [
+                (0, 1, 8, 99, EndReason::Forced),
+                (1, 0, 1, 1, EndReason::Forced),
+                (1, 0, 4, 1, EndReason::Idle),
+                (4, 0, 4, 4, EndReason::Forced),
+            ]
+        );
+        // Skipped packets are not accounted.
+        assert_eq!(s.stats().packets, 17);
+        assert_eq!(s.stats().octets, 1_700);
+        assert_eq!(s.stats().flows_created, 4);
     }
 
     #[test]

@@ -51,6 +51,7 @@ impl RefFlow {
             max_ttl: self.max_ttl,
             end_reason: reason,
             sampling: SamplingInfo::default(),
+            label: 0,
             extras: None,
         }
     }

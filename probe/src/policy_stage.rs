@@ -1,36 +1,56 @@
-//! The worker's policy stage: classifies a flow on its first packet, caches the decision
-//! with the flow, and applies it to every packet (ignore, sample, reduce the key) before
-//! the packet reaches the cache; marks each record leaving the cache with its policy.
+//! The worker's policy stage: classifies a flow on its first packet, keeps the decision
+//! with the flow, and applies it (ignore, sample, reduce the key); marks each record
+//! leaving the cache with its policy.
 //!
-//! Decisions live in a per-worker table keyed by the packet's flow key (buckets of four
-//! 64-byte slots, allocated once). A known flow's packet costs one hash and one bucket
-//! probe whatever the number of rules; only a flow's first packet runs the classifier. A
+//! The decision lives with the flow cache's slot, so a known flow's packet touches no
+//! table but the cache. The stage is the shard's [`Classifier`]: the shard asks it only
+//! about a packet whose key it does not hold (a first packet, or the first after the
+//! flow's record ended), and a packet of a held flow is simply counted. So a flow held
+//! under its own key must be one whose every packet is counted as it is: metered with the
+//! 5-tuple and sampled whole or not at all. Such a flow ("plain") leaves its decision in the
+//! shard as the record's label (rule set generation and rule, written when the record starts,
+//! read when it leaves), and the stage keeps nothing for it.
+//!
+//! The other flows never own an entry under their raw key, so each of their packets comes
+//! to the stage, which keeps their decisions in a table of its own (keyed by the raw key,
+//! buckets of eight 64-byte slots, allocated once):
+//! - ignored flows (no packet accounted; counted as `policy_ignored`);
+//! - flows a hash sampler (the rule's, or the worker's for a flow no rule selected)
+//!   dropped, decided once per flow like the cache's own hash sampling;
+//! - flows sampled packet by packet (deterministic or random: the rule's or the worker's);
+//! - flows of a reduced key (`protocol-port`, `destination`).
+//!
+//! A kept packet of the last two is accounted under a rewritten key, marked in
+//! [`FlowKey::_reserved`] so that it never equals a raw key: a reduced key carries its
+//! label in address bytes the reduction cleared (two rules never share a reduced flow), a
+//! 5-tuple sampled packet by packet only the mark. [`PolicyStage::mark`] clears both. Such a
 //! decision lasts while its flow keeps sending: one idle for the cache's inactive timeout
-//! has ended, and its next packet is classified again. A full bucket gives up its least
-//! recently seen decision (counted): that flow is classified again on its next packet.
+//! has ended, and its next packet is classified again; a full bucket gives up its least
+//! recently seen decision (counted), and that flow is classified again on its next packet.
 //!
-//! A record learns its policy in one of two ways. A flow accounted under a reduced key
-//! (`protocol-port`, `destination`) carries its rule in the key itself, in address bytes
-//! the reduction cleared (flagged in [`FlowKey::_reserved`]): two rules never share a
-//! reduced flow, and the record needs no lookup; the bytes are cleared again before
-//! export. A 5-tuple flow's record finds its decision in the table by its key.
+//! A plain flow's decision lasts as long as its record: a record that ends (idle, active
+//! timeout, FIN/RST, eviction, a full counter) is followed by a new one whose first packet
+//! is classified again.
 //!
-//! A new rule set (SIGHUP) applies to flows classified from then on; flows with a cached
-//! decision keep it until they end. The stage keeps the last [`GENERATIONS`] rule sets
-//! for them; a decision of an older one is taken again from the newest.
+//! A new rule set (SIGHUP) applies to flows classified from then on; flows with a
+//! decision keep it until they end. The stage keeps the last [`GENERATIONS`] rule sets for
+//! them; a decision of an older one is taken again from the newest, and its record leaves
+//! unmarked. Labels hold a generation in 12 bits and a rule in 20: a rule past the
+//! millionth is applied, but its records leave unmarked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flowcache::{
-    FlowKey, FlowRecord, PolicyMark, RecordExtras, Sampler, advise_huge_pages, flow_hash,
-    keys_equal, prefetch_read,
+    Admission, Classifier, FlowKey, FlowRecord, Observation, PolicyMark, RecordExtras, Sampler,
+    SamplerSpec, advise_huge_pages, keys_equal, prefetch_read,
 };
 
 use flowcache::counters::{CounterSet, Spec};
 
 use crate::ext::ExtCounter;
 use crate::policy::{Action, KeyMode, RuleSet};
+use crate::source::MAX_BURST;
 
 /// Rule sets kept for the flows that were classified by them.
 pub const GENERATIONS: usize = 8;
@@ -38,8 +58,14 @@ pub const GENERATIONS: usize = 8;
 /// No rule selected the flow: it is metered as without policies.
 const NO_RULE: u32 = u32::MAX;
 
-/// [`FlowKey::_reserved`] flag: the key was reduced and carries its rule in `src_addr`.
+/// [`FlowKey::_reserved`] flags of a rewritten key: reduced (its label in `src_addr[8..12]`),
+/// and sampled packet by packet. A parsed key has neither.
 const REDUCED: u8 = 0x80;
+const SAMPLED: u8 = 0x40;
+
+/// A label is a generation id (12 bits) above a rule index plus one (20 bits); 0: no rule.
+const LABEL_RULE_BITS: u32 = 20;
+const GENERATION_IDS: u16 = 1 << (32 - LABEL_RULE_BITS);
 
 /// Slots per bucket of the decision table; a bucket's tags are 16 bytes, so a lookup
 /// reads a quarter of a tag line and one slot.
@@ -138,7 +164,23 @@ impl Generation {
     }
 }
 
-/// A cached decision: one cache line.
+/// How a flow's packets are treated, beyond "counted as they are" (which the cache keeps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// Counted under the raw key: lives in the cache, never in the stage's table.
+    #[default]
+    Plain,
+    Ignore,
+    /// Dropped whole by a hash sampler.
+    SampledOut,
+    /// Sampled packet by packet; kept packets are counted under a marked key.
+    PerPacket,
+    /// Counted under the rule's reduced key.
+    Reduce,
+}
+
+/// A kept decision: one cache line.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
@@ -147,7 +189,7 @@ struct Slot {
     /// Low 32 bits of the last packet's ms time.
     last_ms: u32,
     generation: u16,
-    used: bool,
+    kind: Kind,
 }
 
 const _: () = assert!(size_of::<Slot>() == 64);
@@ -181,6 +223,7 @@ flowcache::counters! {
 pub struct PolicyStage {
     /// Newest last.
     generations: Vec<Generation>,
+    /// Decisions of the flows that are not plain (see the module doc).
     slots: Vec<Slot>,
     /// Per slot: 0 when empty, else the high bits of the key's hash (never 0), so a
     /// lookup compares only the slot whose tag matches.
@@ -188,6 +231,13 @@ pub struct PolicyStage {
     bucket_mask: usize,
     idle_ms: u32,
     counters: PolicyCounters,
+    /// Packets not accounted since [`PolicyStage::take_unaccounted`]: sampled out, ignored.
+    sampled_out: u64,
+    ignored: u64,
+    /// Per packet of the burst being accounted, when recording: the verdict and the key it
+    /// is accounted under, for the packets the cache asked about.
+    verdicts: Vec<Option<(Verdict, FlowKey)>>,
+    recording: bool,
 }
 
 impl PolicyStage {
@@ -210,6 +260,10 @@ impl PolicyStage {
             // Times are refreshed once a second: a second's slack.
             idle_ms: u32::try_from(idle_ms.saturating_add(1_000)).unwrap_or(u32::MAX / 2),
             counters: PolicyCounters::default(),
+            sampled_out: 0,
+            ignored: 0,
+            verdicts: Vec::with_capacity(MAX_BURST),
+            recording: false,
         }
     }
 
@@ -222,14 +276,53 @@ impl PolicyStage {
         &self.generations.last().expect("a rule set").rules
     }
 
-    /// Classifies new flows by `rules` from now on; cached decisions stay.
+    /// Classifies new flows by `rules` from now on; decisions already made stay.
     pub fn swap(&mut self, rules: Arc<RuleSet>) {
-        let id = self.generations.last().map_or(0, |g| g.id.wrapping_add(1));
+        let id = self
+            .generations
+            .last()
+            .map_or(0, |g| (g.id + 1) % GENERATION_IDS);
         if self.generations.len() == GENERATIONS {
             self.generations.remove(0);
         }
         self.generations.push(Generation::new(id, rules));
         self.counters.reloads += 1;
+    }
+
+    /// The stage as the flow cache's classifier, with the worker's sampler for the flows no
+    /// rule samples (see [`FlowShard::update_interleaved_classified`]).
+    ///
+    /// [`FlowShard::update_interleaved_classified`]: flowcache::FlowShard::update_interleaved_classified
+    pub fn classifier<'a>(&'a mut self, worker_sampler: &'a mut Sampler) -> StageClassifier<'a> {
+        StageClassifier {
+            stage: self,
+            sampler: worker_sampler,
+        }
+    }
+
+    /// Packets sampled out and ignored since the last call.
+    pub fn take_unaccounted(&mut self) -> (u64, u64) {
+        let taken = (self.sampled_out, self.ignored);
+        (self.sampled_out, self.ignored) = (0, 0);
+        taken
+    }
+
+    /// Records the verdicts of the next `packets` accounted (for extensions, which see
+    /// each packet with its fate), until [`PolicyStage::stop_recording`].
+    pub fn record_verdicts(&mut self, packets: usize) {
+        self.verdicts.clear();
+        self.verdicts.resize(packets, None);
+        self.recording = true;
+    }
+
+    /// The verdict of the packet at `index` of the recorded burst and the key it was
+    /// accounted under; `None` if the cache did not ask (it held the flow: kept, raw key).
+    pub fn verdict(&self, index: usize) -> Option<(Verdict, FlowKey)> {
+        self.verdicts.get(index).copied().flatten()
+    }
+
+    pub fn stop_recording(&mut self) {
+        self.recording = false;
     }
 
     #[inline]
@@ -253,165 +346,145 @@ impl PolicyStage {
             .map(|i| base + i)
     }
 
-    /// The packet's fate under its flow's decision (classifying the flow if it has none).
-    /// A kept packet's key is reduced to its rule's flow key.
-    #[inline]
-    pub fn select(
-        &mut self,
-        key: &mut FlowKey,
-        worker_sampler: &mut Sampler,
-        keep_all: bool,
-        now_ms: u64,
-    ) -> Verdict {
-        let hash = flow_hash(key);
-        self.select_hashed(key, hash, worker_sampler, keep_all, now_ms)
+    fn generation(&mut self, id: u16) -> Option<&mut Generation> {
+        self.generations.iter_mut().rev().find(|g| g.id == id)
     }
 
-    /// The hash of a key, as [`PolicyStage::select_hashed`] and the prefetches take it.
-    #[inline]
-    pub fn hash(key: &FlowKey) -> u64 {
-        flow_hash(key)
-    }
-
-    /// Requests the tags of `hash`'s bucket, ahead of its lookup.
-    #[inline]
-    pub fn prefetch_tags(&self, hash: u64) {
-        prefetch_read(&self.tags[self.bucket(hash)]);
-    }
-
-    /// Requests the slot whose tag matches `hash` (its tags requested earlier).
-    #[inline]
-    pub fn prefetch_slot(&self, hash: u64) {
-        let base = self.bucket(hash);
-        let tag = Self::tag(hash);
-        if let Some(i) = self.tags[base..base + BUCKET]
-            .iter()
-            .position(|&t| t == tag)
-        {
-            prefetch_read(&self.slots[base + i]);
-        }
-    }
-
-    /// [`PolicyStage::select`] with the key's hash already computed.
-    #[inline]
-    pub fn select_hashed(
+    /// The fate of a packet whose flow the cache does not hold (its key raw), and the label
+    /// of the record it is accounted into. A kept packet's key may be rewritten.
+    fn decide(
         &mut self,
         key: &mut FlowKey,
         hash: u64,
-        worker_sampler: &mut Sampler,
-        keep_all: bool,
         now_ms: u64,
-    ) -> Verdict {
+        worker_sampler: &mut Sampler,
+    ) -> (Verdict, u32) {
         let now = now_ms as u32;
         let idle = self.idle_ms;
-        let found = self
-            .find(key, hash)
-            .filter(|&i| now.wrapping_sub(self.slots[i].last_ms) <= idle);
-        let (generation, rule) = match found {
+        let kept = self.find(key, hash).filter(|&i| {
+            let slot = &self.slots[i];
+            now.wrapping_sub(slot.last_ms) <= idle
+                && self.generations.iter().any(|g| g.id == slot.generation)
+        });
+        let (generation, rule, kind) = match kept {
             Some(i) => {
                 let slot = &mut self.slots[i];
                 // Refreshed at most once a second: an unchanged line is not written back.
                 if now.wrapping_sub(slot.last_ms) >= 1_000 {
                     slot.last_ms = now;
                 }
-                (slot.generation, slot.rule)
+                (slot.generation, slot.rule, slot.kind)
             }
             None => {
-                let newest = self.generations.last().expect("a rule set");
-                let rule = newest.rules.classify(key).unwrap_or(NO_RULE);
-                self.counters.classified += 1;
-                self.counters.matched += u64::from(rule != NO_RULE);
-                // The ended decision of this key, a free slot, an ended decision, or the
-                // least recently seen one.
-                let base = self.bucket(hash);
-                let victim = self.find(key, hash).unwrap_or_else(|| {
-                    (base..base + BUCKET)
-                        .max_by_key(|&i| {
-                            if self.tags[i] == 0 {
-                                u64::MAX
-                            } else {
-                                u64::from(now.wrapping_sub(self.slots[i].last_ms))
-                            }
-                        })
-                        .expect("a bucket has slots")
-                });
-                if self.tags[victim] != 0
-                    && !keys_equal(&self.slots[victim].key, key)
-                    && now.wrapping_sub(self.slots[victim].last_ms) <= idle
-                {
-                    self.counters.evicted += 1;
+                let (generation, rule, kind) = self.classify(key, worker_sampler);
+                if kind == Kind::Plain {
+                    return (Verdict::Keep, label_of(generation, rule));
                 }
-                self.tags[victim] = Self::tag(hash);
-                self.slots[victim] = Slot {
-                    key: *key,
-                    rule,
-                    last_ms: now,
-                    generation: newest.id,
-                    used: true,
-                };
-                (newest.id, rule)
+                self.keep(key, hash, now, generation, rule, kind);
+                (generation, rule, kind)
             }
         };
-        if rule == NO_RULE {
-            return sample(worker_sampler, keep_all, key);
+        let label = label_of(generation, rule);
+        match kind {
+            Kind::Plain => (Verdict::Keep, label),
+            Kind::Ignore => (Verdict::Ignored, 0),
+            Kind::SampledOut => (Verdict::SampledOut, 0),
+            Kind::PerPacket | Kind::Reduce => {
+                let state = self
+                    .generation(generation)
+                    .and_then(|g| g.state.get_mut(rule as usize));
+                let mode = state.as_ref().map_or(KeyMode::FiveTuple, |s| s.key);
+                if kind == Kind::PerPacket {
+                    let sampler = match state.and_then(|s| s.sampler.as_mut()) {
+                        Some(own) => own,
+                        None => worker_sampler,
+                    };
+                    if !sampler.keep(key) {
+                        return (Verdict::SampledOut, 0);
+                    }
+                }
+                if mode == KeyMode::FiveTuple {
+                    key._reserved |= SAMPLED;
+                } else {
+                    mode.apply(key);
+                    key.src_addr[8..12].copy_from_slice(&label.to_le_bytes());
+                    key._reserved |= REDUCED;
+                }
+                (Verdict::Keep, label)
+            }
         }
-        let Some(g) = self
-            .generations
-            .iter_mut()
-            .rev()
-            .find(|g| g.id == generation)
-        else {
-            // Its rule set is gone: the newest decides from now on.
-            self.forget(key);
-            return self.select(key, worker_sampler, keep_all, now_ms);
-        };
-        let state = &mut g.state[rule as usize];
-        if state.ignore {
-            return Verdict::Ignored;
-        }
-        let verdict = match state.sampler.as_mut() {
-            Some(sampler) => sample(sampler, sampler.keeps_all(), key),
-            None => sample(worker_sampler, keep_all, key),
-        };
-        if verdict == Verdict::Keep && state.key != KeyMode::FiveTuple {
-            state.key.apply(key);
-            key.src_addr[8..12].copy_from_slice(&rule.to_le_bytes());
-            key.src_addr[12..14].copy_from_slice(&generation.to_le_bytes());
-            key._reserved |= REDUCED;
-        }
-        verdict
     }
 
-    fn forget(&mut self, key: &FlowKey) {
-        if let Some(i) = self.find(key, flow_hash(key)) {
-            self.tags[i] = 0;
-            self.slots[i].used = false;
+    /// Classifies a flow by the newest rules: its generation, rule and kind. A hash
+    /// sampler decides here, once for the flow.
+    fn classify(&mut self, key: &FlowKey, worker_sampler: &mut Sampler) -> (u16, u32, Kind) {
+        let newest = self.generations.last_mut().expect("a rule set");
+        let rule = newest.rules.classify(key).unwrap_or(NO_RULE);
+        self.counters.classified += 1;
+        self.counters.matched += u64::from(rule != NO_RULE);
+        let state = newest.state.get_mut(rule as usize);
+        if state.as_ref().is_some_and(|s| s.ignore) {
+            return (newest.id, rule, Kind::Ignore);
         }
+        let mode = state.as_ref().map_or(KeyMode::FiveTuple, |s| s.key);
+        let sampler = match state.and_then(|s| s.sampler.as_mut()) {
+            Some(own) => own,
+            None => worker_sampler,
+        };
+        let kind = match sampler.spec() {
+            SamplerSpec::Deterministic(_) | SamplerSpec::Random(_) => Kind::PerPacket,
+            SamplerSpec::Hash(_) if !sampler.keep(key) => Kind::SampledOut,
+            SamplerSpec::None | SamplerSpec::Hash(_) if mode == KeyMode::FiveTuple => Kind::Plain,
+            SamplerSpec::None | SamplerSpec::Hash(_) => Kind::Reduce,
+        };
+        (newest.id, rule, kind)
+    }
+
+    /// Keeps a decision: in the slot of this key's ended decision, a free slot, an ended
+    /// decision's, or the least recently seen one's.
+    fn keep(&mut self, key: &FlowKey, hash: u64, now: u32, generation: u16, rule: u32, kind: Kind) {
+        let base = self.bucket(hash);
+        let idle = self.idle_ms;
+        let victim = self.find(key, hash).unwrap_or_else(|| {
+            (base..base + BUCKET)
+                .max_by_key(|&i| {
+                    if self.tags[i] == 0 {
+                        u64::MAX
+                    } else {
+                        u64::from(now.wrapping_sub(self.slots[i].last_ms))
+                    }
+                })
+                .expect("a bucket has slots")
+        });
+        if self.tags[victim] != 0
+            && !keys_equal(&self.slots[victim].key, key)
+            && now.wrapping_sub(self.slots[victim].last_ms) <= idle
+        {
+            self.counters.evicted += 1;
+        }
+        self.tags[victim] = Self::tag(hash);
+        self.slots[victim] = Slot {
+            key: *key,
+            rule,
+            last_ms: now,
+            generation,
+            kind,
+        };
     }
 
     /// Gives a record leaving the cache its policy: the mark (name and tag), the rule's
-    /// sampling, and the reduced key without the rule it carried.
+    /// sampling, and its key as parsed or reduced, without the stage's marks.
     pub fn mark(&mut self, record: &mut FlowRecord) {
         let key = &mut record.key;
-        let (generation, rule) = if key._reserved & REDUCED != 0 {
-            let rule = u32::from_le_bytes(key.src_addr[8..12].try_into().expect("4 bytes"));
-            let generation = u16::from_le_bytes(key.src_addr[12..14].try_into().expect("2 bytes"));
-            key.src_addr[8..14].fill(0);
-            key._reserved &= !REDUCED;
-            (generation, rule)
-        } else {
-            match self.find(key, flow_hash(key)).map(|i| &self.slots[i]) {
-                Some(slot) => (slot.generation, slot.rule),
-                None => {
-                    // Its decision was given up for room: the newest rules decide.
-                    let newest = self.generations.last().expect("a rule set");
-                    (newest.id, newest.rules.classify(key).unwrap_or(NO_RULE))
-                }
-            }
-        };
-        if rule == NO_RULE {
+        if key._reserved & REDUCED != 0 {
+            key.src_addr[8..12].fill(0);
+        }
+        key._reserved &= !(REDUCED | SAMPLED);
+        let label = record.label;
+        if label == 0 {
             return;
         }
+        let (generation, rule) = ((label >> LABEL_RULE_BITS) as u16, (label & RULE_MASK) - 1);
         // A decision of a rule set no longer kept leaves unmarked.
         let Some(state) = self
             .generations
@@ -438,11 +511,60 @@ impl PolicyStage {
     }
 }
 
-#[inline(always)]
-fn sample(sampler: &mut Sampler, keep_all: bool, key: &FlowKey) -> Verdict {
-    if keep_all || sampler.keep(key) {
-        Verdict::Keep
+const RULE_MASK: u32 = (1 << LABEL_RULE_BITS) - 1;
+
+/// The label of a decision; 0 for no rule (and for a rule past what a label holds).
+#[inline]
+fn label_of(generation: u16, rule: u32) -> u32 {
+    if rule >= RULE_MASK {
+        0
     } else {
-        Verdict::SampledOut
+        u32::from(generation) << LABEL_RULE_BITS | (rule + 1)
+    }
+}
+
+/// The stage with the worker's sampler, as the flow cache's [`Classifier`].
+#[derive(Debug)]
+pub struct StageClassifier<'a> {
+    stage: &'a mut PolicyStage,
+    sampler: &'a mut Sampler,
+}
+
+impl Classifier for StageClassifier<'_> {
+    /// The decision's slot, if its tag is there (a first packet's classification needs
+    /// no slot).
+    #[inline]
+    fn prefetch(&mut self, hash: u64) {
+        let stage = &*self.stage;
+        let base = stage.bucket(hash);
+        let tag = PolicyStage::tag(hash);
+        if let Some(i) = stage.tags[base..base + BUCKET]
+            .iter()
+            .position(|&t| t == tag)
+        {
+            prefetch_read(&stage.slots[base + i]);
+        }
+    }
+
+    #[inline]
+    fn admit(&mut self, index: usize, obs: &mut Observation, hash: u64) -> Admission {
+        let stage = &mut *self.stage;
+        let (verdict, label) = stage.decide(&mut obs.key, hash, obs.timestamp_ms, self.sampler);
+        if stage.recording
+            && let Some(seen) = stage.verdicts.get_mut(index)
+        {
+            *seen = Some((verdict, obs.key));
+        }
+        match verdict {
+            Verdict::Keep => Admission::Account(label),
+            Verdict::SampledOut => {
+                stage.sampled_out += 1;
+                Admission::Skip
+            }
+            Verdict::Ignored => {
+                stage.ignored += 1;
+                Admission::Skip
+            }
+        }
     }
 }

@@ -28,7 +28,7 @@ use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observa
 use crate::adaptive::{AdaptiveController, Change};
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
-use crate::policy_stage::{PolicyStage, PolicySwap, Verdict};
+use crate::policy_stage::{PolicyStage, PolicySwap, StageClassifier, Verdict};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
 
 /// Where a worker's notion of "now" comes from.
@@ -251,6 +251,8 @@ pub struct Worker {
     policy_swap: Option<(Arc<PolicySwap>, u64)>,
     /// Adaptive sampling; `None` (the loop as it was) unless `[sampling.adaptive]` is on.
     adaptive: Option<Box<AdaptiveController>>,
+    /// Scratch for showing packets to extensions after the policy stage decided them.
+    origins: Box<Origins>,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -347,15 +349,22 @@ impl BurstPipeline {
 
     /// Accounts the held burst, if any.
     #[inline]
-    fn drain(&mut self, shard: &mut FlowShard, expired: &mut Vec<FlowRecord>) {
+    fn drain(
+        &mut self,
+        shard: &mut FlowShard,
+        policy: Option<&mut StageClassifier<'_>>,
+        expired: &mut Vec<FlowRecord>,
+    ) {
         let (_, held) = self.split();
         if held.len > 0 {
             let n = held.len;
-            shard.update_interleaved(
+            account(
+                shard,
                 &held.observations[..n],
                 &held.hashes[..n],
                 held.now_ms,
                 &[],
+                policy,
                 expired,
             );
             held.len = 0;
@@ -367,20 +376,52 @@ impl BurstPipeline {
     /// the fresh burst. Hashing is a pass of its own, not part of the parse loop: there the
     /// hash's wide loads of the key would wait on the parser's narrow stores into it.
     #[inline]
-    fn advance(&mut self, shard: &mut FlowShard, expired: &mut Vec<FlowRecord>) {
+    fn advance(
+        &mut self,
+        shard: &mut FlowShard,
+        policy: Option<&mut StageClassifier<'_>>,
+        expired: &mut Vec<FlowRecord>,
+    ) {
         let (fresh, held) = self.split();
         let n = fresh.len;
         FlowShard::hash_burst(&fresh.observations[..n], &mut fresh.hashes[..n]);
         let h = held.len;
-        shard.update_interleaved(
+        account(
+            shard,
             &held.observations[..h],
             &held.hashes[..h],
             held.now_ms,
             &fresh.hashes[..n],
+            policy,
             expired,
         );
         held.len = 0;
         self.filling ^= 1;
+    }
+}
+
+/// Accounts a hashed burst into the shard, through the policy stage if there is one (it
+/// decides the packets of flows the cache does not hold; see [`PolicyStage`]).
+#[inline(always)]
+fn account(
+    shard: &mut FlowShard,
+    observations: &[Observation],
+    hashes: &[u64],
+    now_ms: u64,
+    next: &[u64],
+    policy: Option<&mut StageClassifier<'_>>,
+    expired: &mut Vec<FlowRecord>,
+) {
+    match policy {
+        None => shard.update_interleaved(observations, hashes, now_ms, next, expired),
+        Some(classifier) => shard.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            classifier,
+            expired,
+        ),
     }
 }
 
@@ -425,12 +466,15 @@ impl BurstCounters {
 /// What the parse loop shows each frame to, besides the cache. The loop is compiled once
 /// per hook, so [`NoHook`] (no extension attached) costs nothing.
 trait PacketHook {
+    /// Whether the hook looks at packets at all.
+    const ACTIVE: bool = true;
     fn packet(&mut self, packet: &Packet<'_>, key: &FlowKey, meta: PacketMeta, sampled: bool);
 }
 
 struct NoHook;
 
 impl PacketHook for NoHook {
+    const ACTIVE: bool = false;
     #[inline(always)]
     fn packet(&mut self, _: &Packet<'_>, _: &FlowKey, _: PacketMeta, _: bool) {}
 }
@@ -461,30 +505,26 @@ impl PacketHook for ExtensionHook<'_> {
     }
 }
 
-/// How many accounted packets ahead of its lookup the policy loop requests a bucket's
-/// tags, and then the decision's slot (the tags must have arrived to pick the slot).
-const POLICY_TAGS_AHEAD: usize = 16;
-const POLICY_SLOT_AHEAD: usize = 8;
+/// Where each accounted packet of a burst came from, for showing it to extensions after
+/// the policy stage decided its fate: its frame's index and what the parser found.
+struct Origins {
+    frame: [usize; MAX_BURST],
+    meta: [PacketMeta; MAX_BURST],
+}
 
-/// The parse loop with a policy stage, in three passes so that the decision table's memory
-/// latency overlaps work instead of stalling each packet: parse every frame, then hash the
-/// accounted keys, then decide packet by packet (each bucket's tags and then its slot
-/// requested a few packets ahead) and keep what the policies keep.
-/// Frames that belong to no flow are shown to `hook` in the first pass, the others in the
-/// third.
+/// The parse loop of a worker with policies: every accounted packet goes on to the cache,
+/// where the policy stage decides the packets of flows the cache does not hold (so it
+/// does not sample here). Frames that belong to no flow are shown to `hook` here; the
+/// others after accounting, with their fate, from `origins`. Returns how many were
+/// accounted.
 #[inline]
 fn parse_burst_policy<H: PacketHook>(
     packets: &[Packet<'_>],
-    sampler: &mut Sampler,
     observations: &mut [Observation; MAX_BURST],
     counters: &mut BurstCounters,
     hook: &mut H,
-    stage: &mut PolicyStage,
+    origins: &mut Origins,
 ) -> usize {
-    let keep_all = sampler.keeps_all();
-    let mut metas = [PacketMeta::default(); MAX_BURST];
-    let mut origin = [0usize; MAX_BURST];
-    let mut hashes = [0u64; MAX_BURST];
     let mut accounted = 0;
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
     for (index, packet) in packets.iter().enumerate().take(MAX_BURST) {
@@ -512,52 +552,14 @@ fn parse_burst_policy<H: PacketHook>(
             stamp_ms = stamp_us / 1_000;
         }
         observation.timestamp_ms = stamp_ms;
-        metas[accounted] = meta;
-        origin[accounted] = index;
+        if H::ACTIVE {
+            origins.frame[accounted] = index;
+            origins.meta[accounted] = meta;
+        }
         accounted += 1;
     }
-    for j in 0..accounted {
-        hashes[j] = PolicyStage::hash(&observations[j].key);
-        if j < POLICY_TAGS_AHEAD {
-            stage.prefetch_tags(hashes[j]);
-        }
-    }
-    let mut kept = 0;
-    for j in 0..accounted {
-        if j + POLICY_TAGS_AHEAD < accounted {
-            stage.prefetch_tags(hashes[j + POLICY_TAGS_AHEAD]);
-        }
-        if j + POLICY_SLOT_AHEAD < accounted {
-            stage.prefetch_slot(hashes[j + POLICY_SLOT_AHEAD]);
-        }
-        let mut observation = observations[j];
-        let verdict = stage.select_hashed(
-            &mut observation.key,
-            hashes[j],
-            sampler,
-            keep_all,
-            observation.timestamp_ms,
-        );
-        hook.packet(
-            &packets[origin[j]],
-            &observation.key,
-            metas[j],
-            verdict == Verdict::Keep,
-        );
-        match verdict {
-            Verdict::Keep => {
-                observations[kept] = observation;
-                kept += 1;
-            }
-            Verdict::SampledOut => counters.sampled_out += 1,
-            Verdict::Ignored => counters.policy_ignored += 1,
-        }
-    }
     counters.packets += packets.len().min(MAX_BURST) as u64;
-    if keep_all {
-        sampler.kept_all(kept as u64);
-    }
-    kept
+    accounted
 }
 
 /// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
@@ -649,6 +651,10 @@ impl Worker {
             policy: None,
             policy_swap: None,
             adaptive: None,
+            origins: Box::new(Origins {
+                frame: [0; MAX_BURST],
+                meta: [PacketMeta::default(); MAX_BURST],
+            }),
         }
     }
 
@@ -681,6 +687,8 @@ impl Worker {
 
     /// Applies policies to the flows (see [`PolicyStage`]).
     pub fn with_policy(mut self, stage: PolicyStage) -> Self {
+        // The decision of a flow the cache holds is its record's label.
+        self.shard.keep_labels();
         self.policy = Some(Box::new(stage));
         self
     }
@@ -700,6 +708,12 @@ impl Worker {
     }
 
     fn publish_snapshot(&mut self) {
+        if let Some(stage) = self.policy.as_deref_mut() {
+            // Counted by the stage as the cache asked it, folded in here.
+            let (sampled_out, ignored) = stage.take_unaccounted();
+            self.stats.sampled_out += sampled_out;
+            self.stats.policy_ignored += ignored;
+        }
         self.ticks += 1;
         if let Some(shared) = &self.snapshot {
             let snapshot = WorkerSnapshot {
@@ -801,7 +815,7 @@ impl Worker {
     }
 
     fn apply_sampling_change(&mut self, change: Change) {
-        self.pipeline.drain(&mut self.shard, &mut self.pending);
+        self.drain_pipeline();
         // The forced records wait for room even on a live port, as at shutdown: a change
         // must lose no record, or the totals it exists for would not add up. What queues
         // up at the port meanwhile is the next period's, which the controller does not
@@ -845,6 +859,7 @@ impl Worker {
             extensions,
             events,
             policy,
+            origins,
             ..
         } = self;
         let clock = config.clock;
@@ -867,33 +882,54 @@ impl Worker {
                 let (fresh, _) = pipeline.split();
                 let observations = &mut fresh.observations;
                 let kept = match (with_extensions, policy.as_deref_mut()) {
-                    (true, stage) => {
+                    (true, Some(stage)) => {
                         let mut hook = ExtensionHook {
                             extensions: &mut *extensions,
                             events: &mut *events,
                         };
-                        match stage {
-                            Some(stage) => parse_burst_policy(
-                                chunk,
-                                sampler,
-                                observations,
-                                &mut counters,
-                                &mut hook,
-                                stage,
-                            ),
-                            None => {
-                                parse_burst(chunk, sampler, observations, &mut counters, &mut hook)
-                            }
+                        let n = parse_burst_policy(
+                            chunk,
+                            observations,
+                            &mut counters,
+                            &mut hook,
+                            origins,
+                        );
+                        // Accounted at once, not held: the extensions see each packet
+                        // with its fate while its frame is still lent.
+                        let hashes = &mut fresh.hashes[..n];
+                        FlowShard::hash_burst(&observations[..n], hashes);
+                        stage.record_verdicts(n);
+                        shard.update_interleaved_classified(
+                            &observations[..n],
+                            hashes,
+                            now,
+                            &[],
+                            &mut stage.classifier(sampler),
+                            pending,
+                        );
+                        stage.stop_recording();
+                        for (j, observation) in observations[..n].iter().enumerate() {
+                            let (verdict, key) =
+                                stage.verdict(j).unwrap_or((Verdict::Keep, observation.key));
+                            hook.packet(
+                                &chunk[origins.frame[j]],
+                                &key,
+                                origins.meta[j],
+                                verdict == Verdict::Keep,
+                            );
                         }
+                        0
                     }
-                    (false, Some(stage)) => parse_burst_policy(
-                        chunk,
-                        sampler,
-                        observations,
-                        &mut counters,
-                        &mut NoHook,
-                        stage,
-                    ),
+                    (true, None) => {
+                        let mut hook = ExtensionHook {
+                            extensions: &mut *extensions,
+                            events: &mut *events,
+                        };
+                        parse_burst(chunk, sampler, observations, &mut counters, &mut hook)
+                    }
+                    (false, Some(_)) => {
+                        parse_burst_policy(chunk, observations, &mut counters, &mut NoHook, origins)
+                    }
                     (false, None) => {
                         parse_burst(chunk, sampler, observations, &mut counters, &mut NoHook)
                     }
@@ -902,7 +938,8 @@ impl Worker {
                 if kept > 0 {
                     fresh.len = kept;
                     fresh.now_ms = now;
-                    pipeline.advance(shard, pending);
+                    let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
+                    pipeline.advance(shard, classifier.as_mut(), pending);
                 }
             }
         })?;
@@ -911,7 +948,7 @@ impl Worker {
         }
         if !matches!(status, BurstStatus::Delivered(n) if n > 0) {
             // Nothing new is coming to push the held burst through: account it now.
-            self.pipeline.drain(&mut self.shard, &mut self.pending);
+            self.drain_pipeline();
         }
         if let Some(progress) = &self.progress {
             progress.store(self.stats.packets, Ordering::Relaxed);
@@ -930,7 +967,7 @@ impl Worker {
         let now = self.now_ms;
         if now != 0 && self.sweep.due(now) {
             // The sweep must see the held packets: one of them may keep a flow alive.
-            self.pipeline.drain(&mut self.shard, &mut self.pending);
+            self.drain_pipeline();
             self.shard.expire(now, &mut self.pending);
         }
         if self.pending.len() >= self.config.batch_records {
@@ -943,10 +980,24 @@ impl Worker {
                 self.ship(self.config.backpressure);
             }
             self.last_tick_ms = now;
-            self.pipeline.drain(&mut self.shard, &mut self.pending);
+            self.drain_pipeline();
             self.publish_snapshot();
         }
         Ok(status)
+    }
+
+    /// Accounts the held burst, if any, now.
+    fn drain_pipeline(&mut self) {
+        let Worker {
+            pipeline,
+            shard,
+            pending,
+            policy,
+            sampler,
+            ..
+        } = self;
+        let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
+        pipeline.drain(shard, classifier.as_mut(), pending);
     }
 
     /// Hands the burst's events to the event output; a full queue drops and counts them.
@@ -1049,7 +1100,7 @@ impl Worker {
     }
 
     fn finish(mut self, error: Option<String>, source_ended: bool) -> WorkerReport {
-        self.pipeline.drain(&mut self.shard, &mut self.pending);
+        self.drain_pipeline();
         if !self.extensions.is_empty() {
             self.extensions
                 .on_finish(self.now_ms * 1_000, &mut self.events);
@@ -1389,6 +1440,254 @@ mod tests {
             matcher,
             action,
         }
+    }
+
+    /// Counts the packets it is shown by fate, and those shown under a reduced key.
+    #[derive(Debug, Default)]
+    struct Fates {
+        stats: FateStats,
+    }
+
+    flowcache::counters! {
+        #[derive(Clone, Copy, Debug, Default)]
+        struct FateStats {
+            kept: u64 = Spec::counter("kept", "kept", "Packets shown as accounted."),
+            dropped: u64 = Spec::counter("dropped", "dropped", "Packets shown as not accounted."),
+            reduced: u64 = Spec::counter("reduced", "reduced", "Packets shown under a reduced key."),
+        }
+    }
+
+    impl crate::ext::Extension for Fates {
+        fn name(&self) -> &'static str {
+            "fates"
+        }
+        fn interest(&self) -> Interest {
+            Interest::UDP
+        }
+        fn on_packet(&mut self, packet: &PacketView<'_>, _: &mut crate::ext::ExtOutput<'_>) {
+            self.stats.kept += u64::from(packet.sampled);
+            self.stats.dropped += u64::from(!packet.sampled);
+            self.stats.reduced += u64::from(packet.sampled && packet.key.src_addr[..4] == [0; 4]);
+        }
+        fn counters(&self, out: &mut Vec<ExtCounter>) {
+            out.extend(self.stats.series());
+        }
+    }
+
+    fn udp_to(src: [u8; 4], src_port: u16, dst_port: u16) -> Vec<u8> {
+        let mut frame = Vec::new();
+        eth_ipv4_udp(
+            &mut frame,
+            SocketAddrV4::new(src.into(), src_port),
+            SocketAddrV4::new([10, 0, 0, 2].into(), dst_port),
+            &FrameOptions::default(),
+        );
+        frame
+    }
+
+    /// Ignore, sample packet by packet, reduce the key, meter as is: the records and
+    /// counts each policy must give, with and without an extension watching, against
+    /// what the rules say of the trace.
+    #[test]
+    fn each_policy_applies_with_its_decision_kept_in_the_cache_or_the_stage() {
+        use crate::policy::{Action, KeyMode, Match, Meter, RuleSet};
+        let to_port = |port: &str| Match {
+            dst_port: vec![port.parse().unwrap()],
+            ..Match::default()
+        };
+        let meter = |key, sampling, tag| {
+            Action::Meter(Meter {
+                key,
+                sampling,
+                tag: Some(tag),
+                ..Meter::default()
+            })
+        };
+        let rules = Arc::new(RuleSet::new(vec![
+            policy("skip", to_port("9"), Action::Ignore),
+            policy(
+                "half",
+                to_port("7"),
+                meter(KeyMode::FiveTuple, Some(SamplerSpec::Deterministic(2)), 2),
+            ),
+            policy("ports", to_port("5"), meter(KeyMode::ProtocolPort, None, 3)),
+            policy("rest", Match::default(), meter(KeyMode::FiveTuple, None, 4)),
+        ]));
+        // Round-robin, one packet a millisecond: 6 ignored, 10 sampled 1 in 2, 3 + 3 from
+        // two hosts under one protocol-port key, 4 metered as they are.
+        let flows: [([u8; 4], u16, u16, usize); 5] = [
+            ([10, 0, 0, 1], 1000, 9, 6),
+            ([10, 0, 0, 1], 1001, 7, 10),
+            ([10, 0, 0, 1], 1002, 5, 3),
+            ([10, 0, 0, 3], 1002, 5, 3),
+            ([10, 0, 0, 1], 1003, 80, 4),
+        ];
+        let t0_us = 1_700_000_000_000_000u64;
+        let mut frames = Vec::new();
+        for round in 0..10 {
+            for &(src, sport, dport, count) in &flows {
+                if round < count {
+                    let us = t0_us + frames.len() as u64 * 1_000;
+                    frames.push((us, udp_to(src, sport, dport)));
+                }
+            }
+        }
+        let total = frames.len() as u64;
+        // Source, its port, destination port, packets, rule, tag, sampling interval.
+        type Row = (String, u16, u16, u64, String, Option<u32>, u32);
+        for watched in [false, true] {
+            let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+            let (_recycle, recycled) = crossbeam_channel::unbounded();
+            let (events, _events) = crossbeam_channel::unbounded();
+            let config = WorkerConfig::new(
+                0,
+                CacheConfig::default(),
+                Clock::Packet,
+                Backpressure::Block,
+            );
+            let mut worker = Worker::new(
+                config,
+                Box::new(Frames {
+                    frames: frames.clone(),
+                    next: 0,
+                }),
+                Sampler::new(SamplerSpec::None),
+                to_exporter,
+                recycled,
+            )
+            .with_policy(PolicyStage::new(rules.clone(), 1 << 12, 15_000));
+            if watched {
+                worker = worker
+                    .with_extensions(Extensions::new(vec![Box::new(Fates::default())]), events);
+            }
+            let report = worker.run(&AtomicBool::new(false));
+            let mut records: Vec<Row> = from_worker
+                .try_iter()
+                .filter_map(|m| match m {
+                    ToExporter::Records(batch) => Some(batch.records),
+                    _ => None,
+                })
+                .flatten()
+                .map(|r| {
+                    let mark = r.extras.as_ref().and_then(|e| e.policy.clone()).unwrap();
+                    assert_eq!(r.key._reserved, 0, "{r:?}");
+                    (
+                        r.key.src_ip().to_string(),
+                        r.key.src_port,
+                        r.key.dst_port,
+                        r.packets,
+                        mark.name.to_string(),
+                        mark.tag,
+                        r.sampling.interval,
+                    )
+                })
+                .collect();
+            records.sort();
+            let row = |src: &str, sport, dport, packets, name: &str, tag, interval| {
+                (
+                    src.to_string(),
+                    sport,
+                    dport,
+                    packets,
+                    name.to_string(),
+                    Some(tag),
+                    interval,
+                )
+            };
+            assert_eq!(
+                records,
+                [
+                    row("0.0.0.0", 1002, 5, 6, "ports", 3, 1),
+                    row("10.0.0.1", 1001, 7, 5, "half", 2, 2),
+                    row("10.0.0.1", 1003, 80, 4, "rest", 4, 1),
+                ],
+                "watched: {watched}"
+            );
+            assert_eq!(report.worker.policy_ignored, 6);
+            assert_eq!(report.worker.sampled_out, 5);
+            assert_eq!(report.cache.packets, 15);
+            assert_eq!(report.worker.packets, total);
+            let policy = &report
+                .extensions
+                .iter()
+                .find(|(n, _)| *n == "policy")
+                .unwrap()
+                .1;
+            let get = |counters: &[ExtCounter], name: &str| {
+                counters
+                    .iter()
+                    .find(|c| c.spec.family == name)
+                    .unwrap()
+                    .value
+            };
+            // One classification per flow: the cache holds the metered one, the stage the rest.
+            assert_eq!(get(policy, "classified_flows"), 5);
+            if watched {
+                let fates = &report
+                    .extensions
+                    .iter()
+                    .find(|(n, _)| *n == "fates")
+                    .unwrap()
+                    .1;
+                assert_eq!(get(fates, "kept"), 15);
+                assert_eq!(get(fates, "dropped"), 11);
+                assert_eq!(get(fates, "reduced"), 6);
+            }
+        }
+    }
+
+    #[test]
+    fn a_metered_flow_keeps_its_rule_across_a_reload_and_a_new_record_takes_the_new_one() {
+        use crate::policy::{Action, Match, Meter, RuleSet};
+        let tagged = |tag| {
+            Arc::new(RuleSet::new(vec![policy(
+                "all",
+                Match::default(),
+                Action::Meter(Meter {
+                    tag: Some(tag),
+                    ..Meter::default()
+                }),
+            )]))
+        };
+        let t0_us = 1_700_000_000_000_000u64;
+        // A flow before and after the reload; after its idle timeout (1 s) once more.
+        let frames = vec![
+            (t0_us, udp_frame(1000)),
+            (t0_us + 1_000, udp_frame(1000)),
+            (t0_us + 5_000_000, udp_frame(1000)),
+        ];
+        let swap = Arc::new(PolicySwap::new(tagged(1)));
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        let cache = CacheConfig {
+            inactive_timeout_ms: 1_000,
+            ..CacheConfig::default()
+        };
+        let config = WorkerConfig::new(0, cache, Clock::Packet, Backpressure::Block);
+        let mut worker = Worker::new(
+            config,
+            Box::new(Frames { frames, next: 0 }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        )
+        .with_policy(PolicyStage::new(swap.rules(), 1 << 12, 1_000))
+        .with_policy_swap(swap.clone());
+        assert_eq!(worker.poll_once().unwrap(), BurstStatus::Delivered(1));
+        swap.publish(tagged(2));
+        while worker.poll_once().unwrap() != BurstStatus::Ended {}
+        worker.finish(None, true);
+        let mut records: Vec<(u64, Option<u32>)> = from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| (r.packets, r.extras.unwrap().policy.unwrap().tag))
+            .collect();
+        records.sort();
+        assert_eq!(records, [(1, Some(2)), (2, Some(1))]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn flow_v4(i: u32) -> FlowRecord {
         max_ttl: 64,
         end_reason: EndReason::EndOfFlow,
         sampling: SamplingInfo::default(),
+        label: 0,
         extras: None,
     }
 }

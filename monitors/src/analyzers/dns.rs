@@ -229,6 +229,7 @@ mod tests {
             max_ttl: 0,
             end_reason: EndReason::Idle,
             sampling: Default::default(),
+            label: 0,
             extras: None,
         };
         analyzer.on_record(&mut record, true);

@@ -379,6 +379,7 @@ mod tests {
             max_ttl: 0,
             end_reason: flowcache::EndReason::Idle,
             sampling: Default::default(),
+            label: 0,
             extras: None,
         }
     }
