@@ -15,7 +15,10 @@ pub fn worker_extensions(config: &Config) -> Vec<Box<dyn Extension>> {
         let hub = rate_hub_for_run(monitor);
         extensions.push(Box::new(RateMonitor::new(rate_config(monitor), hub)));
     }
-    if let Some(analyzers) = Analyzers::new(&analyzer_settings(&config.analyzers)) {
+    let settings = analyzer_settings(&config.analyzers);
+    let hub = (settings.per_destination.trigger.mode != an::TriggerMode::Off)
+        .then(|| destination_hub_for_run(settings.per_destination));
+    if let Some(analyzers) = Analyzers::with_destination_hub(&settings, hub) {
         extensions.push(Box::new(analyzers));
     }
     if config.kpi.biflow || config.kpi.tcp {
@@ -66,10 +69,76 @@ fn rate_hub_for_run(section: &MonitorSection) -> Arc<RateHub> {
     }
 }
 
-/// The current run's live view as `/top` serves it, if the monitor is on.
+/// The current run's live view as `/top` serves it: the monitor's ports and flows if it
+/// is on, and the busiest destinations (`destinations`) if per-destination accounting
+/// is on.
 pub fn top_json() -> Option<String> {
-    let hub = RATE_HUB.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
-    Some(hub.top(TOP_FLOWS_SHOWN).to_json().to_string())
+    let rate = RATE_HUB.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let destinations = DESTINATION_HUB
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if rate.is_none() && destinations.is_none() {
+        return None;
+    }
+    let mut view = rate.map_or_else(
+        || serde_json::json!({}),
+        |hub| hub.top(TOP_FLOWS_SHOWN).to_json(),
+    );
+    if let Some(hub) = destinations {
+        view["destinations"] = destinations_json(hub.latest().as_ref());
+    }
+    Some(view.to_string())
+}
+
+/// The busiest destinations of the last finished interval (an empty list before the
+/// first), as `/top` shows them.
+fn destinations_json(top: Option<&an::DestinationTop>) -> serde_json::Value {
+    let ranked: Vec<serde_json::Value> = top
+        .map(|t| t.destinations.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(rank, d)| {
+            serde_json::json!({
+                "rank": rank + 1,
+                "destination": d.destination,
+                "packets": d.packets,
+                "octets": d.octets,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "interval_start_us": top.map(|t| t.interval_start_us),
+        "interval_us": top.map(|t| t.interval_us),
+        "top": ranked,
+    })
+}
+
+/// Where the current run's per-destination accounting sums its workers' totals (and the
+/// metrics endpoint reads the top destinations); a run's, as [`RATE_HUB`].
+static DESTINATION_HUB: Mutex<Option<Arc<an::DestinationHub>>> = Mutex::new(None);
+
+fn destination_hub_for_run(settings: an::PerDestinationSettings) -> Arc<an::DestinationHub> {
+    let mut slot = DESTINATION_HUB.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.as_ref() {
+        Some(hub) if !hub.finished() => hub.clone(),
+        _ => {
+            let hub = an::DestinationHub::new(settings);
+            *slot = Some(hub.clone());
+            hub
+        }
+    }
+}
+
+/// The current run's busiest destinations of the last finished interval, summed over its
+/// workers, if per-destination accounting is on.
+pub fn destination_top() -> Option<an::DestinationTop> {
+    let hub = DESTINATION_HUB
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()?;
+    hub.latest()
 }
 
 /// Flows `/top` lists.

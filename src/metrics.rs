@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use exporter::CollectorCounters;
 use flowcache::counters::{CounterSet, Kind, Series, Spec};
+use monitors::analyzers::{DestinationTop, DestinationTotals};
 use probe::SourceStats;
 use probe::worker::WorkerSnapshot;
 
@@ -161,6 +162,8 @@ pub struct RunView {
     pub collectors: Vec<(String, CollectorCounters)>,
     /// Events the event output received, by type.
     pub events: Vec<(&'static str, u64)>,
+    /// Per-destination accounting's busiest destinations, summed over the workers.
+    pub destinations: Option<DestinationTop>,
 }
 
 const FLOWS_ACTIVE: Spec = Spec::gauge(
@@ -172,6 +175,21 @@ const EVENTS: Spec = Spec::counter(
     "tapflow_events_total",
     "events",
     "Events the extensions emitted, by type, as the event output received them.",
+);
+const DESTINATION_TOP_OCTETS: Spec = Spec::gauge(
+    "tapflow_destination_top_octets",
+    "busiest destinations: octets",
+    "IP octets to each of the busiest destination prefixes ([analyzers.per_destination]) over the last finished interval, summed over the workers; rank 1 is the busiest.",
+);
+const DESTINATION_TOP_PACKETS: Spec = Spec::gauge(
+    "tapflow_destination_top_packets",
+    "busiest destinations: packets",
+    "Packets to each of the busiest destination prefixes over the same interval, ranked as tapflow_destination_top_octets.",
+);
+const DESTINATION_TOP_INTERVAL: Spec = Spec::gauge(
+    "tapflow_destination_top_interval_start_seconds",
+    "busiest destinations: interval start",
+    "Start of the interval the busiest destinations were counted over, Unix seconds (packet time).",
 );
 const BUILD_INFO: Spec = Spec::gauge(
     "tapflow_build_info",
@@ -257,6 +275,10 @@ pub fn render(view: &RunView) -> String {
         out.sample(EVENTS.family, &[("type", kind)], n);
     }
 
+    if let Some(top) = &view.destinations {
+        destination_top(&mut out, top);
+    }
+
     // Extension counters: every worker runs the same extensions, each reporting its series.
     let mut extensions: Vec<&'static str> = Vec::new();
     for w in &view.workers {
@@ -295,6 +317,30 @@ pub fn render(view: &RunView) -> String {
         );
     }
     out.finish()
+}
+
+/// The busiest destinations of the last finished per-destination interval: one series
+/// per destination and rank in each of the octets and packets families.
+fn destination_top(out: &mut Exposition, top: &DestinationTop) {
+    let i = DESTINATION_TOP_INTERVAL;
+    out.family(i.family, i.kind, i.help);
+    out.sample(i.family, &[], top.interval_start_us as f64 / 1_000_000.0);
+    type Figure = fn(&DestinationTotals) -> u64;
+    let families: [(Spec, Figure); 2] = [
+        (DESTINATION_TOP_OCTETS, |d| d.octets),
+        (DESTINATION_TOP_PACKETS, |d| d.packets),
+    ];
+    for (spec, value) in families {
+        out.family(spec.family, spec.kind, spec.help);
+        for (rank, d) in top.destinations.iter().enumerate() {
+            let rank = (rank + 1).to_string();
+            out.sample(
+                spec.family,
+                &[("destination", &d.destination), ("rank", &rank)],
+                value(d),
+            );
+        }
+    }
 }
 
 /// The process metrics every Prometheus client library exports, from /proc.
@@ -661,7 +707,7 @@ fn answer(mut stream: TcpStream, pages: &Pages, answering: impl FnOnce()) -> io:
                 &mut stream,
                 404,
                 "Not Found",
-                "no live view: the [monitor] section is off\n",
+                "no live view: [monitor] and [analyzers.per_destination] are off\n",
                 !head_only,
             ),
         }
@@ -922,6 +968,22 @@ mod tests {
                 ),
             ],
             events: vec![("syn_flood", 2), ("heavy_hitter", 1)],
+            destinations: Some(monitors::analyzers::DestinationTop {
+                interval_start_us: 1_700_000_010_500_000,
+                interval_us: 10_000_000,
+                destinations: vec![
+                    monitors::analyzers::DestinationTotals {
+                        destination: "192.0.2.0/24".into(),
+                        packets: 30,
+                        octets: 9_000,
+                    },
+                    monitors::analyzers::DestinationTotals {
+                        destination: "2001:db8::/48".into(),
+                        packets: 40,
+                        octets: 4_000,
+                    },
+                ],
+            }),
         }
     }
 
@@ -989,6 +1051,21 @@ mod tests {
         assert_eq!(
             v("tapflow_events_total", &[("type", "syn_flood")]),
             Some(2.0)
+        );
+        // The busiest destinations, by rank.
+        let top =
+            |name, destination, rank| v(name, &[("destination", destination), ("rank", rank)]);
+        assert_eq!(
+            top("tapflow_destination_top_octets", "192.0.2.0/24", "1"),
+            Some(9_000.0)
+        );
+        assert_eq!(
+            top("tapflow_destination_top_packets", "2001:db8::/48", "2"),
+            Some(40.0)
+        );
+        assert_eq!(
+            v("tapflow_destination_top_interval_start_seconds", &[]),
+            Some(1_700_000_010.5)
         );
         // Extension counters: tapflow_<extension>_<name>_total, a gauge without _total.
         assert_eq!(

@@ -112,7 +112,7 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
         template_refresh_datagrams: c.template_refresh_datagrams,
         engine_id: (config.export.observation_domain & 0xff) as u8,
         sampling_in_records: c.sampling_in_records,
-        extras: kpi_sections(config),
+        extras: extra_sections(config),
         sampling_time: config.sampling.adaptive.enabled,
         ..SessionConfig::default()
     };
@@ -224,10 +224,13 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
             let live = live.clone();
             let render: metrics::Render =
                 Arc::new(move || metrics::render(&live.get().map(Live::view).unwrap_or_default()));
-            let top: Option<metrics::TopSource> = config.monitor().map(|_| {
-                let top: metrics::TopSource = Arc::new(crate::extensions::top_json);
-                top
-            });
+            let accounting =
+                config.analyzers.per_destination.trigger != tapflow::config::TriggerMode::Off;
+            let top: Option<metrics::TopSource> =
+                (config.monitor().is_some() || accounting).then(|| {
+                    let top: metrics::TopSource = Arc::new(crate::extensions::top_json);
+                    top
+                });
             Some(MetricsServer::start_with_top(addr, render, top).with_context(|| {
                 format!(
                     "cannot serve metrics on {addr}; change [stats] prometheus or set it to false"
@@ -409,6 +412,7 @@ impl Live {
                 .map(|c| c.clone())
                 .unwrap_or_default(),
             events: self.events.lock().map(|e| e.clone()).unwrap_or_default(),
+            destinations: crate::extensions::destination_top(),
         }
     }
 }
@@ -615,10 +619,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 6]
     ]
 }
 
-/// The extension sections the collectors' templates carry, from `[kpi]`.
-pub fn kpi_sections(config: &Config) -> exporter::ExtraSections {
+/// The extension sections the collectors' templates carry, from `[kpi]` and
+/// `[analyzers.dns]`.
+pub fn extra_sections(config: &Config) -> exporter::ExtraSections {
     exporter::ExtraSections {
         reverse: config.kpi.biflow,
         tcp: config.kpi.tcp,
+        dns: config.analyzers.dns.trigger != tapflow::config::TriggerMode::Off,
     }
 }

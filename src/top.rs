@@ -1,7 +1,8 @@
 //! `tapflow top`: the millisecond monitor's live view as a terminal table, the way iftop
-//! shows a host's flows. It reads `GET /top` from the running appliance's metrics
-//! endpoint (`[stats] prometheus`), so it needs no access to the data plane, and redraws
-//! once a window.
+//! shows a host's flows, and per-destination accounting's busiest destinations. It reads
+//! `GET /top` from the running appliance's metrics endpoint (`[stats] prometheus`), so it
+//! needs no access to the data plane, and redraws once a window (once a second without
+//! the monitor).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -41,7 +42,7 @@ pub fn top(args: &TopArgs) -> Result<ExitCode> {
         // Home and clear, then the table: one write, so the screen never shows half.
         stdout.write_all(format!("\x1b[H\x1b[2J{table}").as_bytes())?;
         stdout.flush()?;
-        let window = Duration::from_millis(view["window_ms"].as_u64().unwrap_or(10).max(1));
+        let window = Duration::from_millis(view["window_ms"].as_u64().unwrap_or(1_000).max(1));
         std::thread::sleep(window.saturating_sub(started.elapsed()));
     }
 }
@@ -123,10 +124,57 @@ fn protocol(number: &Value) -> String {
     }
 }
 
-/// The view as an aligned table: ports first, then the heaviest `flows` flows.
+/// The view as aligned tables: ports first, then the heaviest `flows` flows (with the
+/// monitor on), then the busiest destinations (with per-destination accounting on).
 pub fn render(view: &Value, flows: usize) -> String {
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mut out = String::new();
+    if view.get("window_ms").is_some() {
+        render_monitor(&mut out, view, flows);
+    }
+    if let Some(destinations) = view.get("destinations") {
+        render_destinations(&mut out, destinations);
+    }
+    out
+}
+
+/// The busiest destinations of the last finished per-destination interval.
+fn render_destinations(out: &mut String, destinations: &Value) {
+    if !out.is_empty() {
+        let _ = writeln!(out);
+    }
+    match destinations["interval_start_us"].as_u64() {
+        Some(start) => {
+            let seconds = destinations["interval_us"].as_u64().unwrap_or(0) / 1_000_000;
+            let _ = writeln!(
+                out,
+                "busiest destinations: {seconds} s interval from {} UTC (packet time)",
+                clock(start)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "busiest destinations: no interval finished yet");
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>4}  {:<45}  {:>10}  {:>12}",
+        "RANK", "DESTINATION", "PACKETS", "OCTETS"
+    );
+    for d in destinations["top"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<45}  {:>10}  {:>12}",
+            d["rank"].as_u64().unwrap_or(0),
+            d["destination"].as_str().unwrap_or("?"),
+            d["packets"].as_u64().unwrap_or(0),
+            d["octets"].as_u64().unwrap_or(0),
+        );
+    }
+}
+
+fn render_monitor(out: &mut String, view: &Value, flows: usize) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let _ = writeln!(
         out,
         "tapflow top: {} ms window ending {} UTC (packet time), link {}",
@@ -187,7 +235,6 @@ pub fn render(view: &Value, flows: usize) -> String {
             flow["method"].as_str().unwrap_or(""),
         );
     }
-    out
 }
 
 #[cfg(test)]
@@ -234,5 +281,29 @@ mod tests {
         let end = |l: &str| l.find("bit/s").unwrap();
         assert_eq!(end(flows[0]), end(flows[1]));
         assert_eq!(render(&view, 1).lines().count(), 7);
+    }
+
+    #[test]
+    fn the_busiest_destinations_follow_or_stand_alone() {
+        let destinations = serde_json::json!({
+            "interval_start_us": 1_700_000_000_000_000u64,
+            "interval_us": 60_000_000u64,
+            "top": [
+                {"rank": 1, "destination": "10.1.3.0/24", "packets": 16, "octets": 16_000},
+                {"rank": 2, "destination": "2001:db8::/48", "packets": 11, "octets": 10_200}
+            ]
+        });
+        let alone = render(&serde_json::json!({ "destinations": destinations }), 10);
+        let lines: Vec<&str> = alone.lines().collect();
+        assert_eq!(
+            lines[0],
+            "busiest destinations: 60 s interval from 22:13:20.000 UTC (packet time)"
+        );
+        assert!(lines[3].starts_with("   1  10.1.3.0/24 "), "{alone}");
+        assert!(lines[3].ends_with("        16         16000"), "{alone}");
+        assert!(lines[4].starts_with("   2  2001:db8::/48 "), "{alone}");
+        assert_eq!(lines.len(), 5);
+        let none = serde_json::json!({"destinations": {"interval_start_us": null, "top": []}});
+        assert!(render(&none, 10).starts_with("busiest destinations: no interval finished yet"));
     }
 }

@@ -5,6 +5,11 @@
 //! each transaction, the name, type, response code and answer count tshark's DNS dissector
 //! reads, and a latency within 1 ms of tshark's `dns.time`.
 //!
+//! The same replay exported as IPFIX to a socket must carry the same figures in tapflow's
+//! DNS elements, as ipfixDump (libfixbuf) decodes them with docs/tapflow-ipfix.xml, and
+//! exported as NetFlow v9 the same names, types, codes and counts in nProbe's DNS fields,
+//! as tshark's cflow dissector reads them.
+//!
 //! SERVFAIL comes from dnsmasq's own DNSSEC validation: the resolver trusts the root key
 //! but its upstream (a second dnsmasq) cannot prove anything, so validation of a forwarded
 //! answer is abandoned and the client gets SERVFAIL.
@@ -12,6 +17,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -169,7 +175,7 @@ fn tshark_responses(capture: &Path) -> Vec<Dissected> {
 
 #[test]
 fn dns_transactions_from_dnsmasq_equal_tsharks_reading() {
-    for tool in ["dnsmasq", "dig", "dumpcap", "tshark"] {
+    for tool in ["dnsmasq", "dig", "dumpcap", "tshark", "ipfixDump"] {
         assert!(have(tool), "{tool} is missing: run scripts/setup.sh");
     }
     let pid = std::process::id();
@@ -320,4 +326,163 @@ fn dns_transactions_from_dnsmasq_equal_tsharks_reading() {
             assert!((latency - d.latency_us).abs() <= 1_000.0, "{what}");
         }
     }
+
+    let v9 = v9_records(&capture, &config, &dir);
+    assert_eq!(v9.len(), 2 * QUERIES.len(), "{v9:?}");
+    for d in &dissected {
+        for ports in [(d.client_port, 53), (53, d.client_port)] {
+            let record = v9
+                .iter()
+                .find(|r| (r.0, r.1) == ports)
+                .unwrap_or_else(|| panic!("no v9 record for {ports:?}: {v9:?}"));
+            assert_eq!(
+                (record.2.as_str(), record.3, record.4, record.5),
+                (d.qname.as_str(), d.qtype, d.rcode, d.answers),
+                "{d:?}"
+            );
+        }
+    }
+
+    let ipfix = ipfix_records(&capture, &config, &dir);
+    let with_dns = ipfix.iter().filter(|r| r.contains_key("dnsQueryName"));
+    assert_eq!(with_dns.count(), 2 * QUERIES.len(), "{ipfix:?}");
+    for d in &dissected {
+        let port = d.client_port.to_string();
+        for (sport, dport) in [(port.as_str(), "53"), ("53", port.as_str())] {
+            let record = ipfix
+                .iter()
+                .find(|r| {
+                    r["sourceTransportPort"] == sport && r["destinationTransportPort"] == dport
+                })
+                .unwrap_or_else(|| panic!("no IPFIX record for {sport} -> {dport}: {ipfix:?}"));
+            let what = format!("{d:?} vs {record:?}");
+            // ipfixDump shows a string as "(len: N) value".
+            let name = record["dnsQueryName"].split_once(") ").map(|(_, n)| n);
+            assert_eq!(name, Some(d.qname.as_str()), "{what}");
+            let number = |k: &str| record[k].parse::<u64>().unwrap();
+            assert_eq!(number("dnsQueryType"), d.qtype, "{what}");
+            assert_eq!(number("dnsResponseCode"), d.rcode, "{what}");
+            assert_eq!(number("dnsAnswerCount"), d.answers, "{what}");
+            let latency = number("dnsLatencyMicroseconds") as f64;
+            assert!((latency - d.latency_us).abs() <= 1_000.0, "{what}");
+        }
+    }
+}
+
+/// Replays `capture` into a collector socket in `format` and returns the datagrams.
+fn export(capture: &Path, config: &Path, format: &str) -> Vec<Vec<u8>> {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = tapflow()
+        .arg("replay")
+        .arg(capture)
+        .args(["--source", "file", "--config", config.to_str().unwrap()])
+        .args(["--export", format, "--collector"])
+        .arg(collector.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The replay has ended: every datagram is in the socket's buffer.
+    collector.set_nonblocking(true).unwrap();
+    let mut datagrams = Vec::new();
+    let mut buf = vec![0; 65_536];
+    while let Ok(n) = collector.recv(&mut buf) {
+        datagrams.push(buf[..n].to_vec());
+    }
+    datagrams
+}
+
+/// One v9 record's ports and nProbe DNS fields as tshark reads them: source port,
+/// destination port, name, type, response code, answers.
+type V9Dns = (u16, u16, String, u64, u64, u64);
+
+/// Replays `capture` as NetFlow v9 and reads the records' DNS fields with tshark.
+fn v9_records(capture: &Path, config: &Path, dir: &Path) -> Vec<V9Dns> {
+    let pcap = dir.join("export-v9.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&pcap).unwrap());
+    let mut writer = probe::pcap::PcapWriter::new(file).unwrap();
+    for (i, d) in export(capture, config, "v9").iter().enumerate() {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+            .udp(50_000, 2055)
+            .write(&mut frame, d)
+            .unwrap();
+        writer
+            .write_packet(1_000_000 * (i as u64 + 1), &frame)
+            .unwrap();
+    }
+    std::io::Write::flush(&mut writer.into_inner().unwrap()).unwrap();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-d", "udp.port==2055,cflow", "-T", "fields"])
+        .args(["-e", "cflow.srcport", "-e", "cflow.dstport"])
+        .args(["-e", "cflow.pie.ntop.dns_query"])
+        .args(["-e", "cflow.pie.ntop.dns_query_type"])
+        .args(["-e", "cflow.pie.ntop.dns_ret_code"])
+        .args(["-e", "cflow.pie.ntop.dns_num_answers"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark: {}", text(&out));
+    // One line a datagram; each field lists its records' values, comma-separated, in
+    // record order (every record here has every field).
+    let mut records = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let columns: Vec<Vec<&str>> = line.split('\t').map(|c| c.split(',').collect()).collect();
+        if columns.len() != 6 || columns[2] == [""] {
+            continue;
+        }
+        assert!(
+            columns.iter().all(|c| c.len() == columns[0].len()),
+            "{line}"
+        );
+        let value = |column: usize, i: usize| columns[column][i];
+        records.extend((0..columns[0].len()).map(|i| {
+            (
+                value(0, i).parse().unwrap(),
+                value(1, i).parse().unwrap(),
+                value(2, i).to_string(),
+                value(3, i).parse().unwrap(),
+                value(4, i).parse().unwrap(),
+                value(5, i).parse().unwrap(),
+            )
+        }));
+    }
+    records
+}
+
+/// Replays `capture` into an IPFIX collector socket and returns the flow records as
+/// ipfixDump reads them, with tapflow's element file: element name to value.
+fn ipfix_records(capture: &Path, config: &Path, dir: &Path) -> Vec<HashMap<String, String>> {
+    let file = dir.join("export.ipfix");
+    std::fs::write(&file, export(capture, config, "ipfix").concat()).unwrap();
+    let elements = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tapflow-ipfix.xml");
+    let out = Command::new("ipfixDump")
+        .arg("--in")
+        .arg(&file)
+        .args(["--element-file", elements])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ipfixDump: {}",
+        text(&out)
+    );
+    let mut records = Vec::new();
+    let mut record: Option<HashMap<String, String>> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("--- ") {
+            records.extend(record.take());
+            record = line.starts_with("--- data record").then(HashMap::new);
+        } else if let (Some(fields), Some((name, value))) =
+            (record.as_mut(), line.trim().split_once(" : "))
+        {
+            // "(32473/20)                  dnsQueryName : (len: 15) nx.tapflow.test"
+            let name = name.split_whitespace().last().unwrap_or_default();
+            fields.insert(name.to_string(), value.to_string());
+        }
+    }
+    records.extend(record);
+    records.retain(|r| r.contains_key("sourceTransportPort"));
+    records
 }

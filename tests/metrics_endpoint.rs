@@ -270,3 +270,205 @@ prometheus = "127.0.0.1:{metrics_port}"
         "summary {received}, scraped {last_packets}\n{stdout}"
     );
 }
+
+/// Destinations (a /24 each) and the traffic each of two ports sends them: (third octet,
+/// packets, IP length). Each port's own top two (X, Y on a; W, Z on b) is not the top
+/// two of the sums (Z, Y): the endpoint must rank the sums.
+const PORT_A: &[(u8, u64, u64)] = &[(1, 10, 1000), (2, 9, 1000), (3, 8, 1000)];
+const PORT_B: &[(u8, u64, u64)] = &[(4, 95, 100), (3, 8, 1000), (2, 2, 600)];
+
+/// Writes `traffic` as UDP packets from 192.0.2.x to 10.1.<third>.<host>, spread over
+/// two hosts of each /24 and several flows; returns the pcap.
+fn destination_pcap(
+    dir: &std::path::Path,
+    name: &str,
+    traffic: &[(u8, u64, u64)],
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut out = probe::pcap::PcapWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(&path).unwrap(),
+    ))
+    .unwrap();
+    let mut time_us = 1_700_000_000_000_000u64;
+    for &(third, packets, ip_len) in traffic {
+        for i in 0..packets {
+            let mut frame = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(
+                    [192, 0, 2, 1 + (i % 3) as u8],
+                    [10, 1, third, 1 + (i % 2) as u8],
+                    64,
+                )
+                .udp(40_000 + (i % 5) as u16, 9_000)
+                .write(&mut frame, &vec![0; ip_len as usize - 28])
+                .unwrap();
+            out.write_packet(time_us, &frame).unwrap();
+            time_us += 100;
+        }
+    }
+    std::io::Write::flush(&mut out.into_inner().unwrap()).unwrap();
+    path
+}
+
+/// Per /24: (packets, octets) summed over the ports, busiest by octets first.
+fn ranked_truth(ports: &[&[(u8, u64, u64)]]) -> Vec<(String, u64, u64)> {
+    let mut sums: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
+    for traffic in ports {
+        for &(third, packets, ip_len) in *traffic {
+            let sum = sums.entry(third).or_default();
+            sum.0 += packets;
+            sum.1 += packets * ip_len;
+        }
+    }
+    let mut ranked: Vec<(String, u64, u64)> = sums
+        .into_iter()
+        .map(|(third, (p, o))| (format!("10.1.{third}.0/24"), p, o))
+        .collect();
+    ranked.sort_by_key(|t| std::cmp::Reverse(t.2));
+    ranked
+}
+
+#[test]
+fn the_busiest_destinations_are_ranked_over_every_worker() {
+    let dir = scratch_dir("metrics-destinations");
+    let a = destination_pcap(&dir, "a.pcap", PORT_A);
+    let b = destination_pcap(&dir, "b.pcap", PORT_B);
+    let truth = ranked_truth(&[PORT_A, PORT_B]);
+    // What ranking each port's own top would give: another pair.
+    let mut union_of_tops: Vec<(String, u64, u64)> = [PORT_A, PORT_B]
+        .iter()
+        .flat_map(|port| ranked_truth(&[port]).into_iter().take(2))
+        .collect();
+    union_of_tops.sort_by_key(|t| std::cmp::Reverse(t.2));
+    assert_ne!(
+        union_of_tops[..2],
+        truth[..2],
+        "the traffic must tell them apart"
+    );
+    let metrics_port = free_port();
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = dir.join("tapflow.toml");
+    // The records leave the cache a second after the file was read, well inside the
+    // first 5-second interval, which then closes on both workers' clocks.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[dpdk]
+hugepages = false
+memory_mb = 512
+file_prefix = "tapflow-test-destinations-{pid}"
+
+[[port]]
+name = "tap-a"
+device = "net_pcap0,rx_pcap={a}"
+
+[[port]]
+name = "tap-b"
+device = "net_pcap1,rx_pcap={b}"
+
+[cache]
+capacity = 4096
+inactive_timeout = 1
+
+[[collector]]
+address = "{collector}"
+
+[analyzers.per_destination]
+trigger = "always"
+prefix_len_v4 = 24
+top_n = 2
+interval = 5
+
+[stats]
+interval = 1
+prometheus = "127.0.0.1:{metrics_port}"
+"#,
+            pid = std::process::id(),
+            a = a.display(),
+            b = b.display(),
+            collector = collector.local_addr().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut run = Run(tapflow()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let samples = loop {
+        assert!(
+            run.0.try_wait().unwrap().is_none(),
+            "tapflow run exited early"
+        );
+        if let Some(samples) = scrape(addr)
+            && !find(&samples, "tapflow_destination_top_octets").is_empty()
+        {
+            break samples;
+        }
+        assert!(Instant::now() < deadline, "no busiest destinations shown");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let shown = |family: &str| -> Vec<(String, String, u64)> {
+        let mut series: Vec<(String, String, u64)> = find(&samples, family)
+            .iter()
+            .map(|s| (s.1["rank"].clone(), s.1["destination"].clone(), s.2 as u64))
+            .collect();
+        series.sort();
+        series
+    };
+    let expected = |value: fn(&(String, u64, u64)) -> u64| -> Vec<(String, String, u64)> {
+        truth
+            .iter()
+            .take(2)
+            .enumerate()
+            .map(|(rank, t)| ((rank + 1).to_string(), t.0.clone(), value(t)))
+            .collect()
+    };
+    assert_eq!(shown("tapflow_destination_top_octets"), expected(|t| t.2));
+    assert_eq!(shown("tapflow_destination_top_packets"), expected(|t| t.1));
+    let start = one(&samples, "tapflow_destination_top_interval_start_seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start <= now - 5.0 && start > now - 60.0,
+        "interval start {start}, now {now}"
+    );
+    // `/top` shows the same ranking (no [monitor] here: the destinations alone).
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /top HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let view: serde_json::Value = serde_json::from_str(body).unwrap();
+    let ranked: Vec<(String, String, u64)> = view["destinations"]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["rank"].to_string(),
+                d["destination"].as_str().unwrap().to_string(),
+                d["octets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranked, expected(|t| t.2), "{body}");
+    assert_eq!(
+        view["destinations"]["interval_start_us"].as_f64().unwrap() / 1e6,
+        start
+    );
+    signal(&run.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tapflow run did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

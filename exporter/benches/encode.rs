@@ -1,4 +1,6 @@
-//! Encoding throughput per version: records into complete datagrams, discarded.
+//! Encoding throughput per version: records into complete datagrams, discarded. Also
+//! IPFIX with the DNS section on: a batch without DNS transactions (what the section
+//! costs the other records) and one with a transaction on every tenth record.
 
 use std::hint::black_box;
 
@@ -57,6 +59,53 @@ fn encode(c: &mut Criterion) {
                 now += 1;
                 let mut bytes = 0usize;
                 session.encode_flows(&batch, now, &mut |d: &Datagram<'_>| {
+                    bytes += black_box(d.bytes).len()
+                });
+                bytes
+            })
+        });
+    }
+    let with_dns: Vec<FlowRecord> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            if i % 10 == 0 {
+                r.extras = Some(Box::new(flowcache::RecordExtras {
+                    dns: Some(flowcache::DnsTransaction {
+                        qname: format!("host-{i}.example.org"),
+                        qtype: 1,
+                        rcode: Some(0),
+                        answers: Some(1),
+                        latency_us: Some(1_500),
+                    }),
+                    ..Default::default()
+                }));
+            }
+            r
+        })
+        .collect();
+    for (name, records) in [
+        ("ipfix_dns_section", &batch),
+        ("ipfix_dns_every_tenth", &with_dns),
+    ] {
+        let mut session = ExportSession::new(
+            SessionConfig {
+                extras: exporter::ExtraSections {
+                    dns: true,
+                    ..Default::default()
+                },
+                ..SessionConfig::default()
+            },
+            START_MS,
+        )
+        .unwrap();
+        let mut now = START_MS + 10_000;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                now += 1;
+                let mut bytes = 0usize;
+                session.encode_flows(records, now, &mut |d: &Datagram<'_>| {
                     bytes += black_box(d.bytes).len()
                 });
                 bytes

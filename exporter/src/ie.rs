@@ -157,17 +157,89 @@ pub const SELECTOR_ALGORITHM: Ie = ie(id::SELECTOR_ALGORITHM, 2, "selectorAlgori
 /// v9 options scope "System", 4 bytes, carrying the source id.
 pub const V9_SCOPE_SYSTEM: Ie = ie(v9_scope::SYSTEM, 4, "System");
 
+/// An element's length that says "variable" (RFC 7011 §7): each value carries its own
+/// length before it.
+pub const VARIABLE_LENGTH: u16 = 0xffff;
+
+/// Longest value written into a variable-length element; longer ones are cut (at a
+/// character boundary). A query name is at most 255 octets on the wire, so only names
+/// with escaped bytes (`\DDD`, four characters for one octet) can be longer; the bound
+/// keeps the smallest MTU that fits a DNS record below the template bundle's.
+pub const MAX_VARIABLE_OCTETS: usize = 255;
+
+impl Ie {
+    pub const fn is_variable(&self) -> bool {
+        self.len == VARIABLE_LENGTH
+    }
+}
+
 /// The extension sections a session's flow templates carry besides the flow fields: the
-/// reverse direction of a biflow and the TCP KPIs (`flowcache::RecordExtras`).
+/// reverse direction of a biflow, the TCP KPIs and the DNS transaction
+/// (`flowcache::RecordExtras`).
+///
+/// The biflow and KPI sections widen every flow record. The DNS section does not: a
+/// record with a DNS transaction goes out in a template of its own (see [`DnsShape`]),
+/// so records without one stay the size they were.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExtraSections {
     pub reverse: bool,
     pub tcp: bool,
+    pub dns: bool,
 }
 
 impl ExtraSections {
     pub fn any(self) -> bool {
+        self.reverse || self.tcp || self.dns
+    }
+
+    /// Whether every flow record carries extension fields.
+    pub fn widen_flow_records(self) -> bool {
         self.reverse || self.tcp
+    }
+}
+
+/// What a record's DNS transaction holds, each with a template of its own, so that a
+/// figure that was not seen is absent rather than a zero that reads as a value (rcode 0
+/// is NOERROR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DnsShape {
+    /// A query without a response: name and type.
+    Query = 0,
+    /// A response whose query was not seen: also response code and answer count.
+    Response = 1,
+    /// A query and its response: also the latency.
+    Transaction = 2,
+}
+
+impl DnsShape {
+    pub const ALL: [DnsShape; 3] = [DnsShape::Query, DnsShape::Response, DnsShape::Transaction];
+
+    pub fn of(dns: &flowcache::DnsTransaction) -> DnsShape {
+        match (dns.rcode.is_some(), dns.latency_us.is_some()) {
+            (false, _) => DnsShape::Query,
+            (true, false) => DnsShape::Response,
+            (true, true) => DnsShape::Transaction,
+        }
+    }
+
+    /// The elements of this shape's DNS section. v9 has no latency element: a
+    /// transaction goes out as a response there.
+    pub fn fields(self, ipfix: bool) -> &'static [Ie] {
+        let all = if ipfix {
+            extra::IPFIX_DNS
+        } else {
+            extra::V9_DNS
+        };
+        match self {
+            DnsShape::Query => &all[..2],
+            DnsShape::Response => &all[..4],
+            DnsShape::Transaction => all,
+        }
+    }
+
+    /// The template id of this shape's records of one IP version.
+    pub const fn template_id(self, ipv6: bool) -> u16 {
+        template_id::DNS_FLOWS + 2 * self as u16 + ipv6 as u16
     }
 }
 
@@ -182,7 +254,10 @@ impl ExtraSections {
 /// NetFlow v9 has no enterprise numbers: it carries the reverse packets and octets in
 /// OUT_PKTS/OUT_BYTES (24/23) and the handshake latencies in nProbe's v9 field types
 /// 57554-57559 (seconds plus residual microseconds), which nfdump reads for
-/// `%cl %sl %al`; the rest does not fit v9.
+/// `%cl %sl %al`, and the DNS fields in nProbe's DNS field types (a fixed-length name),
+/// which Wireshark reads; the rest does not fit v9.
+///
+/// The DNS transaction is IPFIX elements 32473/20-24, the name a variable-length string.
 pub mod extra {
     use super::Ie;
 
@@ -210,6 +285,13 @@ pub mod extra {
     pub const SERVER_NW_DELAY_USEC: u16 = 85;
     pub const APPL_LATENCY_SEC: u16 = 86;
     pub const APPL_LATENCY_USEC: u16 = 87;
+    pub const DNS_QUERY: u16 = 205;
+    pub const DNS_QUERY_TYPE: u16 = 207;
+    pub const DNS_RET_CODE: u16 = 208;
+    pub const DNS_NUM_ANSWERS: u16 = 209;
+    /// Octets of the fixed-length v9 query name: v9 has no variable-length encoding;
+    /// longer names are cut, shorter ones padded with zeros.
+    pub const V9_DNS_QUERY_LEN: u16 = 128;
 
     /// tapflow element ids (enterprise [`TAPFLOW_PEN`]).
     pub const TCP_OUTCOME: u16 = 1;
@@ -224,6 +306,11 @@ pub mod extra {
     pub const RTT_SERVER_US: u16 = 10;
     pub const RTT_CLIENT_US: u16 = 11;
     pub const APP_LATENCY_US: u16 = 12;
+    pub const DNS_QUERY_NAME: u16 = 20;
+    pub const DNS_QUERY_TYPE_ID: u16 = 21;
+    pub const DNS_RESPONSE_CODE: u16 = 22;
+    pub const DNS_ANSWER_COUNT: u16 = 23;
+    pub const DNS_LATENCY_US: u16 = 24;
 
     const fn pen(pen: u32, id: u16, len: u16, name: &'static str) -> Ie {
         Ie { pen, id, len, name }
@@ -305,6 +392,31 @@ pub mod extra {
         reverse_of(SYN_RETRANS, "reverseTcpSynRetransmits"),
     ];
 
+    /// IPFIX DNS section, in the order [`super::DnsShape`] cuts it: what a query has,
+    /// what a response adds, what matching them adds.
+    pub const IPFIX_DNS: &[Ie] = &[
+        tapflow(DNS_QUERY_NAME, super::VARIABLE_LENGTH, "dnsQueryName"),
+        tapflow(DNS_QUERY_TYPE_ID, 2, "dnsQueryType"),
+        tapflow(DNS_RESPONSE_CODE, 1, "dnsResponseCode"),
+        tapflow(DNS_ANSWER_COUNT, 2, "dnsAnswerCount"),
+        tapflow(DNS_LATENCY_US, 4, "dnsLatencyMicroseconds"),
+    ];
+
+    /// NetFlow v9 DNS section: nProbe's DNS fields (what Wireshark reads), cut as
+    /// [`super::DnsShape`] cuts [`IPFIX_DNS`]; no latency.
+    pub const V9_DNS: &[Ie] = &[
+        pen(0, NTOP_V9_BASE + DNS_QUERY, V9_DNS_QUERY_LEN, "DNS_QUERY"),
+        pen(0, NTOP_V9_BASE + DNS_QUERY_TYPE, 2, "DNS_QUERY_TYPE"),
+        pen(0, NTOP_V9_BASE + DNS_RET_CODE, 1, "DNS_RET_CODE"),
+        pen(0, NTOP_V9_BASE + DNS_NUM_ANSWERS, 2, "DNS_NUM_ANSWERS"),
+    ];
+
+    /// Whether `f` carries the query name as text (variable-length in IPFIX, fixed in v9).
+    pub fn is_query_name(f: &Ie) -> bool {
+        (f.pen, f.id) == (TAPFLOW_PEN, DNS_QUERY_NAME)
+            || (f.pen, f.id) == (0, NTOP_V9_BASE + DNS_QUERY)
+    }
+
     /// NetFlow v9 TCP KPI section: the latencies nfdump reads.
     pub const V9_TCP: &[Ie] = &[
         ntop_v9(CLIENT_NW_DELAY_SEC, "CLIENT_NW_DELAY_SEC"),
@@ -318,7 +430,13 @@ pub mod extra {
 
 /// A flow template with extension sections: the flow fields, the sections, then the
 /// sampling fields when `sampled`.
-fn extended_template(ipfix: bool, sampled: bool, ipv6: bool, sections: ExtraSections) -> Vec<Ie> {
+fn extended_template(
+    ipfix: bool,
+    sampled: bool,
+    ipv6: bool,
+    sections: ExtraSections,
+    dns: Option<DnsShape>,
+) -> Vec<Ie> {
     let (v4, v6) = flow_templates(ipfix, false);
     let mut fields = if ipv6 { v6 } else { v4 }.to_vec();
     if sections.reverse {
@@ -338,54 +456,58 @@ fn extended_template(ipfix: bool, sampled: bool, ipv6: bool, sections: ExtraSect
             fields.extend_from_slice(extra::IPFIX_TCP_REVERSE);
         }
     }
+    if let Some(shape) = dns {
+        fields.extend_from_slice(shape.fields(ipfix));
+    }
     if sampled {
         fields.extend_from_slice(&[SAMPLING_INTERVAL, SAMPLING_ALGORITHM]);
     }
     fields
 }
 
-/// Every extended flow template, built once: by IPFIX, sampled, IPv6 and the three
-/// non-empty combinations of sections.
+/// Where a template sits in [`EXTENDED_TEMPLATES`]: one bit per flag, the DNS shape (or
+/// none) in the top two.
+fn extended_index(
+    ipfix: bool,
+    sampled: bool,
+    ipv6: bool,
+    sections: ExtraSections,
+    dns: Option<DnsShape>,
+) -> usize {
+    usize::from(ipfix)
+        | usize::from(sampled) << 1
+        | usize::from(ipv6) << 2
+        | usize::from(sections.reverse) << 3
+        | usize::from(sections.tcp) << 4
+        | dns.map_or(0, |shape| shape as usize + 1) << 5
+}
+
+/// Every extended flow template, built once.
 static EXTENDED_TEMPLATES: std::sync::LazyLock<Vec<Vec<Ie>>> = std::sync::LazyLock::new(|| {
-    let mut all = Vec::with_capacity(24);
-    for index in 0..24 {
-        let (ipfix, sampled, ipv6) = (index & 1 != 0, index & 2 != 0, index & 4 != 0);
-        let sections = match index >> 3 {
-            0 => ExtraSections {
-                reverse: true,
-                tcp: false,
-            },
-            1 => ExtraSections {
-                reverse: false,
-                tcp: true,
-            },
-            _ => ExtraSections {
-                reverse: true,
-                tcp: true,
-            },
+    let mut all = vec![Vec::new(); 4 << 5];
+    for bits in 0..1 << 5 {
+        let (ipfix, sampled, ipv6) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+        let sections = ExtraSections {
+            reverse: bits & 8 != 0,
+            tcp: bits & 16 != 0,
+            dns: false,
         };
-        all.push(extended_template(ipfix, sampled, ipv6, sections));
+        for dns in [None].into_iter().chain(DnsShape::ALL.map(Some)) {
+            all[extended_index(ipfix, sampled, ipv6, sections, dns)] =
+                extended_template(ipfix, sampled, ipv6, sections, dns);
+        }
     }
     all
 });
 
-fn extended_templates(
+fn extended(
     ipfix: bool,
     sampled: bool,
+    ipv6: bool,
     sections: ExtraSections,
-) -> (&'static [Ie], &'static [Ie]) {
-    let combination = match (sections.reverse, sections.tcp) {
-        (true, false) => 0,
-        (false, true) => 1,
-        _ => 2,
-    };
-    let index = |ipv6: bool| {
-        usize::from(ipfix) | usize::from(sampled) << 1 | usize::from(ipv6) << 2 | combination << 3
-    };
-    (
-        EXTENDED_TEMPLATES[index(false)].as_slice(),
-        EXTENDED_TEMPLATES[index(true)].as_slice(),
-    )
+    dns: Option<DnsShape>,
+) -> &'static [Ie] {
+    EXTENDED_TEMPLATES[extended_index(ipfix, sampled, ipv6, sections, dns)].as_slice()
 }
 
 /// How many trailing elements of a flow template are the optional sampling fields.
@@ -399,6 +521,9 @@ pub mod template_id {
     pub const SAMPLING_OPTIONS: u16 = 259;
     pub const EXPORTER_STATISTICS_OPTIONS: u16 = 260;
     pub const SELECTOR_OPTIONS: u16 = 261;
+    /// The first of the DNS flow templates, 262 to 267: IPv4 and IPv6 of each
+    /// [`super::DnsShape`] (`DnsShape::template_id`).
+    pub const DNS_FLOWS: u16 = 262;
 }
 
 /// An options template: scope fields, then the other fields.
@@ -416,12 +541,34 @@ impl OptionsTemplate {
     }
 }
 
-/// Length of one data record of `fields`.
+/// Length of one data record of `fields`, without the values of variable-length
+/// elements (their length prefixes included).
 pub const fn record_len(fields: &[Ie]) -> usize {
     let mut total = 0;
     let mut i = 0;
     while i < fields.len() {
-        total += fields[i].len as usize;
+        if !fields[i].is_variable() {
+            total += fields[i].len as usize;
+        }
+        i += 1;
+    }
+    total
+}
+
+/// Bytes a variable-length value of `len` octets takes with its length prefix (RFC 7011
+/// §7: one octet below 255, else 255 and two octets).
+pub const fn variable_len(len: usize) -> usize {
+    if len < 255 { 1 + len } else { 3 + len }
+}
+
+/// Length of the largest data record of `fields`.
+pub const fn max_record_len(fields: &[Ie]) -> usize {
+    let mut total = record_len(fields);
+    let mut i = 0;
+    while i < fields.len() {
+        if fields[i].is_variable() {
+            total += variable_len(MAX_VARIABLE_OCTETS);
+        }
         i += 1;
     }
     total
@@ -649,6 +796,10 @@ pub(crate) const fn flow_templates(ipfix: bool, sampled: bool) -> (&'static [Ie]
 pub(crate) struct TemplateSet {
     pub ipv4: &'static [Ie],
     pub ipv6: &'static [Ie],
+    /// IPFIX with the DNS section: the templates of records with a DNS transaction, by
+    /// [`DnsShape`], IPv4 then IPv6 (template ids in the same order from
+    /// [`template_id::DNS_FLOWS`]).
+    pub dns: Option<[&'static [Ie]; 6]>,
     pub aggregate: &'static [Ie],
     pub sampling: OptionsTemplate,
     pub statistics: OptionsTemplate,
@@ -669,14 +820,29 @@ impl TemplateSet {
         };
         // The flow templates come from the same function the record encoder uses, so the
         // templates announced and the records written cannot disagree.
-        let (ipv4, ipv6) = if sections.any() {
-            extended_templates(ipfix, sampling_in_records, sections)
+        let (ipv4, ipv6) = if sections.widen_flow_records() {
+            (
+                extended(ipfix, sampling_in_records, false, sections, None),
+                extended(ipfix, sampling_in_records, true, sections, None),
+            )
         } else {
             flow_templates(ipfix, sampling_in_records)
         };
+        let dns = sections.dns.then(|| {
+            let mut templates = [ipv4; 6];
+            for shape in DnsShape::ALL {
+                for ipv6 in [false, true] {
+                    let at = usize::from(shape.template_id(ipv6) - template_id::DNS_FLOWS);
+                    templates[at] =
+                        extended(ipfix, sampling_in_records, ipv6, sections, Some(shape));
+                }
+            }
+            templates
+        });
         TemplateSet {
             ipv4,
             ipv6,
+            dns,
             aggregate: if sampling_in_records {
                 aggregate
             } else {
@@ -695,12 +861,22 @@ impl TemplateSet {
         self
     }
 
-    pub fn data_templates(&self) -> [(u16, &'static [Ie]); 3] {
-        [
+    pub fn data_templates(&self) -> Vec<(u16, &'static [Ie])> {
+        let mut all = vec![
             (template_id::IPV4_FLOW, self.ipv4),
             (template_id::IPV6_FLOW, self.ipv6),
             (template_id::PROTOCOL_PORT_AGGREGATE, self.aggregate),
-        ]
+        ];
+        if let Some(dns) = self.dns {
+            all.extend((template_id::DNS_FLOWS..).zip(dns));
+        }
+        all
+    }
+
+    /// The template of a record with a DNS transaction of `shape`: its id and fields.
+    pub fn dns_template(&self, shape: DnsShape, ipv6: bool) -> Option<(u16, &'static [Ie])> {
+        let id = shape.template_id(ipv6);
+        Some((id, self.dns?[usize::from(id - template_id::DNS_FLOWS)]))
     }
 
     /// The options templates whose records say how packets were selected.
@@ -743,6 +919,7 @@ mod tests {
         let all = ExtraSections {
             reverse: true,
             tcp: true,
+            dns: false,
         };
         for ipfix in [true, false] {
             for sampled in [true, false] {
@@ -774,6 +951,93 @@ mod tests {
             assert_eq!(reverse.pen, forward.pen);
             assert_eq!(reverse.id, forward.id | extra::REVERSE_BIT);
             assert_eq!(reverse.len, forward.len);
+        }
+    }
+
+    #[test]
+    fn dns_templates_are_the_flow_template_with_the_dns_section_before_sampling() {
+        for sections in [
+            ExtraSections::default(),
+            ExtraSections {
+                reverse: true,
+                tcp: true,
+                dns: false,
+            },
+        ] {
+            for sampled in [true, false] {
+                let with_dns = ExtraSections {
+                    dns: true,
+                    ..sections
+                };
+                let plain = TemplateSet::new(true, sampled, sections);
+                let set = TemplateSet::new(true, sampled, with_dns);
+                // Records without a transaction keep their templates.
+                assert_eq!((set.ipv4, set.ipv6), (plain.ipv4, plain.ipv6));
+                assert_eq!(set.data_templates().len(), 3 + 6);
+                let tail = if sampled { SAMPLING_FIELDS } else { 0 };
+                for shape in DnsShape::ALL {
+                    for (ipv6, base) in [(false, plain.ipv4), (true, plain.ipv6)] {
+                        let (id, fields) = set.dns_template(shape, ipv6).unwrap();
+                        assert!((262..=267).contains(&id));
+                        let flow = base.len() - tail;
+                        assert_eq!(fields[..flow], base[..flow]);
+                        assert_eq!(&fields[flow..fields.len() - tail], shape.fields(true));
+                        assert_eq!(fields[fields.len() - tail..], base[flow..]);
+                    }
+                }
+                // v9 has no latency element.
+                let v9 = TemplateSet::new(false, sampled, with_dns);
+                for ipv6 in [false, true] {
+                    let response = v9.dns_template(DnsShape::Response, ipv6).unwrap().1;
+                    let transaction = v9.dns_template(DnsShape::Transaction, ipv6).unwrap().1;
+                    assert_eq!(response, transaction);
+                    assert!(response.iter().all(|f| f.pen == 0));
+                }
+            }
+        }
+        let ids: std::collections::HashSet<u16> = DnsShape::ALL
+            .iter()
+            .flat_map(|s| [s.template_id(false), s.template_id(true)])
+            .collect();
+        assert_eq!(ids.len(), 6);
+        assert_eq!(max_record_len(extra::IPFIX_DNS), 2 + 1 + 2 + 4 + 3 + 255);
+    }
+
+    #[test]
+    fn the_element_file_for_collectors_describes_every_tapflow_element() {
+        let xml = include_str!("../../docs/tapflow-ipfix.xml");
+        let records: Vec<(&str, u16, &str)> = xml
+            .split("<record>")
+            .skip(1)
+            .map(|r| {
+                let tag = |t: &str| {
+                    let open = format!("<{t}>");
+                    let from = r.find(&open).unwrap() + open.len();
+                    &r[from..from + r[from..].find('<').unwrap()]
+                };
+                assert_eq!(tag("cert:enterpriseId"), "32473");
+                (
+                    tag("name"),
+                    tag("elementId").parse().unwrap(),
+                    tag("dataType"),
+                )
+            })
+            .collect();
+        let ours: Vec<&Ie> = extra::IPFIX_TCP.iter().chain(extra::IPFIX_DNS).collect();
+        assert_eq!(records.len(), ours.len());
+        for f in ours {
+            let (_, _, data_type) = records
+                .iter()
+                .find(|(name, id, _)| *name == f.name && *id == f.id)
+                .unwrap_or_else(|| panic!("{f:?} is not in docs/tapflow-ipfix.xml"));
+            let expected = match f.len {
+                VARIABLE_LENGTH => "string",
+                1 => "unsigned8",
+                2 => "unsigned16",
+                4 => "unsigned32",
+                _ => "unsigned64",
+            };
+            assert_eq!(*data_type, expected, "{f:?}");
         }
     }
 

@@ -164,7 +164,8 @@ impl fmt::Display for ConfigError {
                 minimum,
             } => write!(
                 f,
-                "mtu {mtu} is too small for {version}: at least {minimum} bytes are needed"
+                "mtu {mtu} is too small for {version}: at least {minimum} bytes are needed \
+                 (every template goes out in one datagram; [analyzers.dns] adds six)"
             ),
             ConfigError::MtuTooLarge { mtu, maximum } => {
                 write!(
@@ -405,23 +406,94 @@ impl ExportSession {
         match self.config.version {
             ExportVersion::V5 => self.encode_v5(records, now_ms, emit),
             ExportVersion::V9 | ExportVersion::Ipfix => {
-                let ipfix = self.is_ipfix();
-                if self.config.extras.any() {
-                    self.encode_extended_flow_records(records, now_ms, emit);
-                    self.finish_message(emit);
-                    return;
-                }
-                match (ipfix, self.config.sampling_in_records) {
-                    (true, true) => self.encode_flow_records::<true, true>(records, now_ms, emit),
-                    (true, false) => self.encode_flow_records::<true, false>(records, now_ms, emit),
-                    (false, true) => self.encode_flow_records::<false, true>(records, now_ms, emit),
-                    (false, false) => {
-                        self.encode_flow_records::<false, false>(records, now_ms, emit)
+                if self.templates.dns.is_some() {
+                    // Runs of records without a DNS transaction keep the usual path;
+                    // each record with one goes out in its DNS template.
+                    let mut rest = records;
+                    while !rest.is_empty() {
+                        let plain = rest.iter().position(|r| dns_of(r).is_some());
+                        let (head, tail) = rest.split_at(plain.unwrap_or(rest.len()));
+                        self.encode_plain_flow_records(head, now_ms, emit);
+                        let with_dns = tail.iter().position(|r| dns_of(r).is_none());
+                        let (head, tail) = tail.split_at(with_dns.unwrap_or(tail.len()));
+                        for r in head {
+                            if let Some(dns) = dns_of(r) {
+                                self.encode_dns_flow_record(r, dns, now_ms, emit);
+                            }
+                        }
+                        rest = tail;
                     }
+                } else {
+                    self.encode_plain_flow_records(records, now_ms, emit);
                 }
                 self.finish_message(emit);
             }
         }
+    }
+
+    /// v9 / IPFIX flow records in the session's IPv4 and IPv6 flow templates.
+    fn encode_plain_flow_records(
+        &mut self,
+        records: &[FlowRecord],
+        now_ms: u64,
+        emit: &mut dyn FnMut(&Datagram<'_>),
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        if self.config.extras.widen_flow_records() {
+            return self.encode_extended_flow_records(records, now_ms, emit);
+        }
+        match (self.is_ipfix(), self.config.sampling_in_records) {
+            (true, true) => self.encode_flow_records::<true, true>(records, now_ms, emit),
+            (true, false) => self.encode_flow_records::<true, false>(records, now_ms, emit),
+            (false, true) => self.encode_flow_records::<false, true>(records, now_ms, emit),
+            (false, false) => self.encode_flow_records::<false, false>(records, now_ms, emit),
+        }
+    }
+
+    /// One flow record with its DNS transaction, in the DNS template of the
+    /// transaction's shape: the session's flow fields, the DNS section (the query name a
+    /// variable-length string in IPFIX, a fixed-length one in v9), the sampling fields.
+    fn encode_dns_flow_record(
+        &mut self,
+        r: &FlowRecord,
+        dns: &flowcache::DnsTransaction,
+        now_ms: u64,
+        emit: &mut dyn FnMut(&Datagram<'_>),
+    ) {
+        let Some((template, fields)) = self
+            .templates
+            .dns_template(ie::DnsShape::of(dns), r.key.ip_version == 6)
+        else {
+            return self.encode_plain_flow_records(std::slice::from_ref(r), now_ms, emit);
+        };
+        let qname = cut_to(&dns.qname, ie::MAX_VARIABLE_OCTETS).as_bytes();
+        let variable = fields.iter().any(Ie::is_variable);
+        let len = record_len(fields)
+            + if variable {
+                ie::variable_len(qname.len())
+            } else {
+                0
+            };
+        self.reserve_record(template, len, now_ms, emit);
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        let mut at = start;
+        for f in fields {
+            at = if f.is_variable() {
+                put_variable_at(&mut self.buf, at, qname)
+            } else if ie::extra::is_query_name(f) {
+                // Fixed length: cut, and padded by the zeros the record was reserved with.
+                let name = cut_to(&dns.qname, usize::from(f.len)).as_bytes();
+                self.buf[at..at + name.len()].copy_from_slice(name);
+                at + usize::from(f.len)
+            } else {
+                self.write_flow_field(f, at, r)
+            };
+        }
+        debug_assert_eq!(at, start + len);
+        self.message.data += 1;
     }
 
     /// v9 / IPFIX flow records, compiled once per template: with the field list a
@@ -1132,7 +1204,7 @@ fn minimum_mtu(version: ExportVersion, templates: &TemplateSet) -> usize {
             let largest_record = templates
                 .data_templates()
                 .iter()
-                .map(|(_, f)| record_len(f))
+                .map(|(_, f)| ie::max_record_len(f))
                 .chain(templates.options_templates().map(|t| t.record_len()))
                 .max()
                 .unwrap_or(0);
@@ -1157,6 +1229,7 @@ fn extra_value(f: &Ie, r: &FlowRecord) -> u64 {
     let seconds = |us: Option<u32>| us.map_or(0, |us| u64::from(us / 1_000_000));
     let residual_us = |us: Option<u32>| us.map_or(0, |us| u64::from(us % 1_000_000));
     let latency = |get: fn(&flowcache::TcpKpis) -> Option<u32>| tcp.as_ref().and_then(get);
+    let dns = extras.and_then(|e| e.dns.as_ref());
     if f.pen == 0 && f.id > NTOP_V9_BASE {
         return match f.id - NTOP_V9_BASE {
             CLIENT_NW_DELAY_SEC => seconds(latency(|t| t.rtt_client_us)),
@@ -1165,6 +1238,9 @@ fn extra_value(f: &Ie, r: &FlowRecord) -> u64 {
             SERVER_NW_DELAY_USEC => residual_us(latency(|t| t.rtt_server_us)),
             APPL_LATENCY_SEC => seconds(latency(|t| t.app_latency_us)),
             APPL_LATENCY_USEC => residual_us(latency(|t| t.app_latency_us)),
+            DNS_QUERY_TYPE => dns.map_or(0, |d| u64::from(d.qtype)),
+            DNS_RET_CODE => dns.and_then(|d| d.rcode).map_or(0, u64::from),
+            DNS_NUM_ANSWERS => dns.and_then(|d| d.answers).map_or(0, u64::from),
             _ => unknown_extra(f),
         };
     }
@@ -1181,6 +1257,10 @@ fn extra_value(f: &Ie, r: &FlowRecord) -> u64 {
         (TAPFLOW_PEN, RTT_SERVER_US) => latency(|t| t.rtt_server_us).map_or(0, u64::from),
         (TAPFLOW_PEN, RTT_CLIENT_US) => latency(|t| t.rtt_client_us).map_or(0, u64::from),
         (TAPFLOW_PEN, APP_LATENCY_US) => latency(|t| t.app_latency_us).map_or(0, u64::from),
+        (TAPFLOW_PEN, DNS_QUERY_TYPE_ID) => dns.map_or(0, |d| u64::from(d.qtype)),
+        (TAPFLOW_PEN, DNS_RESPONSE_CODE) => dns.and_then(|d| d.rcode).map_or(0, u64::from),
+        (TAPFLOW_PEN, DNS_ANSWER_COUNT) => dns.and_then(|d| d.answers).map_or(0, u64::from),
+        (TAPFLOW_PEN, DNS_LATENCY_US) => dns.and_then(|d| d.latency_us).map_or(0, u64::from),
         (TAPFLOW_PEN, element) => {
             let Some(t) = tcp else { return 0 };
             let d = if element & REVERSE_BIT != 0 {
@@ -1202,6 +1282,38 @@ fn extra_value(f: &Ie, r: &FlowRecord) -> u64 {
         }
         _ => unknown_extra(f),
     }
+}
+
+/// The record's DNS transaction, if an analyzer attached one.
+#[inline]
+fn dns_of(r: &FlowRecord) -> Option<&flowcache::DnsTransaction> {
+    r.extras.as_deref()?.dns.as_ref()
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut_to(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Writes `value` at `at` as a variable-length field (RFC 7011 §7: the length in one
+/// octet below 255, else 255 and the length in two); returns where the next field
+/// starts. The caller reserved [`ie::variable_len`] bytes.
+fn put_variable_at(buf: &mut [u8], at: usize, value: &[u8]) -> usize {
+    let mut at = at;
+    if value.len() < 255 {
+        buf[at] = value.len() as u8;
+        at += 1;
+    } else {
+        buf[at] = 255;
+        buf[at + 1..at + 3].copy_from_slice(&(value.len() as u16).to_be_bytes());
+        at += 3;
+    }
+    buf[at..at + value.len()].copy_from_slice(value);
+    at + value.len()
 }
 
 /// A template holds an element no encoder knows: a programming error caught by the tests;
@@ -1409,6 +1521,176 @@ mod tests {
         assert_eq!(selector_algorithm_code(SamplingAlgorithm::Deterministic), 1);
         assert_eq!(selector_algorithm_code(SamplingAlgorithm::Random), 4);
         assert_eq!(selector_algorithm_code(SamplingAlgorithm::Hash), 6);
+    }
+
+    fn udp_record(src_port: u16, dns: Option<flowcache::DnsTransaction>) -> FlowRecord {
+        let mut key = flowcache::FlowKey {
+            src_port,
+            dst_port: 53,
+            protocol: 17,
+            ip_version: 4,
+            ..flowcache::FlowKey::default()
+        };
+        key.src_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        key.dst_addr[..4].copy_from_slice(&[10, 0, 0, 53]);
+        FlowRecord {
+            key,
+            packets: 1,
+            octets: 60,
+            first_ms: 1_700_000_000_000,
+            last_ms: 1_700_000_000_000,
+            min_ttl: 64,
+            max_ttl: 64,
+            extras: dns.map(|dns| {
+                Box::new(flowcache::RecordExtras {
+                    dns: Some(dns),
+                    ..Default::default()
+                })
+            }),
+            ..FlowRecord::default()
+        }
+    }
+
+    /// The data sets of IPFIX (or v9) messages: (set id, set body).
+    fn data_sets(datagrams: &[Vec<u8>]) -> Vec<(u16, Vec<u8>)> {
+        let mut sets = Vec::new();
+        for d in datagrams {
+            let header = if d[1] == 9 {
+                V9_HEADER_LEN
+            } else {
+                IPFIX_HEADER_LEN
+            };
+            let mut at = header;
+            while at < d.len() {
+                let id = u16::from_be_bytes([d[at], d[at + 1]]);
+                let len = usize::from(u16::from_be_bytes([d[at + 2], d[at + 3]]));
+                if id >= 256 {
+                    sets.push((id, d[at + 4..at + len].to_vec()));
+                }
+                at += len;
+            }
+        }
+        sets
+    }
+
+    fn encode(
+        version: ExportVersion,
+        extras: ie::ExtraSections,
+        records: &[FlowRecord],
+    ) -> Vec<Vec<u8>> {
+        let config = SessionConfig {
+            version,
+            extras,
+            ..SessionConfig::default()
+        };
+        let mut session = ExportSession::new(config, 1_700_000_000_000).unwrap();
+        let mut out = Vec::new();
+        session.encode_flows(records, 1_700_000_001_000, &mut |d| {
+            out.push(d.bytes.to_vec())
+        });
+        out
+    }
+
+    #[test]
+    fn dns_transactions_go_out_in_their_own_templates_and_other_records_do_not_grow() {
+        let dns = ie::ExtraSections {
+            dns: true,
+            ..ie::ExtraSections::default()
+        };
+        let long_name = "a".repeat(300);
+        let transaction = flowcache::DnsTransaction {
+            qname: "www.example.org".into(),
+            qtype: 28,
+            rcode: Some(3),
+            answers: Some(2),
+            latency_us: Some(1_234),
+        };
+        let records = [
+            udp_record(1000, None),
+            udp_record(1001, Some(transaction.clone())),
+            udp_record(1002, None),
+            udp_record(
+                1003,
+                Some(flowcache::DnsTransaction {
+                    qname: long_name.clone(),
+                    qtype: 1,
+                    ..Default::default()
+                }),
+            ),
+        ];
+        let plain_len = record_len(without_sampling_v4());
+        let sets = data_sets(&encode(ExportVersion::Ipfix, dns, &records));
+        let ids: Vec<u16> = sets.iter().map(|(id, _)| *id).collect();
+        let transaction_v4 = ie::DnsShape::Transaction.template_id(false);
+        let query_v4 = ie::DnsShape::Query.template_id(false);
+        assert_eq!(ids, [256, transaction_v4, 256, query_v4]);
+        // Records without DNS are exactly as long as in a session without the section.
+        assert_eq!(sets[0].1.len(), plain_len);
+        assert_eq!(sets[2].1.len(), plain_len);
+        let without = data_sets(&encode(
+            ExportVersion::Ipfix,
+            ie::ExtraSections::default(),
+            &records,
+        ));
+        assert_eq!(without.len(), 1);
+        let (id, without) = &without[0];
+        assert_eq!((*id, without.len()), (256, 4 * plain_len));
+        assert_eq!(without[..plain_len], sets[0].1);
+        // The flow fields, then a one-octet length and the name, type, rcode, answers,
+        // latency.
+        let body = &sets[1].1;
+        assert_eq!(body[..plain_len], without[plain_len..2 * plain_len]);
+        let mut tail = Vec::from([15u8]);
+        tail.extend_from_slice(b"www.example.org");
+        tail.extend_from_slice(&[0, 28, 3, 0, 2]);
+        tail.extend_from_slice(&1_234u32.to_be_bytes());
+        assert_eq!(body[plain_len..], tail[..]);
+        // A long name is cut to 255 octets: 255, then the length in two octets. A query
+        // has name and type only.
+        let body = &sets[3].1;
+        assert_eq!(body[plain_len..plain_len + 3], [255, 0, 255]);
+        assert_eq!(
+            &body[plain_len + 3..plain_len + 258],
+            &long_name.as_bytes()[..255]
+        );
+        assert_eq!(body[plain_len + 258..], [0, 1]);
+
+        // v9: a 128-octet name (cut, or padded with zeros), type, rcode, answers; no
+        // latency, so the transaction goes out as a response; sets padded to 4 octets.
+        let sets = data_sets(&encode(ExportVersion::V9, dns, &records));
+        let ids: Vec<u16> = sets.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [256, transaction_v4, 256, query_v4]);
+        let plain_len = record_len(ie::flow_templates(false, false).0);
+        let padded = |len: usize| (4 + len).div_ceil(4) * 4 - 4;
+        assert_eq!(sets[0].1.len(), padded(plain_len));
+        let body = &sets[1].1;
+        assert_eq!(body.len(), padded(plain_len + 128 + 5));
+        let mut name = b"www.example.org".to_vec();
+        name.resize(128, 0);
+        assert_eq!(body[plain_len..plain_len + 128], name[..]);
+        assert_eq!(body[plain_len + 128..plain_len + 133], [0, 28, 3, 0, 2]);
+        let body = &sets[3].1;
+        assert_eq!(
+            body[plain_len..plain_len + 128],
+            long_name.as_bytes()[..128]
+        );
+        assert_eq!(body[plain_len + 128..plain_len + 130], [0, 1]);
+    }
+
+    fn without_sampling_v4() -> &'static [Ie] {
+        ie::flow_templates(true, false).0
+    }
+
+    #[test]
+    fn variable_length_values_take_one_or_three_octets_of_length() {
+        assert_eq!(ie::variable_len(0), 1);
+        assert_eq!(ie::variable_len(254), 255);
+        assert_eq!(ie::variable_len(255), 258);
+        let mut buf = vec![0; 300];
+        assert_eq!(put_variable_at(&mut buf, 0, b"abc"), 4);
+        assert_eq!(buf[..4], *b"\x03abc");
+        assert_eq!(cut_to("aé", 2), "a");
+        assert_eq!(cut_to("abc", 5), "abc");
     }
 
     #[test]

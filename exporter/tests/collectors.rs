@@ -605,6 +605,7 @@ fn kpi_records(version: ExportVersion, now_ms: u64) -> Vec<FlowRecord> {
 const ALL_SECTIONS: exporter::ExtraSections = exporter::ExtraSections {
     reverse: true,
     tcp: true,
+    dns: false,
 };
 
 /// tshark dissects the biflow and KPI elements (RFC 5103 reverse elements, nProbe's

@@ -27,7 +27,7 @@ use probe::ext::{Event, ExtCounter, ExtOutput, Extension, Interest, PacketView, 
 
 pub use dns::DnsAnalyzer;
 pub use half_open::HalfOpenTracker;
-pub use per_destination::{DestinationTotals, PerDestination};
+pub use per_destination::{DestinationHub, DestinationTop, DestinationTotals, PerDestination};
 pub use stats::{SharedStats, WINDOW_US, WindowStats};
 pub use syn_flood::SynFloodDetector;
 
@@ -183,6 +183,7 @@ flowcache::counters! {
         dns_transaction_evictions: u64 = Spec::counter("dns_transaction_evictions", "analyzers: dns transaction evictions", "DNS transactions dropped before their flow's record because the table was full.").when_nonzero(),
         per_destination_records: u64 = Spec::counter("per_destination_records", "analyzers: per destination records", "destination_totals records exported.").when_nonzero(),
         per_destination_evictions: u64 = Spec::counter("per_destination_evictions", "analyzers: per destination evictions", "Destinations dropped from an interval's totals because the table was full.").when_nonzero(),
+        per_destination_late: u64 = Spec::counter("per_destination_late", "analyzers: per destination late", "Interval totals a worker handed over after the sum over the workers had closed that interval: in its destination_totals records, not in the metrics endpoint's top.").when_nonzero(),
         trigger_changes: u64 = Spec::counter("trigger_changes", "analyzers: trigger changes", "Analyzer triggers switched on or off (trigger_on and trigger_off events).").when_nonzero(),
     }
 }
@@ -198,6 +199,8 @@ trait Analyzer: fmt::Debug + Send {
     fn on_record(&mut self, _record: &mut FlowRecord, _on: bool) {}
     /// The trigger went off or the worker stops: close what is open, drop working state.
     fn stop(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {}
+    /// The worker stops, whatever the trigger (after `stop` when it was on).
+    fn finish(&mut self) {}
     fn counters(&self, _stats: &mut AnalyzerStats) {}
 }
 
@@ -301,6 +304,15 @@ pub struct Analyzers {
 impl Analyzers {
     /// `None` when every analyzer is off: then nothing is attached and nothing runs.
     pub fn new(settings: &AnalyzersSettings) -> Option<Analyzers> {
+        Analyzers::with_destination_hub(settings, None)
+    }
+
+    /// [`Analyzers::new`], with per-destination accounting also summed at `hub` with
+    /// the other workers' (what the metrics endpoint shows).
+    pub fn with_destination_hub(
+        settings: &AnalyzersSettings,
+        hub: Option<std::sync::Arc<DestinationHub>>,
+    ) -> Option<Analyzers> {
         let mut analyzers: Vec<(TriggerSettings, Box<dyn Analyzer>)> = Vec::new();
         let s = settings;
         if s.syn_flood.trigger.mode != TriggerMode::Off {
@@ -321,7 +333,10 @@ impl Analyzers {
         if s.per_destination.trigger.mode != TriggerMode::Off {
             analyzers.push((
                 s.per_destination.trigger,
-                Box::new(PerDestination::new(s.per_destination)),
+                Box::new(match hub {
+                    Some(hub) => PerDestination::with_hub(s.per_destination, hub),
+                    None => PerDestination::new(s.per_destination),
+                }),
             ));
         }
         if analyzers.is_empty() {
@@ -408,6 +423,7 @@ impl Extension for Analyzers {
                 slot.analyzer.on_clock(now_us, out);
                 slot.analyzer.stop(now_us, out);
             }
+            slot.analyzer.finish();
         }
     }
 
