@@ -318,7 +318,7 @@ fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<Collector
                 observation_domain_id: domain,
                 engine_id: (domain & 0xff) as u8,
                 mtu: DEFAULT_REPLAY_MTU,
-                extras: crate::run::extra_sections(config),
+                extras: config.export_extras(),
                 sampling_time: config.sampling.adaptive.enabled,
                 ..SessionConfig::default()
             };

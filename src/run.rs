@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use exporter::{CollectorConfig, ExportVersion, SessionConfig, TransportKind};
+use exporter::{CollectorConfig, TransportKind};
 use flowcache::{CacheConfig, Sampler, SamplerSpec};
 use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
@@ -89,32 +89,15 @@ fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorCo
     let addr = c
         .resolve()
         .with_context(|| format!("collector {}: cannot resolve {}", c.label(), c.address))?;
-    let version = match c.version {
-        tapflow::config::ExportVersion::V5 => ExportVersion::V5,
-        tapflow::config::ExportVersion::V9 => ExportVersion::V9,
-        tapflow::config::ExportVersion::Ipfix => ExportVersion::Ipfix,
-        tapflow::config::ExportVersion::Json => {
-            bail!(
-                "collector {}: JSON records are not a NetFlow/IPFIX export",
-                c.label()
-            )
-        }
+    let Some(session) = config.session_config(c) else {
+        bail!(
+            "collector {}: JSON records are not a NetFlow/IPFIX export",
+            c.label()
+        )
     };
     let transport = match c.transport {
         Transport::Udp => TransportKind::Udp,
         Transport::Tcp => TransportKind::Tcp,
-    };
-    let session = SessionConfig {
-        version,
-        observation_domain_id: config.export.observation_domain,
-        mtu: c.mtu as usize,
-        template_refresh_ms: c.template_refresh.saturating_mul(1000),
-        template_refresh_datagrams: c.template_refresh_datagrams,
-        engine_id: (config.export.observation_domain & 0xff) as u8,
-        sampling_in_records: c.sampling_in_records,
-        extras: extra_sections(config),
-        sampling_time: config.sampling.adaptive.enabled,
-        ..SessionConfig::default()
     };
     let mut collector = CollectorConfig::new(addr, transport, session);
     // The configured MTU is the operator's word; CollectorConfig::new may lower its default.
@@ -617,14 +600,4 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 6]
         ("sampling", old.sampling != new.sampling),
         ("aggregation", old.aggregation != new.aggregation),
     ]
-}
-
-/// The extension sections the collectors' templates carry, from `[kpi]` and
-/// `[analyzers.dns]`.
-pub fn extra_sections(config: &Config) -> exporter::ExtraSections {
-    exporter::ExtraSections {
-        reverse: config.kpi.biflow,
-        tcp: config.kpi.tcp,
-        dns: config.analyzers.dns.trigger != tapflow::config::TriggerMode::Off,
-    }
 }

@@ -188,6 +188,22 @@ fn unknown_key_lists_the_accepted_keys() {
 }
 
 #[test]
+fn an_mtu_too_small_for_the_dns_templates_is_refused_at_its_line() {
+    let text = "[[port]]\ndevice = \"0000:01:00.0\"\n\n[[collector]]\naddress = \"127.0.0.1:4739\"\n\
+                mtu = 600\n\n[analyzers.dns]\ntrigger = \"always\"\n";
+    let (d, rendered) = one_error(text);
+    assert_eq!(d.location, at(line_of(text, "mtu = 600"), 7));
+    assert_eq!(d.key.as_deref(), Some("collector[0].mtu"));
+    assert!(
+        rendered.contains("600 is too small for ipfix with this configuration: at least"),
+        "{rendered}"
+    );
+    // Without the DNS templates the same MTU is fine.
+    let without = text.replace("trigger = \"always\"", "trigger = \"off\"");
+    assert!(Config::parse(&without, "tapflow.toml").is_ok());
+}
+
+#[test]
 fn unknown_key_in_sampling_adaptive_names_its_table() {
     let text = format!("{BASE}\n[sampling.adaptive]\nenabled = true\nbudget = 0.4\n");
     let (d, rendered) = one_error(&text);

@@ -119,6 +119,28 @@ pub struct SessionConfig {
     pub sampling_time: bool,
 }
 
+impl SessionConfig {
+    /// The templates this configuration exports.
+    fn templates(&self) -> TemplateSet {
+        let templates = TemplateSet::new(
+            self.version == ExportVersion::Ipfix,
+            self.sampling_in_records,
+            self.extras,
+        );
+        if self.sampling_time {
+            templates.with_sampling_time()
+        } else {
+            templates
+        }
+    }
+
+    /// The smallest `mtu` this configuration works with: every template goes out in one
+    /// datagram, and the largest record fits one. [`ExportSession::new`] refuses less.
+    pub fn minimum_mtu(&self) -> usize {
+        minimum_mtu(self.version, &self.templates())
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
@@ -333,16 +355,7 @@ impl ExportSession {
     /// `start_ms` is the exporter's boot time on the same clock as `now_ms` and the records'
     /// times; NetFlow's sysUptime counts from it.
     pub fn new(config: SessionConfig, start_ms: u64) -> Result<ExportSession, ConfigError> {
-        let templates = TemplateSet::new(
-            config.version == ExportVersion::Ipfix,
-            config.sampling_in_records,
-            config.extras,
-        );
-        let templates = if config.sampling_time {
-            templates.with_sampling_time()
-        } else {
-            templates
-        };
+        let templates = config.templates();
         let minimum = minimum_mtu(config.version, &templates);
         if config.mtu < minimum {
             return Err(ConfigError::MtuTooSmall {

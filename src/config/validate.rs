@@ -697,6 +697,22 @@ impl Config {
                 );
             }
             c.range(at("mtu"), collector.mtu, MTU_RANGE.0, MTU_RANGE.1, " bytes");
+            if let Some(session) = self.session_config(collector) {
+                let minimum = session.minimum_mtu();
+                if (MTU_RANGE.0..=MTU_RANGE.1).contains(&collector.mtu)
+                    && (collector.mtu as usize) < minimum
+                {
+                    c.fail(
+                        at("mtu"),
+                        format!(
+                            "{} is too small for {} with this configuration: at least {minimum} \
+                             bytes are needed (every template goes out in one datagram, and [kpi] \
+                             and [analyzers.dns] add templates)",
+                            collector.mtu, collector.version
+                        ),
+                    );
+                }
+            }
             c.range(
                 at("template_refresh"),
                 collector.template_refresh,
