@@ -602,16 +602,30 @@ fn parse_burst<H: PacketHook>(
     let keep_all = sampler.keeps_all();
     // A driver stamps a burst's frames with one time, mostly: divide only when it changes.
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
+    // A kept packet is hashed and shown to the hook one packet late, after the next one is
+    // parsed: by then the parser's narrow stores into its key have left the store buffer,
+    // and the hash's wide loads of the key do not wait for them. The order is kept: the
+    // late packet is shown before any later one.
+    let mut late: Option<(&Packet<'_>, PacketMeta)> = None;
     for (packet, _) in packets.iter().zip(0..MAX_BURST) {
         counters.bytes += u64::from(packet.wire_len);
         // The key is parsed straight into its slot (see `parse_frame_into`); a packet that
         // is not kept leaves the slot to the next one.
-        let observation = &mut observations[kept];
+        let (done, open) = observations.split_at_mut(kept);
+        let observation = &mut open[0];
         observation.key = FlowKey {
             input_port: packet.port,
             ..FlowKey::default()
         };
         let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
+        if H::ACTIVE {
+            if let Some((late_packet, late_meta)) = late.take() {
+                let key = &done[kept - 1].key;
+                let hash = flow_hash(key);
+                hashes[kept - 1] = hash;
+                hook.packet(late_packet, key, hash, late_meta, true);
+            }
+        }
         if meta.stop != StopReason::Complete {
             counters.parse_stops[meta.stop as usize] += 1;
             counters.incomplete += 1;
@@ -630,16 +644,25 @@ fn parse_burst<H: PacketHook>(
         }
         observation.timestamp_ms = stamp_ms;
         let sampled = keep_all || sampler.keep(&observation.key);
-        if H::ACTIVE {
-            let hash = flow_hash(&observation.key);
-            hashes[kept] = hash;
-            hook.packet(packet, &observation.key, hash, meta, sampled);
-        }
         if sampled {
+            if H::ACTIVE {
+                late = Some((packet, meta));
+            }
             kept += 1;
         } else {
+            // Its slot goes to the next packet: shown now.
+            if H::ACTIVE {
+                let hash = flow_hash(&observation.key);
+                hook.packet(packet, &observation.key, hash, meta, false);
+            }
             counters.sampled_out += 1;
         }
+    }
+    if let Some((late_packet, late_meta)) = late {
+        let key = &observations[kept - 1].key;
+        let hash = flow_hash(key);
+        hashes[kept - 1] = hash;
+        hook.packet(late_packet, key, hash, late_meta, true);
     }
     counters.packets += packets.len().min(MAX_BURST) as u64;
     if keep_all {
