@@ -611,8 +611,7 @@ fn parse_burst<H: PacketHook>(
         counters.bytes += u64::from(packet.wire_len);
         // The key is parsed straight into its slot (see `parse_frame_into`); a packet that
         // is not kept leaves the slot to the next one.
-        let (done, open) = observations.split_at_mut(kept);
-        let observation = &mut open[0];
+        let observation = &mut observations[kept];
         observation.key = FlowKey {
             input_port: packet.port,
             ..FlowKey::default()
@@ -620,12 +619,13 @@ fn parse_burst<H: PacketHook>(
         let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
         if H::ACTIVE {
             if let Some((late_packet, late_meta)) = late.take() {
-                let key = &done[kept - 1].key;
+                let key = &observations[kept - 1].key;
                 let hash = flow_hash(key);
                 hashes[kept - 1] = hash;
                 hook.packet(late_packet, key, hash, late_meta, true);
             }
         }
+        let observation = &mut observations[kept];
         if meta.stop != StopReason::Complete {
             counters.parse_stops[meta.stop as usize] += 1;
             counters.incomplete += 1;
