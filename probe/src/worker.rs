@@ -617,13 +617,13 @@ fn parse_burst<H: PacketHook>(
             ..FlowKey::default()
         };
         let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
-        if H::ACTIVE {
-            if let Some((late_packet, late_meta)) = late.take() {
-                let key = &observations[kept - 1].key;
-                let hash = flow_hash(key);
-                hashes[kept - 1] = hash;
-                hook.packet(late_packet, key, hash, late_meta, true);
-            }
+        if H::ACTIVE
+            && let Some((late_packet, late_meta)) = late.take()
+        {
+            let key = &observations[kept - 1].key;
+            let hash = flow_hash(key);
+            hashes[kept - 1] = hash;
+            hook.packet(late_packet, key, hash, late_meta, true);
         }
         let observation = &mut observations[kept];
         if meta.stop != StopReason::Complete {
