@@ -41,6 +41,7 @@ fuzz_target!(|message: &[u8]| {
             wire_len: frame.len() as u32,
             timestamp_us: t,
             key: &key,
+            hash: flowcache::flow_hash(&key),
             meta,
             sampled: true,
             classes: Interest::of(&key, &meta),

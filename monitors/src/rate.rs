@@ -727,9 +727,15 @@ pub struct RateMonitor {
     worker: usize,
     /// The open slot (ms since the epoch); `None` before the first packet.
     current_ms: Option<u64>,
+    /// The last packet's time while the clock has not moved since (`u64::MAX` when it
+    /// has), and whether that time was before the open slot: a packet with the same time
+    /// needs no division or comparison.
+    last_stamp_us: u64,
+    stamp_late: bool,
     /// Port counts of the open slot: (port, frame bytes, packets).
     port_slot: Vec<(u16, u64, u64)>,
-    sketch: Vec<u32>,
+    /// A fixed-size array, so its indexing needs no bounds check.
+    sketch: Box<[u32; SKETCH_LINES * LINE_CELLS]>,
     /// Frame bytes of the current and last sketch epochs (one window each).
     epoch_bytes: u64,
     last_epoch_bytes: u64,
@@ -763,8 +769,13 @@ impl RateMonitor {
             hub,
             worker,
             current_ms: None,
+            last_stamp_us: u64::MAX,
+            stamp_late: false,
             port_slot: Vec::with_capacity(4),
-            sketch: vec![0; SKETCH_LINES * LINE_CELLS],
+            sketch: vec![0; SKETCH_LINES * LINE_CELLS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("the sketch's size"),
             epoch_bytes: 0,
             last_epoch_bytes: 0,
             epoch_start_ms: 0,
@@ -806,8 +817,10 @@ impl RateMonitor {
         // Both counters in one line (a blocked count-min): one cache miss a packet, not two.
         let line = (hash as usize % SKETCH_LINES) * LINE_CELLS;
         let first = (hash >> 9) as usize % LINE_CELLS;
-        // Never the same counter: 1 to 15 cells further on.
-        let second = (first + 1 + (hash >> 13) as usize % (LINE_CELLS - 1)) % LINE_CELLS;
+        // Never the same counter: 1 to 15 cells further on (the step scaled from 16 bits of
+        // the hash by a multiply, where `%` by 15 would cost a division's worth).
+        let step = 1 + ((hash >> 13) as usize & 0xffff) * (LINE_CELLS - 1) / 0x1_0000;
+        let second = (first + step) % LINE_CELLS;
         let (a, b) = (line + first, line + second);
         self.sketch[a] = self.sketch[a].saturating_add(bytes);
         self.sketch[b] = self.sketch[b].saturating_add(bytes);
@@ -848,10 +861,30 @@ impl RateMonitor {
 
     #[inline]
     fn account_flow(&mut self, packet: &PacketView<'_>, slot_index: usize) {
-        let hash = sketch_hash(packet.key);
+        // The cache's hash, computed once by the worker for both.
+        let hash = packet.hash;
         let estimate = self.sketch_add(hash, packet.wire_len);
         let (word, mask) = Self::filter_bit(hash);
-        let member = if self.filter[word] & mask != 0 {
+        let candidate = self.filter[word] & mask != 0;
+        // Most packets: a flow neither tracked nor heavy enough to be.
+        if !candidate && u64::from(estimate) < self.floor {
+            return;
+        }
+        self.account_candidate(packet, hash, estimate, candidate, slot_index);
+    }
+
+    /// A packet of a tracked flow (as far as the filter knows) or of one whose estimate
+    /// passed the floor. Out of line, so the common packet's path stays short.
+    #[inline(never)]
+    fn account_candidate(
+        &mut self,
+        packet: &PacketView<'_>,
+        hash: u64,
+        estimate: u32,
+        candidate: bool,
+        slot_index: usize,
+    ) {
+        let member = if candidate {
             self.index.get(packet.key).copied()
         } else {
             None
@@ -877,6 +910,47 @@ impl RateMonitor {
         entry.packets += 1;
         if entry.tcp {
             track_sequence(entry, slot_index, packet);
+        }
+    }
+
+    /// A packet with a time other than the last one's: moves the clock (closing slots) or
+    /// notes that it is late. Out of line, so the common packet's path stays short.
+    #[cold]
+    #[inline(never)]
+    fn stamp_changed(&mut self, timestamp_us: u64, out: &mut ExtOutput<'_>) {
+        let ms = timestamp_us / 1_000;
+        self.stamp_late = false;
+        match self.current_ms {
+            Some(current) if ms > current => {
+                let mut events = std::mem::take(&mut self.scratch_events);
+                self.advance_to(ms, &mut events);
+                Self::emit_all(&mut events, out);
+                self.scratch_events = events;
+            }
+            Some(current) if ms < current => {
+                self.stamp_late = true;
+                self.counters.late_packets += 1;
+            }
+            Some(_) => {}
+            None => {
+                self.epoch_start_ms = ms;
+                self.set_current(ms);
+            }
+        }
+        self.last_stamp_us = timestamp_us;
+    }
+
+    /// A frame of a port other than the first one this slot (rare: mostly one port a
+    /// worker).
+    #[cold]
+    #[inline(never)]
+    fn count_other_port(&mut self, port: u16, wire: u64) {
+        match self.port_slot.iter_mut().find(|(p, _, _)| *p == port) {
+            Some(counts) => {
+                counts.1 += wire;
+                counts.2 += 1;
+            }
+            None => self.port_slot.push((port, wire, 1)),
         }
     }
 
@@ -915,6 +989,8 @@ impl RateMonitor {
     /// window (a `1 / (4 K)` share of it, so at most about 4 K flows can pass it).
     fn set_current(&mut self, ms: u64) {
         self.current_ms = Some(ms);
+        // The clock moved: the next packet's time is compared with it again.
+        self.last_stamp_us = u64::MAX;
         self.slot_index = (ms % self.window) as usize;
         self.floor =
             (self.last_epoch_bytes.max(self.epoch_bytes) / (4 * self.capacity() as u64)).max(1);
@@ -1060,31 +1136,6 @@ impl RateMonitor {
     }
 }
 
-/// The sketch's and the filter's hash of a flow: a folded multiply over the key's words,
-/// cheaper than the cache's table hash and as good for spreading flows over 4096 cells.
-#[inline]
-fn sketch_hash(key: &FlowKey) -> u64 {
-    #[inline]
-    fn mix(a: u64, b: u64) -> u64 {
-        let m = u128::from(a ^ 0x9e37_79b9_7f4a_7c15) * u128::from(b ^ 0xbf58_476d_1ce4_e5b9);
-        (m as u64) ^ ((m >> 64) as u64)
-    }
-    let src = u128::from_le_bytes(key.src_addr);
-    let dst = u128::from_le_bytes(key.dst_addr);
-    let rest = u64::from(key.src_port)
-        | u64::from(key.dst_port) << 16
-        | u64::from(key.input_port) << 32
-        | u64::from(key.protocol) << 48
-        | u64::from(key.vlan & 0xff) << 56;
-    mix(
-        mix(
-            src as u64 ^ (dst >> 64) as u64,
-            (src >> 64) as u64 ^ dst as u64,
-        ),
-        rest,
-    )
-}
-
 /// Follows a TCP segment's sequence numbers into its flow's entry.
 fn track_sequence(entry: &mut Entry, slot_index: usize, packet: &PacketView<'_>) {
     let Some(transport) = packet.transport() else {
@@ -1134,30 +1185,21 @@ impl Extension for RateMonitor {
 
     #[inline]
     fn on_packet(&mut self, packet: &PacketView<'_>, out: &mut ExtOutput<'_>) {
-        let ms = packet.timestamp_us / 1_000;
-        match self.current_ms {
-            Some(current) if ms > current => {
-                let mut events = std::mem::take(&mut self.scratch_events);
-                self.advance_to(ms, &mut events);
-                Self::emit_all(&mut events, out);
-                self.scratch_events = events;
-            }
-            Some(current) if ms < current => self.counters.late_packets += 1,
-            Some(_) => {}
-            None => {
-                self.epoch_start_ms = ms;
-                self.set_current(ms);
-            }
+        // A burst's frames mostly share one time: divide only when it changes.
+        if packet.timestamp_us != self.last_stamp_us {
+            self.stamp_changed(packet.timestamp_us, out);
+        } else if self.stamp_late {
+            self.counters.late_packets += 1;
         }
         let wire = u64::from(packet.wire_len);
         let port = packet.key.input_port;
         // Mostly one port a worker: the first entry is it.
-        match self.port_slot.iter_mut().find(|(p, _, _)| *p == port) {
-            Some(counts) => {
+        match self.port_slot.first_mut() {
+            Some(counts) if counts.0 == port => {
                 counts.1 += wire;
                 counts.2 += 1;
             }
-            None => self.port_slot.push((port, wire, 1)),
+            _ => self.count_other_port(port, wire),
         }
         self.epoch_bytes += wire;
         if !packet.classes.intersects(Interest::IP) {
@@ -1246,6 +1288,7 @@ mod tests {
                     wire_len: frame.len() as u32,
                     timestamp_us: packet.time_us,
                     key: &key,
+                    hash: flowcache::flow_hash(&key),
                     meta,
                     sampled: true,
                     classes: Interest::of(&key, &meta),

@@ -125,6 +125,7 @@ impl Harness {
                 wire_len: frame.len() as u32,
                 timestamp_us: time_us,
                 key: &key,
+                hash: flowcache::flow_hash(&key),
                 meta,
                 sampled: true,
                 classes,

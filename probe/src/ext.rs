@@ -106,6 +106,9 @@ pub struct PacketView<'a> {
     /// Packet time, microseconds since the Unix epoch (capture time on replay).
     pub timestamp_us: u64,
     pub key: &'a FlowKey,
+    /// The cache's hash of `key` ([`flowcache::flow_hash`]), computed once by the worker
+    /// for the cache and the extensions alike; 0 for frames that belong to no flow.
+    pub hash: u64,
     pub meta: PacketMeta,
     /// Whether the sampler kept the packet (it is accounted into the cache).
     pub sampled: bool,

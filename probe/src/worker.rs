@@ -23,7 +23,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flowcache::counters::{CounterSet, Spec};
-use flowcache::{CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler};
+use flowcache::{
+    CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler, flow_hash,
+};
 
 use crate::adaptive::{AdaptiveController, Change};
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
@@ -371,20 +373,24 @@ impl BurstPipeline {
         }
     }
 
-    /// Takes a freshly parsed burst (in the filling buffer, `len` set): hashes it, accounts
-    /// the held burst while requesting the fresh burst's headers one per update, and holds
-    /// the fresh burst. Hashing is a pass of its own, not part of the parse loop: there the
-    /// hash's wide loads of the key would wait on the parser's narrow stores into it.
+    /// Takes a freshly parsed burst (in the filling buffer, `len` set): hashes it (unless
+    /// `hashed`: the parse loop did, for the extensions), accounts the held burst while
+    /// requesting the fresh burst's headers one per update, and holds the fresh burst.
+    /// Without extensions hashing is a pass of its own, not part of the parse loop: there
+    /// the hash's wide loads of the key would wait on the parser's narrow stores into it.
     #[inline]
     fn advance(
         &mut self,
         shard: &mut FlowShard,
         policy: Option<&mut StageClassifier<'_>>,
         expired: &mut Vec<FlowRecord>,
+        hashed: bool,
     ) {
         let (fresh, held) = self.split();
         let n = fresh.len;
-        FlowShard::hash_burst(&fresh.observations[..n], &mut fresh.hashes[..n]);
+        if !hashed {
+            FlowShard::hash_burst(&fresh.observations[..n], &mut fresh.hashes[..n]);
+        }
         let h = held.len;
         account(
             shard,
@@ -468,7 +474,14 @@ impl BurstCounters {
 trait PacketHook {
     /// Whether the hook looks at packets at all.
     const ACTIVE: bool = true;
-    fn packet(&mut self, packet: &Packet<'_>, key: &FlowKey, meta: PacketMeta, sampled: bool);
+    fn packet(
+        &mut self,
+        packet: &Packet<'_>,
+        key: &FlowKey,
+        hash: u64,
+        meta: PacketMeta,
+        sampled: bool,
+    );
 }
 
 struct NoHook;
@@ -476,7 +489,7 @@ struct NoHook;
 impl PacketHook for NoHook {
     const ACTIVE: bool = false;
     #[inline(always)]
-    fn packet(&mut self, _: &Packet<'_>, _: &FlowKey, _: PacketMeta, _: bool) {}
+    fn packet(&mut self, _: &Packet<'_>, _: &FlowKey, _: u64, _: PacketMeta, _: bool) {}
 }
 
 /// Shows each frame of a subscribed class to the extensions.
@@ -486,8 +499,17 @@ struct ExtensionHook<'a> {
 }
 
 impl PacketHook for ExtensionHook<'_> {
-    #[inline]
-    fn packet(&mut self, packet: &Packet<'_>, key: &FlowKey, meta: PacketMeta, sampled: bool) {
+    // Into the parse loop: a call here would pass the frame, key and parse results through
+    // memory and save and restore the loop's registers, a packet at a time.
+    #[inline(always)]
+    fn packet(
+        &mut self,
+        packet: &Packet<'_>,
+        key: &FlowKey,
+        hash: u64,
+        meta: PacketMeta,
+        sampled: bool,
+    ) {
         let classes = Interest::of(key, &meta);
         if !self.extensions.interest().intersects(classes) {
             return;
@@ -497,6 +519,7 @@ impl PacketHook for ExtensionHook<'_> {
             wire_len: packet.wire_len,
             timestamp_us: packet.timestamp_us,
             key,
+            hash,
             meta,
             sampled,
             classes,
@@ -541,7 +564,7 @@ fn parse_burst_policy<H: PacketHook>(
         }
         if !meta.stop.accounted() {
             counters.unaccounted += 1;
-            hook.packet(packet, &observation.key, meta, false);
+            hook.packet(packet, &observation.key, 0, meta, false);
             continue;
         }
         observation.octets = meta.octets;
@@ -563,12 +586,15 @@ fn parse_burst_policy<H: PacketHook>(
 }
 
 /// Parses `packets` (at most [`MAX_BURST`]) into `observations`, keeping those the sampler
-/// keeps; returns how many were kept. Every frame is shown to `hook`.
+/// keeps; returns how many were kept. Every frame is shown to `hook`. With an active hook
+/// the kept packets' flow hashes are computed here, once for the hook and the cache, into
+/// `hashes` (without one they are left to [`BurstPipeline::advance`]).
 #[inline]
 fn parse_burst<H: PacketHook>(
     packets: &[Packet<'_>],
     sampler: &mut Sampler,
     observations: &mut [Observation; MAX_BURST],
+    hashes: &mut [u64; MAX_BURST],
     counters: &mut BurstCounters,
     hook: &mut H,
 ) -> usize {
@@ -576,6 +602,11 @@ fn parse_burst<H: PacketHook>(
     let keep_all = sampler.keeps_all();
     // A driver stamps a burst's frames with one time, mostly: divide only when it changes.
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
+    // A kept packet is hashed and shown to the hook one packet late, after the next one is
+    // parsed: by then the parser's narrow stores into its key have left the store buffer,
+    // and the hash's wide loads of the key do not wait for them. The order is kept: the
+    // late packet is shown before any later one.
+    let mut late: Option<(&Packet<'_>, PacketMeta)> = None;
     for (packet, _) in packets.iter().zip(0..MAX_BURST) {
         counters.bytes += u64::from(packet.wire_len);
         // The key is parsed straight into its slot (see `parse_frame_into`); a packet that
@@ -586,13 +617,22 @@ fn parse_burst<H: PacketHook>(
             ..FlowKey::default()
         };
         let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
+        if H::ACTIVE
+            && let Some((late_packet, late_meta)) = late.take()
+        {
+            let key = &observations[kept - 1].key;
+            let hash = flow_hash(key);
+            hashes[kept - 1] = hash;
+            hook.packet(late_packet, key, hash, late_meta, true);
+        }
+        let observation = &mut observations[kept];
         if meta.stop != StopReason::Complete {
             counters.parse_stops[meta.stop as usize] += 1;
             counters.incomplete += 1;
         }
         if !meta.stop.accounted() {
             counters.unaccounted += 1;
-            hook.packet(packet, &observation.key, meta, false);
+            hook.packet(packet, &observation.key, 0, meta, false);
             continue;
         }
         observation.octets = meta.octets;
@@ -604,12 +644,25 @@ fn parse_burst<H: PacketHook>(
         }
         observation.timestamp_ms = stamp_ms;
         let sampled = keep_all || sampler.keep(&observation.key);
-        hook.packet(packet, &observation.key, meta, sampled);
         if sampled {
+            if H::ACTIVE {
+                late = Some((packet, meta));
+            }
             kept += 1;
         } else {
+            // Its slot goes to the next packet: shown now.
+            if H::ACTIVE {
+                let hash = flow_hash(&observation.key);
+                hook.packet(packet, &observation.key, hash, meta, false);
+            }
             counters.sampled_out += 1;
         }
+    }
+    if let Some((late_packet, late_meta)) = late {
+        let key = &observations[kept - 1].key;
+        let hash = flow_hash(key);
+        hashes[kept - 1] = hash;
+        hook.packet(late_packet, key, hash, late_meta, true);
     }
     counters.packets += packets.len().min(MAX_BURST) as u64;
     if keep_all {
@@ -911,9 +964,16 @@ impl Worker {
                         for (j, observation) in observations[..n].iter().enumerate() {
                             let (verdict, key) =
                                 stage.verdict(j).unwrap_or((Verdict::Keep, observation.key));
+                            // A policy may account the packet under another key.
+                            let hash = if key == observation.key {
+                                hashes[j]
+                            } else {
+                                flow_hash(&key)
+                            };
                             hook.packet(
                                 &chunk[origins.frame[j]],
                                 &key,
+                                hash,
                                 origins.meta[j],
                                 verdict == Verdict::Keep,
                             );
@@ -925,21 +985,34 @@ impl Worker {
                             extensions: &mut *extensions,
                             events: &mut *events,
                         };
-                        parse_burst(chunk, sampler, observations, &mut counters, &mut hook)
+                        parse_burst(
+                            chunk,
+                            sampler,
+                            observations,
+                            &mut fresh.hashes,
+                            &mut counters,
+                            &mut hook,
+                        )
                     }
                     (false, Some(_)) => {
                         parse_burst_policy(chunk, observations, &mut counters, &mut NoHook, origins)
                     }
-                    (false, None) => {
-                        parse_burst(chunk, sampler, observations, &mut counters, &mut NoHook)
-                    }
+                    (false, None) => parse_burst(
+                        chunk,
+                        sampler,
+                        observations,
+                        &mut fresh.hashes,
+                        &mut counters,
+                        &mut NoHook,
+                    ),
                 };
                 counters.add_to(stats);
                 if kept > 0 {
                     fresh.len = kept;
                     fresh.now_ms = now;
                     let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
-                    pipeline.advance(shard, classifier.as_mut(), pending);
+                    // With extensions the parse loop hashed the burst for them.
+                    pipeline.advance(shard, classifier.as_mut(), pending, with_extensions);
                 }
             }
         })?;

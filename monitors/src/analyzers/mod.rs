@@ -524,6 +524,7 @@ pub(crate) mod tests {
                 wire_len: self.frame.len() as u32,
                 timestamp_us: self.time_us,
                 key: &self.key,
+                hash: flowcache::flow_hash(&self.key),
                 meta: self.meta,
                 sampled: true,
                 classes: Interest::of(&self.key, &self.meta),
