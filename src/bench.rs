@@ -1070,7 +1070,7 @@ fn run_workers<S: PacketSource + Send + 'static>(
         events_queue: config.events.queue,
         policy: config.policy_set(),
         policy_routes: Vec::new(),
-        adaptive: crate::run::adaptive_config(config),
+        adaptive: config.adaptive_config(),
     };
     let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);

@@ -107,7 +107,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
     apply_replay_flags(plan, &mut config);
     let sampling = match plan.sample {
         Some(spec) => spec,
-        None => crate::run::sampler_spec(&config),
+        None => config.sampler_spec(),
     };
     let collectors = replay_collectors(plan, &config)?;
     if config.aggregation.protocol_port
@@ -125,14 +125,14 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
     let json_records = plan
         .records_json
         .clone()
-        .or_else(|| crate::run::json_collector(&config));
+        .or_else(|| config.json_collector());
     if collectors.is_empty() && json_records.is_none() && events.is_none() {
         bail!(
             "nowhere to export to: give --collector HOST:PORT, --records-json PATH (- for \
              stdout) or --events-json PATH, or a --config file with [[collector]] tables"
         );
     }
-    let mut cache = crate::run::cache_config(&config);
+    let mut cache = config.cache_config();
     if cache.inactive_timeout_ms == 0 || cache.active_timeout_ms == 0 {
         bail!("--inactive-timeout and --active-timeout must be at least 1 second");
     }
@@ -188,7 +188,7 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
 
     // Read as fast as it goes, a file keeps the worker always busy: a controller would
     // only climb to its ceiling.
-    let adaptive = crate::run::adaptive_config(&config);
+    let adaptive = config.adaptive_config();
     let adaptive = match (adaptive, plan.realtime) {
         (Some(_), None) => {
             log::warn!(
@@ -308,7 +308,7 @@ fn apply_replay_flags(plan: &ReplaySpec, config: &mut Config) {
 fn replay_collectors(plan: &ReplaySpec, config: &Config) -> Result<Vec<CollectorConfig>> {
     let domain = config.export.observation_domain;
     let mut collectors = if plan.collectors.is_empty() {
-        crate::run::collector_configs(config)?
+        config.collector_configs()?
     } else {
         let mut flagged = Vec::new();
         for spec in &plan.collectors {

@@ -11,12 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use exporter::{CollectorConfig, TransportKind};
-use flowcache::{CacheConfig, Sampler, SamplerSpec};
+use flowcache::Sampler;
 use probe::PacketSource;
 use probe::export_loop::ExportLoopConfig;
 use probe::worker::{Backpressure, Clock, ToExporter, WorkerSnapshot, wall_clock_ms};
-use tapflow::config::{CollectorSection, Config, PortSection, SamplingMode, Transport};
+use tapflow::config::{Config, PortSection};
 use tapflow::metrics::{self, MetricsServer, RunView, WorkerView};
 use tapflow::sdnotify;
 
@@ -75,89 +74,13 @@ pub fn check_config(path: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
-/// Turns the configuration's collectors into the exporter's.
-pub fn collector_configs(config: &Config) -> Result<Vec<CollectorConfig>> {
-    config
-        .collectors
-        .iter()
-        .filter(|c| c.version != tapflow::config::ExportVersion::Json)
-        .map(|c| collector_config(config, c))
-        .collect()
-}
-
-fn collector_config(config: &Config, c: &CollectorSection) -> Result<CollectorConfig> {
-    let addr = c
-        .resolve()
-        .with_context(|| format!("collector {}: cannot resolve {}", c.label(), c.address))?;
-    let Some(session) = config.session_config(c) else {
-        bail!(
-            "collector {}: JSON records are not a NetFlow/IPFIX export",
-            c.label()
-        )
-    };
-    let transport = match c.transport {
-        Transport::Udp => TransportKind::Udp,
-        Transport::Tcp => TransportKind::Tcp,
-    };
-    let mut collector = CollectorConfig::new(addr, transport, session);
-    // The configured MTU is the operator's word; CollectorConfig::new may lower its default.
-    collector.session.mtu = c.mtu as usize;
-    collector.send_buffer = c.send_buffer;
-    collector.source = c
-        .source_addr()
-        .map_err(|e| anyhow!("collector {}: {e}", c.label()))?;
-    collector.pace_datagrams_per_sec = (c.pace > 0).then_some(c.pace);
-    Ok(collector)
-}
-
-/// Where the `version = "json"` collector writes, if there is one (validation allows one,
-/// with a destination that parses).
-pub fn json_collector(config: &Config) -> Option<exporter::json::JsonDestination> {
-    config
-        .collectors
-        .iter()
-        .find(|c| c.version == tapflow::config::ExportVersion::Json)
-        .and_then(|c| c.address.parse().ok())
-}
-
-pub fn cache_config(config: &Config) -> CacheConfig {
-    CacheConfig {
-        capacity: config.cache.capacity,
-        bucket_size: config.cache.bucket_size,
-        inactive_timeout_ms: config.cache.inactive_timeout.saturating_mul(1000),
-        active_timeout_ms: config.cache.active_timeout.saturating_mul(1000),
-        tcp_end_expiry: config.cache.tcp_end_expiry,
-        expiry_budget: config.cache.expiry_budget,
-    }
-}
-
-/// `[sampling.adaptive]` for the workers, when it is enabled.
-pub fn adaptive_config(config: &Config) -> Option<probe::adaptive::AdaptiveConfig> {
-    let a = &config.sampling.adaptive;
-    a.enabled.then_some(probe::adaptive::AdaptiveConfig {
-        budget_busy: a.budget_busy,
-        min_interval: a.min_interval,
-        max_interval: a.max_interval,
-        period_ms: a.adjust_period_ms,
-    })
-}
-
-pub fn sampler_spec(config: &Config) -> SamplerSpec {
-    match config.sampling.mode {
-        SamplingMode::None => SamplerSpec::None,
-        SamplingMode::Deterministic(n) => SamplerSpec::Deterministic(n),
-        SamplingMode::Random(n) => SamplerSpec::Random(n),
-        SamplingMode::Hash(n) => SamplerSpec::Hash(n),
-    }
-}
-
 pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
     let config = Config::load(path)?;
     if verbose == 0 && !crate::logging::level_is_from_env() {
         log::set_max_level(config.logging.level.to_level_filter());
     }
     let (sources, placement, origins) = open_ports(&config)?;
-    let spec = sampler_spec(&config);
+    let spec = config.sampler_spec();
     let sources: Vec<(Box<dyn PacketSource + Send>, Sampler)> = sources
         .into_iter()
         .map(|s| {
@@ -170,7 +93,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         .collect();
     let sampling = sources.first().map(|(_, s)| s.info()).unwrap_or_default();
     let export = ExportLoopConfig {
-        collectors: collector_configs(&config)?,
+        collectors: config.collector_configs()?,
         aggregate_interval_ms: config
             .aggregation
             .protocol_port
@@ -178,12 +101,12 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         options_interval_ms: config.export.options_interval.saturating_mul(1000),
         sampling,
         clock: Clock::Wall,
-        json_records: json_collector(&config),
+        json_records: config.json_collector(),
         json_append: true,
     };
     let workers = sources.len();
     let spec = PipelineSpec {
-        cache: cache_config(&config),
+        cache: config.cache_config(),
         export,
         start_ms: wall_clock_ms(),
         progress: crate::progress::Goal::Unknown,
@@ -198,7 +121,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         events_queue: config.events.queue,
         policy: config.policy_set(),
         policy_routes: config.policy_routes(),
-        adaptive: adaptive_config(&config),
+        adaptive: config.adaptive_config(),
     };
     // The endpoint answers from the start; the workers' counters join once they run.
     let live: Arc<OnceLock<Live>> = Arc::default();
@@ -538,7 +461,7 @@ impl Supervisor {
                     }
                 }
                 if new.collectors != self.config.collectors {
-                    match collector_configs(&new) {
+                    match new.collector_configs() {
                         Ok(collectors) => {
                             let _ = self
                                 .handles

@@ -11,6 +11,7 @@
 //! flowcache and exporter settings.
 
 mod analyzers;
+mod crates;
 mod error;
 mod policy;
 mod types;

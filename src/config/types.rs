@@ -887,31 +887,6 @@ pub struct MonitorSection {
 }
 
 impl Config {
-    /// The per-flow sections records carry beyond the flow's own fields.
-    pub fn export_extras(&self) -> exporter::ExtraSections {
-        exporter::ExtraSections {
-            reverse: self.kpi.biflow,
-            tcp: self.kpi.tcp,
-            dns: self.analyzers.dns.trigger != crate::config::TriggerMode::Off,
-        }
-    }
-
-    /// The export session of a NetFlow/IPFIX collector; `None` for the JSON one.
-    pub fn session_config(&self, c: &CollectorSection) -> Option<exporter::SessionConfig> {
-        Some(exporter::SessionConfig {
-            version: c.version.netflow()?,
-            observation_domain_id: self.export.observation_domain,
-            mtu: c.mtu as usize,
-            template_refresh_ms: c.template_refresh.saturating_mul(1000),
-            template_refresh_datagrams: c.template_refresh_datagrams,
-            engine_id: (self.export.observation_domain & 0xff) as u8,
-            sampling_in_records: c.sampling_in_records,
-            extras: self.export_extras(),
-            sampling_time: self.sampling.adaptive.enabled,
-            ..exporter::SessionConfig::default()
-        })
-    }
-
     /// The `[monitor]` section, when it is present and enabled.
     pub fn monitor(&self) -> Option<&MonitorSection> {
         self.monitor.as_ref().filter(|m| m.enabled)
