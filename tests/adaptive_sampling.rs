@@ -451,7 +451,7 @@ fn adaptive_sampling_holds_the_budget_and_the_collector_scales_right() {
         let (mut sure, mut either) = (0u64, 0u64);
         for &t in times {
             match interval_at(&signalled, t) {
-                Some(n) if h % n == 0 => {
+                Some(n) if h.is_multiple_of(n) => {
                     sure += 1;
                     ideal += n as f64;
                 }
