@@ -605,8 +605,11 @@ fn parse_burst<H: PacketHook>(
     counters: &mut BurstCounters,
     hook: &mut H,
 ) -> usize {
-    let mut kept = 0;
     let keep_all = sampler.keeps_all();
+    if !H::ACTIVE && !keep_all {
+        return parse_burst_then_sample(packets, sampler, observations, counters);
+    }
+    let mut kept = 0;
     // A driver stamps a burst's frames with one time, mostly: divide only when it changes.
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
     // A kept packet is hashed and shown to the hook one packet late, after the next one is
@@ -675,6 +678,63 @@ fn parse_burst<H: PacketHook>(
     if keep_all {
         sampler.kept_all(kept as u64);
     }
+    kept
+}
+
+/// [`parse_burst`] for a sampling worker with nothing to show packets to: the whole burst
+/// is parsed first, then sampled in a pass of its own, then the kept packets are moved
+/// together. Every packet pays for the sampling decision, kept or not, and the hash-sampling
+/// hash is a chain of dependent multiplies: decided as each packet is parsed, the next
+/// packet's slot depends on it and the chains run one after another; in a pass of their own
+/// the packets' chains are independent and the CPU runs several at once.
+#[inline]
+fn parse_burst_then_sample(
+    packets: &[Packet<'_>],
+    sampler: &mut Sampler,
+    observations: &mut [Observation; MAX_BURST],
+    counters: &mut BurstCounters,
+) -> usize {
+    let mut parsed = 0;
+    let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
+    for (packet, _) in packets.iter().zip(0..MAX_BURST) {
+        counters.bytes += u64::from(packet.wire_len);
+        let observation = &mut observations[parsed];
+        observation.key = FlowKey {
+            input_port: packet.port,
+            ..FlowKey::default()
+        };
+        let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
+        if meta.stop != StopReason::Complete {
+            counters.parse_stops[meta.stop as usize] += 1;
+            counters.incomplete += 1;
+        }
+        if !meta.stop.accounted() {
+            counters.unaccounted += 1;
+            continue;
+        }
+        observation.octets = meta.octets;
+        observation.tcp_flags = meta.tcp_flags;
+        observation.ttl = meta.ttl;
+        if packet.timestamp_us != stamp_us {
+            stamp_us = packet.timestamp_us;
+            stamp_ms = stamp_us / 1_000;
+        }
+        observation.timestamp_ms = stamp_ms;
+        parsed += 1;
+    }
+    counters.packets += packets.len().min(MAX_BURST) as u64;
+    let mut keep = [false; MAX_BURST];
+    for (verdict, observation) in keep.iter_mut().zip(&observations[..parsed]) {
+        *verdict = sampler.keep(&observation.key);
+    }
+    let mut kept = 0;
+    for j in 0..parsed {
+        if keep[j] {
+            observations[kept] = observations[j];
+            kept += 1;
+        }
+    }
+    counters.sampled_out += (parsed - kept) as u64;
     kept
 }
 
