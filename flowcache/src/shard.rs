@@ -1,8 +1,9 @@
 //! One worker's flow cache: a preallocated set-associative table.
 //!
 //! A flow's hash picks one bucket of 8 or 16 slots. Each bucket has a header apart from
-//! the entries: per slot a 16-bit tag (a slice of the hash; 0 marks a free slot) and a
-//! 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one cache line. Each entry is
+//! the entries: per slot a 16-bit tag (13 bits of the hash and 3 of the sampling epoch; 0
+//! marks a free slot) and a 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one
+//! cache line. Each entry is
 //! one cache line too (64 bytes, aligned). A lookup reads the header and then only the
 //! entries whose tag matches; the sweep reads headers and only the entries whose hint says
 //! they may be due. So a packet of a known flow costs two cache lines, both prefetched.
