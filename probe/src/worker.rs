@@ -889,9 +889,6 @@ impl Worker {
             Some(sleep) => {
                 let mut empty_polls = 0u32;
                 self.poll_until_stopped(quit, move |worker, status| {
-                    if adaptive {
-                        worker.after_poll_adaptive(status);
-                    }
                     if status == BurstStatus::Delivered(0) {
                         empty_polls = empty_polls.saturating_add(1);
                         if empty_polls >= IDLE_POLLS_BEFORE_SLEEP {
@@ -899,6 +896,11 @@ impl Worker {
                         }
                     } else {
                         empty_polls = 0;
+                    }
+                    // After the sleep: it belongs to this empty poll, idle time, not to
+                    // the next poll, which may receive packets.
+                    if adaptive {
+                        worker.after_poll_adaptive(status);
                     }
                 })
             }
