@@ -12,7 +12,7 @@
 //! doubling up to twice `max_len` slots, so probes stay short. Removal shifts the rest of
 //! the probe chain back (no tombstones), so a table with churn never needs rebuilding.
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use flowcache::{advise_huge_pages, prefetch_read};
 
@@ -45,6 +45,89 @@ impl<K: Copy + Default, L: Copy + Default> Slot<K, L> {
     }
 }
 
+/// The table's hash: a multiply-rotate step per word of the key and a 64-bit finalizer, so
+/// the low bits that pick the slot depend on every bit of the key. Keys are a few words
+/// (addresses and ports) hashed once per packet or record, where ahash's general-purpose
+/// rounds and length prefixes cost several times as many instructions. Fixed seed, like
+/// the ahash seeds it replaces: not meant to resist chosen keys; the table's cap bounds
+/// what they could do.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WordHash;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WordHasher(u64);
+
+impl WordHasher {
+    const SEED: u64 = 0x6b70_6974_6162_6c65;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    #[inline(always)]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(29);
+    }
+}
+
+impl Hasher for WordHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ (rest.len() as u64) << 59);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+impl BuildHasher for WordHash {
+    type Hasher = WordHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> WordHasher {
+        WordHasher(WordHasher::SEED)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct ConnTable<K, V, L = [u64; 2]> {
     slots: Vec<Slot<K, L>>,
@@ -53,7 +136,6 @@ pub(crate) struct ConnTable<K, V, L = [u64; 2]> {
     max_len: usize,
     values: Vec<V>,
     free: Vec<u32>,
-    hasher: ahash::RandomState,
 }
 
 /// Slots to start with: enough for a small link without growing, 4 MB.
@@ -70,7 +152,6 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
             max_len,
             values: Vec::new(),
             free: Vec::new(),
-            hasher: ahash::RandomState::with_seeds(0x6b70, 0x6974, 0x6162, 0x6c65),
         }
     }
 
@@ -87,8 +168,9 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
         self.len >= self.max_len
     }
 
+    #[inline]
     pub fn hash(&self, key: &K) -> u64 {
-        self.hasher.hash_one(key)
+        WordHash.hash_one(key)
     }
 
     /// Starts loading the slot where a lookup of `hash` begins.

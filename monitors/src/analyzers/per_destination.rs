@@ -236,13 +236,9 @@ pub struct PerDestination {
 }
 
 /// `bytes` with every bit past `len` cleared.
-fn mask(mut bytes: [u8; 16], len: u8) -> [u8; 16] {
-    let len = usize::from(len);
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        let keep = len.saturating_sub(i * 8).min(8);
-        *byte &= !(0xffu16 >> keep) as u8;
-    }
-    bytes
+fn mask(bytes: [u8; 16], len: u8) -> [u8; 16] {
+    let keep = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+    (u128::from_be_bytes(bytes) & keep).to_be_bytes()
 }
 
 impl PerDestination {
