@@ -12,6 +12,9 @@
 //! slots loaded meanwhile. A hash map cost a cache miss per packet on the critical path
 //! (BENCHMARKS.md).
 
+use std::hash::{Hash, Hasher};
+
+use flowcache::FlowKey;
 use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
 use serde_json::json;
 
@@ -20,9 +23,45 @@ use super::{
 };
 use crate::conn_table::ConnTable;
 
-/// A handshake's identity, the same from the SYN and from the client's ACK: client and
-/// server address, client and server port.
-type Handshake = ([u8; 16], [u8; 16], u16, u16);
+/// A handshake's identity, the same from the SYN and from the client's ACK.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Handshake {
+    client: [u8; 16],
+    server: [u8; 16],
+    client_port: u16,
+    server_port: u16,
+}
+
+impl Hash for Handshake {
+    // Five words (the derived hash adds a length per address and a word per port).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(&self.client);
+        state.write(&self.server);
+        state.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
+    }
+}
+
+impl Handshake {
+    /// The handshake `key`'s sender opens, as its client.
+    fn from_client(key: &FlowKey) -> Handshake {
+        Handshake {
+            client: key.src_addr,
+            server: key.dst_addr,
+            client_port: key.src_port,
+            server_port: key.dst_port,
+        }
+    }
+
+    /// The same connection seen from the other side.
+    fn reversed(self) -> Handshake {
+        Handshake {
+            client: self.server,
+            server: self.client,
+            client_port: self.server_port,
+            server_port: self.client_port,
+        }
+    }
+}
 
 /// What a pending handshake keeps in its slot.
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,10 +118,6 @@ pub struct HalfOpenTracker {
     refused: u64,
 }
 
-fn reversed((client, server, client_port, server_port): Handshake) -> Handshake {
-    (server, client, server_port, client_port)
-}
-
 impl HalfOpenTracker {
     pub fn new(settings: HalfOpenSettings) -> HalfOpenTracker {
         HalfOpenTracker {
@@ -126,7 +161,7 @@ impl HalfOpenTracker {
                 }
                 Step::Reset => {
                     // Whichever side sent it: the server's RST is the handshake reversed.
-                    let server_side = reversed(s.handshake);
+                    let server_side = s.handshake.reversed();
                     let hash = self.pending.hash(&server_side);
                     if let Some(slot) = self.pending.find(&server_side, hash) {
                         self.pending.remove(slot);
@@ -164,7 +199,7 @@ impl HalfOpenTracker {
             }
             expired.push(AddrKey {
                 version: slot.live.ip_version,
-                bytes: slot.key.1,
+                bytes: slot.key.server,
             });
             false
         });
@@ -224,7 +259,7 @@ impl Analyzer for HalfOpenTracker {
             return;
         };
         let key = packet.key;
-        let handshake = (key.src_addr, key.dst_addr, key.src_port, key.dst_port);
+        let handshake = Handshake::from_client(key);
         let hash = self.pending.hash(&handshake);
         self.pending.prefetch_slot(hash);
         self.seen.push(Seen {
