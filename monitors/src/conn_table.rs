@@ -16,14 +16,16 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use flowcache::{advise_huge_pages, prefetch_read};
 
-/// One slot: the key, the entry's in-line state, and the entry's slab index + 1 (0:
-/// empty).
+/// One slot: the key, the entry's in-line state, the entry's slab index + 1 (0: empty),
+/// and the low bits of the key's hash (where its probe starts in any table of up to 2^32
+/// slots: removal and growth move entries without hashing their keys again).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot<K, L = [u64; 2]> {
     pub key: K,
     pub live: L,
     value: u32,
+    home: u32,
 }
 
 impl<K: Copy + Default, L: Copy + Default> Slot<K, L> {
@@ -32,6 +34,7 @@ impl<K: Copy + Default, L: Copy + Default> Slot<K, L> {
             key: K::default(),
             live: L::default(),
             value: 0,
+            home: 0,
         }
     }
 
@@ -143,7 +146,8 @@ const INITIAL_SLOTS: usize = 1 << 16;
 
 impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
     pub fn new(max_len: usize) -> ConnTable<K, V, L> {
-        let max_len = max_len.clamp(1, u32::MAX as usize - 1);
+        // Slots are numbered by u32 (`home`): at most 2^31 entries in 2^32 slots.
+        let max_len = max_len.clamp(1, 1 << 31);
         let slots = (max_len * 2).next_power_of_two().min(INITIAL_SLOTS);
         ConnTable {
             slots: Slot::table(slots),
@@ -233,6 +237,7 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
             key,
             live: L::default(),
             value: index + 1,
+            home: hash as u32,
         };
         self.len += 1;
         Some(i)
@@ -264,7 +269,7 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
         let mut hole = slot;
         let mut i = (slot + 1) & self.mask;
         while self.slots[i].value != 0 {
-            let home = self.hash(&self.slots[i].key) as usize & self.mask;
+            let home = self.slots[i].home as usize & self.mask;
             if (i.wrapping_sub(home) & self.mask) >= (i.wrapping_sub(hole) & self.mask) {
                 self.slots[hole] = self.slots[i];
                 hole = i;
@@ -330,7 +335,7 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
         let old = std::mem::replace(&mut self.slots, Slot::table(slots));
         self.mask = slots - 1;
         for slot in old.into_iter().filter(|s| s.value != 0) {
-            let mut i = self.hash(&slot.key) as usize & self.mask;
+            let mut i = slot.home as usize & self.mask;
             while self.slots[i].value != 0 {
                 i = (i + 1) & self.mask;
             }

@@ -70,6 +70,9 @@ struct Pending {
     ip_version: u8,
 }
 
+// A pending handshake's slot is one cache line: the prefetch in `on_packet` loads all of it.
+const _: () = assert!(size_of::<crate::conn_table::Slot<Handshake, Pending>>() == 64);
+
 /// Packets waiting to be applied: a burst's worth (`probe::MAX_BURST`).
 const SEEN_BATCH: usize = 64;
 

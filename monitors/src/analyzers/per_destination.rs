@@ -207,6 +207,9 @@ impl DestinationHub {
     }
 }
 
+// A prefix's slot is one cache line: the prefetch in `count` loads all of it.
+const _: () = assert!(size_of::<crate::conn_table::Slot<AddrKey, Totals>>() == 64);
+
 /// Records' directions waiting to be added: enough for their slots to arrive meanwhile.
 const SEEN_BATCH: usize = 32;
 
