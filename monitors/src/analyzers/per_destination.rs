@@ -240,7 +240,9 @@ pub struct PerDestination {
 
 /// `bytes` with every bit past `len` cleared.
 fn mask(bytes: [u8; 16], len: u8) -> [u8; 16] {
-    let keep = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+    let keep = u128::MAX
+        .checked_shl(128 - u32::from(len.min(128)))
+        .unwrap_or(0);
     (u128::from_be_bytes(bytes) & keep).to_be_bytes()
 }
 
