@@ -40,7 +40,8 @@
 //!
 //! One module per concern: [`eal`] (the environment, lcores, thread pinning), [`clock`]
 //! (the TSC clock), [`mempool`], [`port`] (ethdev ports and their settings) and [`rx`] (rx
-//! queues and the mbufs of a burst).
+//! queues and the mbufs of a burst), and [`xsk`] (the kernel's counters of the AF_XDP
+//! sockets the af_xdp driver opens, which DPDK does not report in full).
 
 #![allow(unsafe_code)]
 
@@ -54,6 +55,7 @@ pub mod eal;
 pub mod mempool;
 pub mod port;
 pub mod rx;
+pub mod xsk;
 
 pub use clock::TscClock;
 pub use eal::{Eal, LcoreCpus, pin_current_thread};
