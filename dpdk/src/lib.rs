@@ -39,8 +39,8 @@
 //! worker threads register as lcores on first poll so mempool caches serve them.
 //!
 //! One module per concern: [`eal`] (the environment, lcores, thread pinning), [`clock`]
-//! (the TSC clock), [`mempool`], [`port`] (ethdev ports and their settings) and [`rx`] (rx
-//! queues and the mbufs of a burst), and [`xsk`] (the kernel's counters of the AF_XDP
+//! (the TSC clock), [`mempool`], [`port`] (ethdev ports and their settings), [`rx`] (rx
+//! queues and the mbufs of a burst) and [`xsk`] (the kernel's counters of the AF_XDP
 //! sockets the af_xdp driver opens, which DPDK does not report in full).
 
 #![allow(unsafe_code)]
