@@ -941,7 +941,9 @@ impl Worker {
             ..
         } = self;
         let clock = config.clock;
-        let with_extensions = !extensions.is_empty();
+        // Extensions that want no packet (they read records only) get the loop without a
+        // hook: they see records and the clock all the same.
+        let with_extensions = !extensions.interest().is_empty();
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
             // The clock, once per burst: the burst's latest packet time, or the wall's.
             let now = match clock {
