@@ -946,7 +946,7 @@ impl Worker {
             return;
         }
         let source = self.source.stats();
-        let drops = source.rx_missed + source.rx_nombuf;
+        let drops = source.rx_missed + source.rx_nombuf + source.rx_xdp_ring_full;
         let decided = controller.decide(self.stats.packets, drops, now);
         // One line a period, for plots of the controller (bench/adaptive.sh); off by default.
         log::debug!(
