@@ -24,7 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flowcache::counters::{CounterSet, Spec};
 use flowcache::{
-    CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler, flow_hash,
+    CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, LogStarts, Observation, Sampler,
+    Unclassified, flow_hash,
 };
 
 use crate::adaptive::{AdaptiveController, Change};
@@ -255,6 +256,9 @@ pub struct Worker {
     adaptive: Option<Box<AdaptiveController>>,
     /// Scratch for showing packets to extensions after the policy stage decided them.
     origins: Box<Origins>,
+    /// The records the cache started since the extensions were last told; `None` unless
+    /// an extension wants them ([`crate::ext::Extension::wants_flow_starts`]).
+    flow_starts: Option<Vec<Observation>>,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -355,6 +359,7 @@ impl BurstPipeline {
         &mut self,
         shard: &mut FlowShard,
         policy: Option<&mut StageClassifier<'_>>,
+        starts: Option<&mut Vec<Observation>>,
         expired: &mut Vec<FlowRecord>,
     ) {
         let (_, held) = self.split();
@@ -367,6 +372,7 @@ impl BurstPipeline {
                 held.now_ms,
                 &[],
                 policy,
+                starts,
                 expired,
             );
             held.len = 0;
@@ -383,6 +389,7 @@ impl BurstPipeline {
         &mut self,
         shard: &mut FlowShard,
         policy: Option<&mut StageClassifier<'_>>,
+        starts: Option<&mut Vec<Observation>>,
         expired: &mut Vec<FlowRecord>,
         hashed: bool,
     ) {
@@ -399,6 +406,7 @@ impl BurstPipeline {
             held.now_ms,
             &fresh.hashes[..n],
             policy,
+            starts,
             expired,
         );
         held.len = 0;
@@ -407,8 +415,10 @@ impl BurstPipeline {
 }
 
 /// Accounts a hashed burst into the shard, through the policy stage if there is one (it
-/// decides the packets of flows the cache does not hold; see [`PolicyStage`]).
+/// decides the packets of flows the cache does not hold; see [`PolicyStage`]), writing
+/// down the records it starts if `starts` is given (for extensions, [`LogStarts`]).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn account(
     shard: &mut FlowShard,
     observations: &[Observation],
@@ -416,16 +426,36 @@ fn account(
     now_ms: u64,
     next: &[u64],
     policy: Option<&mut StageClassifier<'_>>,
+    starts: Option<&mut Vec<Observation>>,
     expired: &mut Vec<FlowRecord>,
 ) {
-    match policy {
-        None => shard.update_interleaved(observations, hashes, now_ms, next, expired),
-        Some(classifier) => shard.update_interleaved_classified(
+    match (policy, starts) {
+        (None, None) => shard.update_interleaved(observations, hashes, now_ms, next, expired),
+        (Some(classifier), None) => shard.update_interleaved_classified(
             observations,
             hashes,
             now_ms,
             next,
             classifier,
+            expired,
+        ),
+        (None, Some(starts)) => shard.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            &mut LogStarts {
+                classifier: Unclassified,
+                starts,
+            },
+            expired,
+        ),
+        (Some(classifier), Some(starts)) => shard.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            &mut LogStarts { classifier, starts },
             expired,
         ),
     }
@@ -708,6 +738,7 @@ impl Worker {
                 frame: [0; MAX_BURST],
                 meta: [PacketMeta::default(); MAX_BURST],
             }),
+            flow_starts: None,
         }
     }
 
@@ -749,6 +780,9 @@ impl Worker {
     /// Attaches extensions; their events go to `event_queue` (a full queue drops and
     /// counts them: a worker never waits for the event output).
     pub fn with_extensions(mut self, extensions: Extensions, event_queue: Sender<Event>) -> Self {
+        self.flow_starts = extensions
+            .wants_flow_starts()
+            .then(|| Vec::with_capacity(2 * MAX_BURST));
         self.extensions = extensions;
         self.event_queue = Some(event_queue);
         self
@@ -913,10 +947,13 @@ impl Worker {
             events,
             policy,
             origins,
+            flow_starts,
             ..
         } = self;
         let clock = config.clock;
-        let with_extensions = !extensions.is_empty();
+        // Extensions that want no packet (biflows without TCP state follow the records the
+        // cache starts instead) leave the parse loop without a hook.
+        let with_hook = !extensions.interest().is_empty();
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
             // The clock, once per burst: the burst's latest packet time, or the wall's.
             let now = match clock {
@@ -934,7 +971,7 @@ impl Worker {
                 let mut counters = BurstCounters::default();
                 let (fresh, _) = pipeline.split();
                 let observations = &mut fresh.observations;
-                let kept = match (with_extensions, policy.as_deref_mut()) {
+                let kept = match (with_hook, policy.as_deref_mut()) {
                     (true, Some(stage)) => {
                         let mut hook = ExtensionHook {
                             extensions: &mut *extensions,
@@ -952,12 +989,14 @@ impl Worker {
                         let hashes = &mut fresh.hashes[..n];
                         FlowShard::hash_burst(&observations[..n], hashes);
                         stage.record_verdicts(n);
-                        shard.update_interleaved_classified(
+                        account(
+                            shard,
                             &observations[..n],
                             hashes,
                             now,
                             &[],
-                            &mut stage.classifier(sampler),
+                            Some(&mut stage.classifier(sampler)),
+                            flow_starts.as_mut(),
                             pending,
                         );
                         stage.stop_recording();
@@ -1011,8 +1050,14 @@ impl Worker {
                     fresh.len = kept;
                     fresh.now_ms = now;
                     let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
-                    // With extensions the parse loop hashed the burst for them.
-                    pipeline.advance(shard, classifier.as_mut(), pending, with_extensions);
+                    // With a hook the parse loop hashed the burst for it.
+                    pipeline.advance(
+                        shard,
+                        classifier.as_mut(),
+                        flow_starts.as_mut(),
+                        pending,
+                        with_hook,
+                    );
                 }
             }
         })?;
@@ -1027,6 +1072,7 @@ impl Worker {
             progress.store(self.stats.packets, Ordering::Relaxed);
         }
         if !self.extensions.is_empty() {
+            self.flow_starts_to_extensions();
             let now_us = self.now_ms.max(wall_idle_ms(self.config.clock, status)) * 1_000;
             if now_us != 0 {
                 self.extensions.on_clock(now_us, &mut self.events);
@@ -1067,10 +1113,19 @@ impl Worker {
             pending,
             policy,
             sampler,
+            flow_starts,
             ..
         } = self;
         let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
-        pipeline.drain(shard, classifier.as_mut(), pending);
+        pipeline.drain(shard, classifier.as_mut(), flow_starts.as_mut(), pending);
+    }
+
+    /// Tells the extensions of the records the cache started since they were last told.
+    fn flow_starts_to_extensions(&mut self) {
+        if let Some(starts) = &mut self.flow_starts {
+            self.extensions.on_flow_starts(starts);
+            starts.clear();
+        }
     }
 
     /// Hands the burst's events to the event output; a full queue drops and counts them.
@@ -1091,6 +1146,8 @@ impl Worker {
     /// Shows each pending record to the extensions, which attach their fields, and takes
     /// out the records they folded into others.
     fn records_to_extensions(&mut self) {
+        // A record is shown after the start of every record begun before it left.
+        self.flow_starts_to_extensions();
         let Worker {
             extensions,
             pending,
