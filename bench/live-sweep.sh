@@ -28,6 +28,8 @@
 #   SIZES      frame sizes (default "64 600")
 #   TOOLS      readers (default "tapflow-afp tapflow-xdp softflowd nfpcapd")
 #   PIN        tapflow's [workers] pin (default true: worker on CPU 1, exporter on 0)
+#   RX_DESCRIPTORS  tapflow's [[port]] rx_descriptors (default 1024; AF_XDP's ring size)
+#   IDLE_SLEEP_US   tapflow's [workers] idle_sleep_us (default: tapflow's own)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +41,7 @@ DURATION=${DURATION:-2}
 SIZES=${SIZES:-"64 600"}
 TOOLS=${TOOLS:-"tapflow-afp tapflow-xdp softflowd nfpcapd"}
 PIN=${PIN:-true}
+RX_DESCRIPTORS=${RX_DESCRIPTORS:-1024}
 
 for tool in tcpreplay softflowd softflowctl nfpcapd nfdump python3 ip; do
     command -v "$tool" >/dev/null || {
@@ -96,9 +99,11 @@ memory_mb = 512
 file_prefix = "tfbench-$$"
 [[port]]
 device = "$device"
+rx_descriptors = $RX_DESCRIPTORS
 [workers]
 count = 1
 pin = $PIN
+${IDLE_SLEEP_US:+idle_sleep_us = $IDLE_SLEEP_US}
 [cache]
 capacity = 262144
 [[collector]]

@@ -1071,6 +1071,8 @@ fn run_workers<S: PacketSource + Send + 'static>(
         policy: config.policy_set(),
         policy_routes: Vec::new(),
         adaptive: config.adaptive_config(),
+        // The bench measures the worker's throughput: it never waits for packets.
+        idle_sleep: None,
     };
     let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);

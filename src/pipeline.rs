@@ -247,6 +247,8 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
             Vec::new()
         },
         adaptive,
+        // A file source is never idle but at its end.
+        idle_sleep: None,
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -507,6 +509,8 @@ pub struct PipelineSpec {
     pub policy_routes: Vec<(Arc<str>, Vec<usize>)>,
     /// `[sampling.adaptive]`: every worker gets a controller of its own.
     pub adaptive: Option<probe::adaptive::AdaptiveConfig>,
+    /// `[workers] idle_sleep_us` as it applies to these sources (`Config::idle_sleep`).
+    pub idle_sleep: Option<std::time::Duration>,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -532,6 +536,7 @@ pub fn run_pipeline(
         policy,
         policy_routes,
         adaptive,
+        idle_sleep,
     } = spec;
     let mut extensions = extensions.into_iter();
     let policy_swap = policy
@@ -584,7 +589,10 @@ pub fn run_pipeline(
     let mut snapshots = Vec::new();
     let mut threads = Vec::new();
     for (id, (source, sampler)) in sources.into_iter().enumerate() {
-        let config = WorkerConfig::new(id, cache, clock, backpressure);
+        let config = WorkerConfig {
+            idle_sleep,
+            ..WorkerConfig::new(id, cache, clock, backpressure)
+        };
         let progress = Arc::new(AtomicU64::new(0));
         counters.push(progress.clone());
         let snapshot = SharedSnapshot::default();

@@ -122,6 +122,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         policy: config.policy_set(),
         policy_routes: config.policy_routes(),
         adaptive: config.adaptive_config(),
+        idle_sleep: config.idle_sleep(),
     };
     // The endpoint answers from the start; the workers' counters join once they run.
     let live: Arc<OnceLock<Live>> = Arc::default();
@@ -146,7 +147,10 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         None => None,
     };
     log::info!(
-        "running: {workers} worker(s), {} collector(s){}",
+        "running: {workers} worker(s){}, {} collector(s){}",
+        spec.idle_sleep
+            .map(|d| format!(" (sleeping {} us when idle)", d.as_micros()))
+            .unwrap_or_default(),
         config.collectors.len(),
         server
             .as_ref()

@@ -198,3 +198,15 @@ fn syn_flood_from_a_file_source() {
 fn syn_flood_from_the_dpdk_source() {
     flood_is_detected("dpdk");
 }
+
+/// Not a check: writes the flood trace, the trace without the flood and the analyzers'
+/// configuration into `$TAPFLOW_FLOOD_DIR`, so that bench/flood-detect.sh replays into a
+/// live interface exactly what these tests replay from files.
+#[test]
+#[ignore = "bench/flood-detect.sh runs it for its trace"]
+fn write_the_traces_for_the_bench() {
+    let dir = PathBuf::from(std::env::var_os("TAPFLOW_FLOOD_DIR").expect("TAPFLOW_FLOOD_DIR"));
+    write_trace(&dir.join("flood.pcap"), &trace(true));
+    write_trace(&dir.join("background.pcap"), &trace(false));
+    std::fs::write(dir.join("analyzers.toml"), CONFIG).unwrap();
+}

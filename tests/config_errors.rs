@@ -370,6 +370,12 @@ fn out_of_range_values_are_located_at_their_value() {
             "out of range (1 to 64)",
         ),
         (
+            "[workers]\nidle_sleep_us = 20000\n",
+            "idle_sleep_us",
+            "workers.idle_sleep_us",
+            "out of range (0 to 10000)",
+        ),
+        (
             "[dpdk]\nlcores = \"3-1\"\n",
             "lcores",
             "dpdk.lcores",

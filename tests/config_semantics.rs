@@ -2,6 +2,7 @@
 //! sizing, and the `check-config` summary.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tapflow::config::{
     Config, DeviceKind, DpdkLogLevel, ExportVersion, LogLevel, SamplingMode, Transport, WorkerCount,
@@ -19,6 +20,19 @@ address = \"127.0.0.1:2055\"
 ";
 
 #[test]
+fn a_kernel_interface_worker_sleeps_when_idle_unless_told_otherwise() {
+    let af_packet = MINIMAL.replace("0000:01:00.0", "net_af_packet0,iface=eth1");
+    assert_eq!(
+        parse(&af_packet).idle_sleep(),
+        Some(Duration::from_micros(100))
+    );
+    let xdp = MINIMAL.replace("0000:01:00.0", "net_af_xdp0,iface=eth1");
+    assert_eq!(parse(&xdp).idle_sleep(), Some(Duration::from_micros(100)));
+    let spinning = format!("{af_packet}[workers]\nidle_sleep_us = 0\n");
+    assert_eq!(parse(&spinning).idle_sleep(), None);
+}
+
+#[test]
 fn minimal_config_takes_the_documented_defaults() {
     let c = parse(MINIMAL);
     assert!(c.dpdk.hugepages);
@@ -30,6 +44,8 @@ fn minimal_config_takes_the_documented_defaults() {
     assert!(c.ports[0].promiscuous);
     assert_eq!(c.workers.count, WorkerCount::Auto);
     assert_eq!(c.workers.batch_size, 32);
+    // A NIC's worker spins on its queue.
+    assert_eq!(c.idle_sleep(), None);
     assert_eq!(c.sampling.mode, SamplingMode::None);
     assert_eq!(c.sampling.seed, None);
     assert_eq!(c.cache.capacity, 1 << 20);
@@ -91,6 +107,7 @@ rx_queues = 2
 [workers]
 count = 3
 batch_size = 16
+idle_sleep_us = 250
 
 [sampling]
 mode = \"random:250\"
@@ -145,6 +162,7 @@ prometheus = \"[::1]:9100\"
     assert_eq!(c.ports[1].label(), "0000:5e:00.1");
     assert_eq!(c.workers.count, WorkerCount::Fixed(3));
     assert_eq!(c.worker_count(), 3);
+    assert_eq!(c.idle_sleep(), Some(Duration::from_micros(250)));
     assert_eq!(c.sampling.mode, SamplingMode::Random(250));
     assert_eq!(c.sampling.mode.interval(), 250);
     assert_eq!(c.sampling.seed, Some(99));

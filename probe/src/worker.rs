@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flowcache::counters::{CounterSet, Spec};
@@ -107,7 +107,15 @@ pub struct WorkerConfig {
     pub batch_records: usize,
     /// How often (ms of the worker's clock) an otherwise idle worker ticks the exporter.
     pub tick_interval_ms: u64,
+    /// Sleep this long after [`IDLE_POLLS_BEFORE_SLEEP`] empty polls in a row; `None`
+    /// spins. A queue the kernel fills (af_packet, AF_XDP) needs CPU time on the same
+    /// cores that a spinning worker would take.
+    pub idle_sleep: Option<Duration>,
 }
+
+/// Consecutive empty polls before a worker with [`WorkerConfig::idle_sleep`] sleeps: a
+/// burst still arriving is not slept through.
+pub const IDLE_POLLS_BEFORE_SLEEP: u32 = 16;
 
 impl WorkerConfig {
     pub fn new(id: usize, cache: CacheConfig, clock: Clock, backpressure: Backpressure) -> Self {
@@ -118,6 +126,7 @@ impl WorkerConfig {
             backpressure,
             batch_records: 256,
             tick_interval_ms: 1_000,
+            idle_sleep: None,
         }
     }
 }
@@ -838,10 +847,26 @@ impl Worker {
     /// Runs until the source ends, fails, or `quit` is set; then flushes the cache
     /// (every flow leaves with EndReason::Forced) and reports.
     pub fn run(mut self, quit: &AtomicBool) -> WorkerReport {
-        let (error, ended) = if self.adaptive.is_some() {
-            self.poll_until_stopped(quit, Worker::after_poll_adaptive)
-        } else {
-            self.poll_until_stopped(quit, |_, _| {})
+        let adaptive = self.adaptive.is_some();
+        let (error, ended) = match self.config.idle_sleep {
+            None if adaptive => self.poll_until_stopped(quit, Worker::after_poll_adaptive),
+            None => self.poll_until_stopped(quit, |_, _| {}),
+            Some(sleep) => {
+                let mut empty_polls = 0u32;
+                self.poll_until_stopped(quit, move |worker, status| {
+                    if adaptive {
+                        worker.after_poll_adaptive(status);
+                    }
+                    if status == BurstStatus::Delivered(0) {
+                        empty_polls = empty_polls.saturating_add(1);
+                        if empty_polls >= IDLE_POLLS_BEFORE_SLEEP {
+                            std::thread::sleep(sleep);
+                        }
+                    } else {
+                        empty_polls = 0;
+                    }
+                })
+            }
         };
         self.finish(error, ended)
     }

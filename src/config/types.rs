@@ -256,7 +256,17 @@ pub struct WorkersSection {
     /// Bind each worker to a worker lcore of `[dpdk] lcores` and the exporter to the main
     /// lcore (when there are enough lcores for the workers).
     pub pin: bool,
+    /// Microseconds a worker sleeps once its queue has come back empty several times in
+    /// a row (`probe::worker::IDLE_POLLS_BEFORE_SLEEP`); 0 polls without pause. `None`:
+    /// [`KERNEL_INTERFACE_IDLE_SLEEP_US`] when a port reads a kernel interface, else 0
+    /// (`Config::idle_sleep`).
+    pub idle_sleep_us: Option<u32>,
 }
+
+/// `idle_sleep_us` when a worker reads a kernel interface and the file says nothing.
+pub const KERNEL_INTERFACE_IDLE_SLEEP_US: u32 = 100;
+/// Largest `idle_sleep_us`: a sleeping worker must still see its queue fill.
+pub const MAX_IDLE_SLEEP_US: u32 = 10_000;
 
 /// Largest `batch_size`: the data plane's largest rx burst.
 pub const MAX_BATCH_SIZE: u16 = 64;
@@ -267,6 +277,7 @@ impl Default for WorkersSection {
             count: WorkerCount::Auto,
             batch_size: 32,
             pin: true,
+            idle_sleep_us: None,
         }
     }
 }

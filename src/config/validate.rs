@@ -5,7 +5,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use super::types::{
-    Config, DeviceKind, MAX_BATCH_SIZE, SamplingMode, Transport, WorkerCount, parse_source,
+    Config, DeviceKind, MAX_BATCH_SIZE, MAX_IDLE_SLEEP_US, SamplingMode, Transport, WorkerCount,
+    parse_source,
 };
 
 /// Largest flow cache per worker: 2^31 entries (well over 100 GB), so a typo such as an
@@ -500,6 +501,9 @@ impl Config {
             MAX_BATCH_SIZE,
             "",
         );
+        if let Some(us) = self.workers.idle_sleep_us {
+            c.range(at("idle_sleep_us"), us, 0, MAX_IDLE_SLEEP_US, "");
+        }
     }
 
     fn check_sampling(&self, c: &mut Checker) {
