@@ -1585,6 +1585,90 @@ mod tests {
         assert_eq!(report.extensions[0].1[0].value, 15);
     }
 
+    /// Wants no packet, only the records the cache starts; checks that each record it is
+    /// shown was started (and reported) before it left.
+    #[derive(Debug, Default)]
+    struct StartWatcher {
+        /// Per source port: records started, records seen leaving.
+        flows: std::collections::HashMap<u16, (u64, u64)>,
+    }
+
+    impl crate::ext::Extension for StartWatcher {
+        fn name(&self) -> &'static str {
+            "starts"
+        }
+        fn interest(&self) -> Interest {
+            Interest::NONE
+        }
+        fn wants_flow_starts(&self) -> bool {
+            true
+        }
+        fn on_flow_starts(&mut self, starts: &[Observation]) {
+            for start in starts {
+                self.flows.entry(start.key.src_port).or_default().0 += 1;
+            }
+        }
+        fn on_packet(&mut self, _: &PacketView<'_>, _: &mut crate::ext::ExtOutput<'_>) {
+            panic!("an extension that wants no packet class is shown none");
+        }
+        fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
+            let (started, left) = self.flows.entry(record.key.src_port).or_default();
+            *left += 1;
+            assert!(
+                *left <= *started,
+                "record {record:?} left before its start was told"
+            );
+            RecordFate::Keep
+        }
+    }
+
+    #[test]
+    fn an_extension_is_told_of_every_record_start_before_the_record_leaves() {
+        let t0_us = 1_700_000_000_000_000u64;
+        // Three flows, idle for longer than the inactive timeout, then back: two records
+        // each, the first leaving through the sweep while packets keep coming.
+        let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+        for round in 0..2u64 {
+            for i in 0..40u64 {
+                let t = t0_us + round * 40_000_000 + i * 500_000;
+                frames.push((t, udp_frame(1000 + (i % 3) as u16)));
+            }
+        }
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        let (events_tx, _events_rx) = crossbeam_channel::unbounded();
+        let config = WorkerConfig::new(
+            0,
+            CacheConfig {
+                inactive_timeout_ms: 15_000,
+                ..CacheConfig::default()
+            },
+            Clock::Packet,
+            Backpressure::Block,
+        );
+        let watcher = Box::new(StartWatcher::default());
+        let worker = Worker::new(
+            config,
+            Box::new(Frames { frames, next: 0 }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        )
+        .with_extensions(Extensions::new(vec![watcher]), events_tx);
+        let report = worker.run(&AtomicBool::new(false));
+        let records: Vec<FlowRecord> = from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(records.len(), 6);
+        assert_eq!(report.cache.flows_created, 6);
+        assert_eq!(report.cache.expired(flowcache::EndReason::Idle), 3);
+    }
+
     fn policy(
         name: &str,
         matcher: crate::policy::Match,
