@@ -21,8 +21,10 @@
 //!   [`ReverseCounters`], the KPIs in [`TcpKpis`]. So every accounted packet is exported
 //!   exactly once, forward or reverse.
 //! - The initiator is the SYN sender (the receiver of a SYN-ACK when the SYN was missed),
-//!   otherwise the sender of the first packet seen (without TCP KPIs: of the first record
-//!   the cache started, whose first packet is the conversation's first).
+//!   otherwise the sender of the first packet seen. Without TCP KPIs both are read from
+//!   the first record the cache started for the conversation, whose first packet is the
+//!   conversation's first; only with them does a SYN that comes after the other side's
+//!   packets swap the roles.
 //!
 //! Speed: for TCP with KPIs the table is looked up once per packet, at random, like the
 //! flow cache. So it is the cache's kind of table (`conn_table`: 64-byte slots, open
@@ -690,6 +692,8 @@ struct Seen {
     src_is_lo: bool,
     flow_key: FlowKey,
     time_us: u64,
+    /// The TCP flags byte (0 for other protocols).
+    tcp_flags: u8,
     segment: Option<Segment>,
 }
 
@@ -735,7 +739,7 @@ impl KpiMonitor {
 
     /// Takes a packet of a conversation followed per packet, or a record start of one
     /// followed per record: its slot starts loading now, it is accounted a batch later.
-    fn see(&mut self, key: &FlowKey, time_us: u64, segment: Option<Segment>) {
+    fn see(&mut self, key: &FlowKey, time_us: u64, tcp_flags: u8, segment: Option<Segment>) {
         let (conn_key, src_is_lo) = ConnKey::of(key);
         let hash = self.table.hash(&conn_key);
         self.table.prefetch_slot(hash);
@@ -745,6 +749,7 @@ impl KpiMonitor {
             src_is_lo,
             flow_key: *key,
             time_us,
+            tcp_flags,
             segment,
         });
         if self.seen.len() >= SEEN_BATCH {
@@ -799,9 +804,8 @@ impl KpiMonitor {
                 }
                 let track_tcp = per_packet(&self.config, s.key.protocol);
                 // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
-                let synack = s
-                    .segment
-                    .is_some_and(|t| t.flags & (SYN | ACK) == SYN | ACK);
+                let flags = s.segment.map_or(s.tcp_flags, |t| t.flags);
+                let synack = s.key.protocol == 6 && flags & (SYN | ACK) == SYN | ACK;
                 let initiator_is_lo = s.src_is_lo != synack;
                 let conn = Conn {
                     initiator_key: (s.src_is_lo == initiator_is_lo).then_some(s.flow_key),
@@ -949,7 +953,7 @@ impl Extension for KpiMonitor {
             }
             let time_us = start.timestamp_ms * 1_000;
             self.now_us = self.now_us.max(time_us);
-            self.see(&start.key, time_us, None);
+            self.see(&start.key, time_us, start.tcp_flags, None);
         }
     }
 
@@ -964,7 +968,12 @@ impl Extension for KpiMonitor {
         if segment.is_none() {
             self.counters.malformed_tcp += 1;
         }
-        self.see(packet.key, packet.timestamp_us, segment);
+        self.see(
+            packet.key,
+            packet.timestamp_us,
+            packet.meta.tcp_flags,
+            segment,
+        );
     }
 
     fn on_clock(&mut self, now_us: u64, _out: &mut ExtOutput<'_>) {

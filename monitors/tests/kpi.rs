@@ -466,6 +466,42 @@ fn records_of_a_conversation_in_the_cache_together_leave_as_one_biflow() {
     }
 }
 
+/// A connection picked up at its SYN-ACK (the SYN missed): the SYN-ACK's receiver is the
+/// initiator, with TCP KPIs or without (then from the record the SYN-ACK started).
+#[test]
+fn the_receiver_of_a_first_syn_ack_initiates() {
+    for tcp_kpis in [false, true] {
+        let mut h = Harness::new(
+            KpiConfig {
+                tcp: tcp_kpis,
+                ..KpiConfig::default()
+            },
+            CacheConfig {
+                capacity: 4096,
+                ..CacheConfig::default()
+            },
+        );
+        h.seg(Seg::new(false, SISN, CISN + 1, SYN | ACK, 0), 1_000_000);
+        h.seg(Seg::new(true, CISN + 1, SISN + 1, ACK, 0), 1_001_000);
+        h.seg(Seg::new(true, CISN + 1, SISN + 1, ACK, 100), 1_002_000);
+        h.finish();
+        h.assert_nothing_lost();
+        assert_eq!(
+            h.exported.len(),
+            1,
+            "tcp kpis {tcp_kpis}: {:#?}",
+            h.exported
+        );
+        let r = &h.exported[0];
+        assert_eq!(
+            (r.key.src_port, r.packets),
+            (CLIENT.1, 2),
+            "tcp kpis {tcp_kpis}"
+        );
+        assert_eq!(reverse(r).map(|rev| rev.packets), Some(1));
+    }
+}
+
 /// Segments of one direction's data: `sizes` bytes each from `isn + 1`.
 fn data_segments(isn: u32, sizes: &[usize]) -> Vec<Seg> {
     let mut seq = isn.wrapping_add(1);
