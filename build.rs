@@ -25,6 +25,12 @@ fn main() {
         "none (built without the dpdk feature)".into()
     };
     println!("cargo:rustc-env=TAPFLOW_DPDK_VERSION={dpdk}");
+    if std::env::var_os("CARGO_FEATURE_DPDK").is_some() {
+        // DPDK's pcap driver, loaded at run time, binds `pcap_open_live` to the
+        // executable's own (dpdk::pcap_ring) only if the executable exports it.
+        println!("cargo:rustc-link-arg-bins=-Wl,-u,pcap_open_live");
+        println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=pcap_open_live");
+    }
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");

@@ -30,6 +30,7 @@
 #   PIN        tapflow's [workers] pin (default true: worker on CPU 1, exporter on 0)
 #   RX_DESCRIPTORS  tapflow's [[port]] rx_descriptors (default 1024; AF_XDP's ring size)
 #   IDLE_SLEEP_US   tapflow's [workers] idle_sleep_us (default: tapflow's own)
+#   KERNEL_RING_MB  tapflow's [[port]] kernel_ring_mb for af_packet (default: its own)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -100,6 +101,7 @@ file_prefix = "tfbench-$$"
 [[port]]
 device = "$device"
 rx_descriptors = $RX_DESCRIPTORS
+${KERNEL_RING_MB:+$([ "$tool" = tapflow-afp ] && echo "kernel_ring_mb = $KERNEL_RING_MB")}
 [workers]
 count = 1
 pin = $PIN
@@ -116,7 +118,11 @@ EOF
             >"$work/reader/stdout" 2>"$work/reader/stderr" &
         reader_pid=$!
         for _ in $(seq 300); do
-            grep -q "running:" "$work/reader/stderr" && return
+            if grep -q "running:" "$work/reader/stderr"; then
+                # What tapflow says of its ports ("ring is 64 MB").
+                grep -h "port " "$work/reader/stderr" >>"$out/tapflow-ports.log" || true
+                return
+            fi
             sleep 0.1
         done
         echo "live-sweep: tapflow did not start:" >&2

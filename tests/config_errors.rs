@@ -558,6 +558,22 @@ fn port_and_collector_problems_name_their_table() {
             "takes one queue (qpairs=1, rx_queues = 1)",
         ),
         (
+            format!(
+                "[[port]]\ndevice = \"net_af_packet0,iface=eth1\"\nkernel_ring_mb = 0\n{collector}"
+            ),
+            "kernel_ring_mb",
+            "port[0].kernel_ring_mb",
+            "out of range (1 to 1024)",
+        ),
+        (
+            format!(
+                "[[port]]\ndevice = \"net_af_xdp0,iface=eth1\"\nkernel_ring_mb = 64\n{collector}"
+            ),
+            "kernel_ring_mb",
+            "port[0].kernel_ring_mb",
+            "an AF_XDP port's ring is rx_descriptors",
+        ),
+        (
             format!("{port}{collector}mtu = 100\n"),
             "mtu",
             "collector[0].mtu",

@@ -33,6 +33,20 @@ fn a_kernel_interface_worker_sleeps_when_idle_unless_told_otherwise() {
 }
 
 #[test]
+fn an_af_packet_port_gets_a_64_mb_ring_unless_told_otherwise() {
+    let af_packet = MINIMAL.replace("0000:01:00.0", "net_af_packet0,iface=eth1");
+    assert_eq!(
+        parse(&af_packet).ports[0].kernel_ring_bytes(),
+        Some(64 << 20)
+    );
+    let small = af_packet.replace("iface=eth1\"\n", "iface=eth1\"\nkernel_ring_mb = 8\n");
+    assert_eq!(parse(&small).ports[0].kernel_ring_bytes(), Some(8 << 20));
+    let xdp = MINIMAL.replace("0000:01:00.0", "net_af_xdp0,iface=eth1");
+    assert_eq!(parse(&xdp).ports[0].kernel_ring_bytes(), None);
+    assert_eq!(parse(MINIMAL).ports[0].kernel_ring_bytes(), None);
+}
+
+#[test]
 fn minimal_config_takes_the_documented_defaults() {
     let c = parse(MINIMAL);
     assert!(c.dpdk.hugepages);

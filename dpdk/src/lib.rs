@@ -52,6 +52,7 @@ use dpdk_sys as sys;
 pub mod clock;
 pub mod eal;
 pub mod mempool;
+pub mod pcap_ring;
 pub mod port;
 pub mod rx;
 

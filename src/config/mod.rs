@@ -30,10 +30,11 @@ pub use policy::{PolicySection, Scalar};
 pub use types::MonitorSection;
 pub use types::{
     AdaptiveSection, AggregationSection, CacheSection, CollectorSection, Config,
-    DEFAULT_CONFIG_PATH, DEFAULT_PROMETHEUS_LISTEN, DeviceKind, DpdkLogLevel, DpdkSection,
-    EventsSection, ExportSection, ExportVersion, KERNEL_INTERFACE_IDLE_SLEEP_US, LogLevel,
-    LoggingSection, MAX_BATCH_SIZE, MAX_IDLE_SLEEP_US, PortSection, SamplingMode, SamplingSection,
-    StatsSection, Transport, WorkerCount, WorkersSection,
+    DEFAULT_CONFIG_PATH, DEFAULT_KERNEL_RING_MB, DEFAULT_PROMETHEUS_LISTEN, DeviceKind,
+    DpdkLogLevel, DpdkSection, EventsSection, ExportSection, ExportVersion,
+    KERNEL_INTERFACE_IDLE_SLEEP_US, KERNEL_RING_MB_RANGE, LogLevel, LoggingSection, MAX_BATCH_SIZE,
+    MAX_IDLE_SLEEP_US, PortSection, SamplingMode, SamplingSection, StatsSection, Transport,
+    WorkerCount, WorkersSection,
 };
 pub use validate::{
     KeyPath, MAX_ADAPTIVE_INTERVAL, MAX_CACHE_CAPACITY, MAX_MEMPOOL_CACHE, MAX_QUEUES, MAX_SECONDS,

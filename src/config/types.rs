@@ -109,7 +109,18 @@ pub struct PortSection {
     pub rx_descriptors: u16,
     /// Receive frames not addressed to the port (a tap or mirror port needs this).
     pub promiscuous: bool,
+    /// MB of the kernel's ring for a port read through DPDK's pcap driver on an interface
+    /// (`net_af_packet`, `net_pcap` with `iface=`): libpcap's buffer. `None`:
+    /// [`DEFAULT_KERNEL_RING_MB`] for such ports.
+    pub kernel_ring_mb: Option<u32>,
 }
+
+/// `kernel_ring_mb` when the file says nothing: at 1 ms a block (TPACKET_V3 hands a block
+/// over every millisecond however full), 2,048 blocks of 32 KB hold two seconds of a slow
+/// link, and a burst of 40,000 small frames (tests/live_tap.rs); libpcap's own 2 MB held 64 ms.
+pub const DEFAULT_KERNEL_RING_MB: u32 = 64;
+/// The range of `kernel_ring_mb`.
+pub const KERNEL_RING_MB_RANGE: (u32, u32) = (1, 1024);
 
 impl Default for PortSection {
     fn default() -> Self {
@@ -119,6 +130,7 @@ impl Default for PortSection {
             rx_queues: 1,
             rx_descriptors: 1024,
             promiscuous: true,
+            kernel_ring_mb: None,
         }
     }
 }
@@ -195,6 +207,17 @@ impl PortSection {
             "af_packet" => format!("net_pcap_{}", self.device_name().trim_start_matches("net_")),
             _ => self.device_name().to_string(),
         }
+    }
+
+    /// Bytes of libpcap's ring for a port DPDK's pcap driver reads from an interface
+    /// (`kernel_ring_mb`), `None` for other ports.
+    pub fn kernel_ring_bytes(&self) -> Option<u32> {
+        let through_pcap = matches!(self.vdev_driver(), "af_packet" | "pcap");
+        (through_pcap && self.kernel_interface().is_some()).then(|| {
+            self.kernel_ring_mb
+                .unwrap_or(DEFAULT_KERNEL_RING_MB)
+                .saturating_mul(1 << 20)
+        })
     }
 
     /// PCI or vdev, or `None` if `device` is neither.

@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use super::types::{
-    Config, DeviceKind, MAX_BATCH_SIZE, MAX_IDLE_SLEEP_US, SamplingMode, Transport, WorkerCount,
-    parse_source,
+    Config, DeviceKind, KERNEL_RING_MB_RANGE, MAX_BATCH_SIZE, MAX_IDLE_SLEEP_US, SamplingMode,
+    Transport, WorkerCount, parse_source,
 };
 
 /// Largest flow cache per worker: 2^31 entries (well over 100 GB), so a typo such as an
@@ -469,6 +469,21 @@ impl Config {
                 "",
             );
             c.range(at("rx_descriptors"), port.rx_descriptors, 32, 32_768, "");
+            if let Some(mb) = port.kernel_ring_mb {
+                let (min, max) = KERNEL_RING_MB_RANGE;
+                c.range(at("kernel_ring_mb"), mb, min, max, "");
+                if port.kernel_ring_bytes().is_none() {
+                    c.fail(
+                        at("kernel_ring_mb"),
+                        format!(
+                            "{:?}: kernel_ring_mb sizes the ring of a port read through libpcap \
+                             (\"net_af_packet0,iface=IFNAME\"); an AF_XDP port's ring is \
+                             rx_descriptors, a NIC's too",
+                            port.device
+                        ),
+                    );
+                }
+            }
         }
     }
 
