@@ -12,15 +12,13 @@ use std::hash::Hash;
 
 use flowcache::prefetch_read;
 
-/// One slot: the key, what the conversation has in the flow cache per endpoint, four
-/// bytes of the user's (`hot`: what a packet needs besides the key and counts, so that it
-/// reads no other line to find it), and the entry's slab index + 1 (0: empty).
+/// One slot: the key, packets seen per endpoint and not yet exported, and the entry's slab
+/// index + 1 (0: empty).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot<K> {
     pub key: K,
     pub live: [u64; 2],
-    pub hot: u32,
     value: u32,
 }
 
@@ -29,7 +27,6 @@ impl<K: Copy + Default> Slot<K> {
         Slot {
             key: K::default(),
             live: [0, 0],
-            hot: 0,
             value: 0,
         }
     }
@@ -83,9 +80,15 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
         prefetch_read(&self.slots[hash as usize & self.mask]);
     }
 
-    /// The slot's counters and `hot` word, without its value.
-    pub fn slot_mut(&mut self, slot: usize) -> &mut Slot<K> {
-        &mut self.slots[slot]
+    /// Starts loading the value of the entry in `slot`.
+    #[inline]
+    pub fn prefetch_value(&self, slot: usize) {
+        if let Some(value) = self
+            .values
+            .get(self.slots[slot].value.wrapping_sub(1) as usize)
+        {
+            prefetch_read(value);
+        }
     }
 
     /// The slot holding `key`.
@@ -104,8 +107,8 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
         }
     }
 
-    /// Inserts `key` (absent) with `hot` and `value`; `None` when the table is full.
-    pub fn insert(&mut self, key: K, hash: u64, hot: u32, value: V) -> Option<usize> {
+    /// Inserts `key` (absent) with `value`; `None` when the table is full.
+    pub fn insert(&mut self, key: K, hash: u64, value: V) -> Option<usize> {
         if self.is_full() {
             return None;
         }
@@ -129,13 +132,17 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
         self.slots[i] = Slot {
             key,
             live: [0, 0],
-            hot,
             value: index + 1,
         };
         self.len += 1;
         Some(i)
     }
 
+    pub fn value(&self, slot: usize) -> &V {
+        &self.values[self.slots[slot].value as usize - 1]
+    }
+
+    #[cfg(test)]
     pub fn slot(&self, slot: usize) -> &Slot<K> {
         &self.slots[slot]
     }
@@ -195,7 +202,7 @@ mod tests {
         for k in 1..=70_000u64 {
             let h = table.hash(&k);
             assert!(table.find(&k, h).is_none());
-            let slot = table.insert(k, h, k as u32, k * 10).unwrap();
+            let slot = table.insert(k, h, k * 10).unwrap();
             table.entry_mut(slot).0.live[0] = k;
         }
         assert_eq!(table.len(), 70_000);
@@ -209,18 +216,17 @@ mod tests {
             assert_eq!(found.is_some(), k % 2 == 0, "{k}");
             if let Some(slot) = found {
                 assert_eq!(table.slot(slot).live[0], k);
-                assert_eq!(table.slot(slot).hot, k as u32);
                 assert_eq!(*table.entry_mut(slot).1, k * 10);
             }
         }
         // Freed values are reused; a full table refuses.
         let mut small: ConnTable<u64, u64> = ConnTable::new(3);
         for k in 0..3u64 {
-            assert!(small.insert(k, small.hash(&k), 0, k).is_some());
+            assert!(small.insert(k, small.hash(&k), k).is_some());
         }
-        assert!(small.insert(9, small.hash(&9), 0, 9).is_none());
+        assert!(small.insert(9, small.hash(&9), 9).is_none());
         small.retain(|s, _| s.key != 1);
-        assert!(small.insert(9, small.hash(&9), 0, 90).is_some());
+        assert!(small.insert(9, small.hash(&9), 90).is_some());
         assert_eq!(small.values.len(), 3);
     }
 }

@@ -31,10 +31,7 @@
 //! addressing, capped, counted when full) rather than a `BoundedTable`'s hash map, and
 //! packets (and record starts) are taken in two steps: `on_packet` reads the TCP header
 //! and prefetches the conversation's slot; once per burst (`on_clock`, and before any
-//! record) they are accounted in order, their TCP state prefetched one step ahead. A TCP
-//! packet reads its slot and its TCP state and nothing else: the slot's spare word
-//! (`Hot`) says who initiated and where the TCP state is, so the conversation's record
-//! state (`Conn`) is read only when it starts and when its records leave.
+//! record) they are accounted in order, their state prefetched one step ahead.
 //!
 //! Hostile input: every sequence comparison is modular (RFC 1982 style), a jump of more
 //! than 2^30 resynchronises instead of counting, options are read within their declared
@@ -165,47 +162,13 @@ impl Pending {
     }
 }
 
-/// What a packet needs of its conversation besides the key and counts, in the slot's own
-/// cache line (`Slot::hot`), so that a TCP packet reads its slot and its TCP state and
-/// nothing else: whether the initiator is the key's lower endpoint (the top bit), and
-/// the index + 1 of the connection's TCP state in `KpiMonitor::tcp` (0: none).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Hot(u32);
-
-const INITIATOR_IS_LO: u32 = 1 << 31;
-/// TCP states a worker holds at most (the index must leave the top bit free).
-const MAX_TCP_STATES: usize = INITIATOR_IS_LO as usize - 2;
-
-impl Hot {
-    fn new(initiator_is_lo: bool, tcp: Option<usize>) -> Hot {
-        let tcp = tcp.map_or(0, |i| i as u32 + 1);
-        Hot(if initiator_is_lo { INITIATOR_IS_LO } else { 0 } | tcp)
-    }
-
-    fn initiator_is_lo(self) -> bool {
-        self.0 & INITIATOR_IS_LO != 0
-    }
-
-    fn tcp(self) -> Option<usize> {
-        (self.0 & !INITIATOR_IS_LO)
-            .checked_sub(1)
-            .map(|i| i as usize)
-    }
-
-    /// The direction of a packet from the key's lower endpoint or not (0: the initiator's).
-    fn direction(self, src_is_lo: bool) -> usize {
-        usize::from(src_is_lo != self.initiator_is_lo())
-    }
-
-    fn swapped(self) -> Hot {
-        Hot(self.0 ^ INITIATOR_IS_LO)
-    }
-}
-
-/// One conversation's state beside its slot, read when it starts and when its records
-/// leave (a TCP packet finds what it needs through the slot's [`Hot`] word).
+/// One conversation's state beside its slot. What a TCP packet reads first comes first.
+#[repr(C)]
 #[derive(Debug)]
 struct Conn {
+    tcp: Option<Box<TcpConn>>,
+    /// Whether the initiator is the key's lower endpoint.
+    initiator_is_lo: bool,
     /// The initiator's flow key as its first packet had it, for a biflow record that
     /// leaves on a responder's record.
     initiator_key: Option<FlowKey>,
@@ -223,13 +186,19 @@ impl Conn {
         self.pending[0].packets == 0 && self.pending[1].packets == 0
     }
 
+    fn direction(&self, src_is_lo: bool) -> usize {
+        usize::from(src_is_lo != self.initiator_is_lo)
+    }
+
     /// The responder turns out to be the initiator (its SYN came after packets of the
     /// other side): the directions change places, with everything counted for them.
-    fn swap_roles(&mut self, hot: &mut u32, tcp: &mut TcpConn) {
-        *hot = Hot(*hot).swapped().0;
+    fn swap_roles(&mut self) {
+        self.initiator_is_lo = !self.initiator_is_lo;
         self.pending.swap(0, 1);
-        tcp.dirs.swap(0, 1);
-        tcp.fin.swap(0, 1);
+        if let Some(tcp) = &mut self.tcp {
+            tcp.dirs.swap(0, 1);
+            tcp.fin.swap(0, 1);
+        }
     }
 }
 
@@ -702,10 +671,6 @@ struct Seen {
 pub struct KpiMonitor {
     config: KpiConfig,
     table: ConnTable<ConnKey, Conn>,
-    /// TCP connections' state, reached from their slot ([`Hot::tcp`]), and the indices
-    /// free for reuse.
-    tcp: Vec<TcpConn>,
-    tcp_free: Vec<usize>,
     seen: Vec<Seen>,
     counters: Counters,
     next_purge_us: u64,
@@ -726,9 +691,7 @@ fn endpoint(src_is_lo: bool) -> usize {
 impl KpiMonitor {
     pub fn new(config: KpiConfig) -> KpiMonitor {
         KpiMonitor {
-            table: ConnTable::new(config.capacity.min(MAX_TCP_STATES)),
-            tcp: Vec::new(),
-            tcp_free: Vec::new(),
+            table: ConnTable::new(config.capacity),
             seen: Vec::with_capacity(SEEN_BATCH),
             config,
             counters: Counters::default(),
@@ -761,32 +724,31 @@ impl KpiMonitor {
     /// quiet for the linger time (all of them, when `everything_idle`).
     fn purge(&mut self, everything_idle: bool) {
         let (now, linger) = (self.now_us, self.config.linger_us);
-        let free = &mut self.tcp_free;
         self.table.retain(|slot, conn| {
-            let done = slot.live == [0, 0]
+            !(slot.live == [0, 0]
                 && conn.nothing_folded()
-                && (everything_idle || conn.last_us.saturating_add(linger) <= now);
-            if done && let Some(tcp) = Hot(slot.hot).tcp() {
-                free.push(tcp);
-            }
-            !done
+                && (everything_idle || conn.last_us.saturating_add(linger) <= now))
         });
     }
 
-    /// Accounts the packets seen so far, in order: first the TCP state of their
-    /// connections is prefetched (their slots were, as they were seen), then each is
-    /// accounted.
+    /// Accounts the packets seen so far, in order: first their state is prefetched (their
+    /// slots were, as they were seen), then each is accounted.
     fn account_seen(&mut self) {
         if self.seen.is_empty() {
             return;
         }
         let mut seen = std::mem::take(&mut self.seen);
         for s in &seen {
+            if let Some(slot) = self.table.find(&s.key, s.hash) {
+                self.table.prefetch_value(slot);
+            }
+        }
+        for s in &seen {
             if s.segment.is_some()
                 && let Some(slot) = self.table.find(&s.key, s.hash)
-                && let Some(tcp) = Hot(self.table.slot(slot).hot).tcp()
+                && let Some(tcp) = &self.table.value(slot).tcp
             {
-                self.tcp[tcp].prefetch();
+                tcp.prefetch();
             }
         }
         for s in seen.drain(..) {
@@ -808,73 +770,55 @@ impl KpiMonitor {
                 let synack = s.key.protocol == 6 && flags & (SYN | ACK) == SYN | ACK;
                 let initiator_is_lo = s.src_is_lo != synack;
                 let conn = Conn {
+                    initiator_is_lo,
                     initiator_key: (s.src_is_lo == initiator_is_lo).then_some(s.flow_key),
                     pending: [Pending::default(); 2],
                     last_us: s.time_us,
+                    tcp: track_tcp.then(Box::<TcpConn>::default),
                 };
-                if self.table.is_full() {
-                    self.counters.untracked_packets += 1;
-                    return;
-                }
-                let tcp = track_tcp.then(|| self.new_tcp());
-                let hot = Hot::new(initiator_is_lo, tcp);
-                match self.table.insert(s.key, s.hash, hot.0, conn) {
+                match self.table.insert(s.key, s.hash, conn) {
                     Some(slot) => {
                         self.counters.connections += 1;
                         self.counters.tcp_connections += u64::from(track_tcp);
                         slot
                     }
-                    None => unreachable!("the table has room: checked above"),
+                    None => {
+                        self.counters.untracked_packets += 1;
+                        return;
+                    }
                 }
             }
         };
-        let entry = self.table.slot_mut(slot);
-        entry.live[endpoint(s.src_is_lo)] += 1;
+        let (slot, conn) = self.table.entry_mut(slot);
+        slot.live[endpoint(s.src_is_lo)] += 1;
         // Only TCP's KPIs need more than the slot (which was prefetched).
         let Some(segment) = &s.segment else {
             return;
         };
-        let hot = Hot(entry.hot);
-        let Some(tcp) = hot.tcp() else {
-            return;
-        };
-        let tcp = &mut self.tcp[tcp];
-        let mut d = hot.direction(s.src_is_lo);
-        let pure_syn = segment.flags & (SYN | ACK | RST) == SYN;
-        if d == 1 && pure_syn && tcp.handshake == Handshake::None {
-            let (slot, conn) = self.table.entry_mut(slot);
-            conn.swap_roles(&mut slot.hot, tcp);
+        let mut d = conn.direction(s.src_is_lo);
+        let pure_syn = s
+            .segment
+            .is_some_and(|t| t.flags & (SYN | ACK | RST) == SYN);
+        if d == 1
+            && pure_syn
+            && conn
+                .tcp
+                .as_ref()
+                .is_some_and(|tcp| tcp.handshake == Handshake::None)
+        {
+            conn.swap_roles();
             conn.initiator_key = Some(s.flow_key);
             d = 0;
         }
-        tcp.segment(d, segment, s.time_us, &mut self.counters);
-    }
-
-    /// A fresh TCP state, in a freed place if there is one; its index.
-    fn new_tcp(&mut self) -> usize {
-        match self.tcp_free.pop() {
-            Some(i) => {
-                self.tcp[i] = TcpConn::default();
-                i
-            }
-            None => {
-                self.tcp.push(TcpConn::default());
-                self.tcp.len() - 1
-            }
+        if let Some(tcp) = &mut conn.tcp {
+            tcp.segment(d, segment, s.time_us, &mut self.counters);
         }
     }
 }
 
-/// Makes the record that leaves for connection `conn` (with TCP state `tcp`) on a record
-/// of direction `d` (with biflows, the biflow record of everything folded so far) and
-/// attaches the TCP KPIs.
-fn emit(
-    config: &KpiConfig,
-    conn: &mut Conn,
-    tcp: Option<&mut TcpConn>,
-    d: usize,
-    record: &mut FlowRecord,
-) {
+/// Makes the record that leaves for connection `conn` on a record of direction `d` (with
+/// biflows, the biflow record of everything folded so far) and attaches the TCP KPIs.
+fn emit(config: &KpiConfig, conn: &mut Conn, d: usize, record: &mut FlowRecord) {
     let extras = record
         .extras
         .get_or_insert_with(Box::<RecordExtras>::default);
@@ -906,7 +850,7 @@ fn emit(
             end_reason: record.end_reason,
         });
     }
-    if let Some(tcp) = tcp {
+    if let Some(tcp) = &mut conn.tcp {
         let forward = if config.biflow { 0 } else { d };
         let mut kpis = tcp.take(forward, record.end_reason);
         if !config.biflow {
@@ -1005,9 +949,7 @@ impl Extension for KpiMonitor {
             return RecordFate::Keep;
         };
         let (slot, conn) = self.table.entry_mut(slot);
-        let hot = Hot(slot.hot);
-        let d = hot.direction(src_is_lo);
-        let tcp = hot.tcp().map(|i| &mut self.tcp[i]);
+        let d = conn.direction(src_is_lo);
         let e = endpoint(src_is_lo);
         let held = if per_packet { record.packets } else { 1 };
         slot.live[e] = slot.live[e].saturating_sub(held);
@@ -1018,11 +960,11 @@ impl Extension for KpiMonitor {
             if slot.live != [0, 0] && record.end_reason != EndReason::Active {
                 RecordFate::Folded
             } else {
-                emit(&config, conn, tcp, d, record);
+                emit(&config, conn, d, record);
                 RecordFate::Keep
             }
         } else {
-            emit(&config, conn, tcp, d, record);
+            emit(&config, conn, d, record);
             RecordFate::Keep
         };
         conn.last_us = conn.last_us.max(now_us);
