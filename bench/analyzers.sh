@@ -8,6 +8,7 @@
 # round.
 #
 #   bench/analyzers.sh            # REPEAT=5 DURATION=3
+#   CONFIGS="none all-always" SOURCES=pcap bench/analyzers.sh   # the target row only
 #
 # Sources: the synthetic source (100k IPv4/UDP flows, 64-byte frames) and DPDK's pcap
 # driver on a 100k-flow `tapflow generate` trace of 64-byte frames (TCP with handshakes,
@@ -33,7 +34,8 @@ analyzer_config off off always off >"$work/dns.toml"
 analyzer_config off off off always >"$work/per_destination.toml"
 analyzer_config always always always always >"$work/all-always.toml"
 analyzer_config auto auto auto auto >"$work/all-auto.toml"
-configs=(none all-off syn_flood half_open dns per_destination all-always all-auto)
+read -r -a configs <<<"${CONFIGS:-none all-off syn_flood half_open dns per_destination all-always all-auto}"
+sources=${SOURCES:-synthetic pcap}
 
 "$bin" generate "$work/mixed.pcap" --flows 100000 --packets-per-flow 4 --frame-size 60 --seed 18 >/dev/null
 
@@ -65,7 +67,11 @@ report() { # TITLE FILE
     done
 }
 
-measure --synthetic 100000 --frame-size 60 >"$work/synthetic.txt"
-report "Synthetic source, 100k IPv4/UDP flows, 64 B" "$work/synthetic.txt"
-measure --pcap "$work/mixed.pcap" >"$work/pcap.txt"
-report "DPDK pcap driver, 100k mixed flows (tapflow generate), 64 B" "$work/pcap.txt"
+if [[ " $sources " == *" synthetic "* ]]; then
+    measure --synthetic 100000 --frame-size 60 >"$work/synthetic.txt"
+    report "Synthetic source, 100k IPv4/UDP flows, 64 B" "$work/synthetic.txt"
+fi
+if [[ " $sources " == *" pcap "* ]]; then
+    measure --pcap "$work/mixed.pcap" >"$work/pcap.txt"
+    report "DPDK pcap driver, 100k mixed flows (tapflow generate), 64 B" "$work/pcap.txt"
+fi

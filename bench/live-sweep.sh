@@ -15,10 +15,10 @@
 #                 writes, read back with nfdump
 #
 # A step is loss-free when the reader accounted every delivered frame. For tapflow the
-# steps also show the losses it counted itself (nic missed + errors + no mbuf), which must
-# equal the frames it lost. The last line of
-# each table row says which rate tcpreplay actually reached at --topspeed: where that is
-# the highest loss-free rate, tcpreplay capped the sweep, not the reader. Prints markdown
+# steps also show the losses it counted itself (nic missed + errors + no mbuf + xdp ring
+# full), which must equal the frames it lost. The last line of each table row says which
+# rate tcpreplay actually reached at --topspeed: where that is the highest loss-free
+# rate, tcpreplay capped the sweep, not the reader. Prints markdown
 # tables; every step goes to OUT_DIR/steps.tsv.
 #
 # Environment:
@@ -216,10 +216,11 @@ for size in $SIZES; do
             cp "$work/reader/stdout" "$out/$tool-$size-$rate.txt" 2>/dev/null || true
             delivered_n=$((got - before))
             lost=$((delivered_n - accounted))
-            # tapflow's own count of what it lost (nic missed + errors + no mbuf).
+            # tapflow's own count of what it lost (nic missed + errors + no mbuf + xdp
+            # ring full).
             counted=-
             if [ "${tool%%-*}" = tapflow ]; then
-                counted=$(sed -n 's/^nic \(missed\|errors\|no mbuf\) *//p' \
+                counted=$(sed -n 's/^nic \(missed\|errors\|no mbuf\|xdp ring full\) *//p' \
                     "$work/reader/stdout" | tr -d , | awk '{ s += $1 } END { print s + 0 }')
             fi
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$size" "$rate" "$sent" \

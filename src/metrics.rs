@@ -1016,8 +1016,8 @@ mod tests {
                 .iter()
                 .filter(|s| s.0.starts_with("tapflow_nic_"))
                 .count(),
-            2 * 3,
-            "three NIC families, two ports"
+            2 * 4,
+            "four NIC families, two ports"
         );
         // Labelled fields: parse stops by reason (a complete parse is no stop), ends by
         // reason, corrections by kind.

@@ -183,6 +183,7 @@ prometheus = "127.0.0.1:{metrics_port}"
         "tapflow_nic_missed_total",
         "tapflow_nic_errors_total",
         "tapflow_nic_nombuf_total",
+        "tapflow_nic_xdp_ring_full_total",
     ] {
         let mut ports: Vec<BTreeMap<String, String>> =
             find(&samples, family).iter().map(|s| s.1.clone()).collect();

@@ -39,8 +39,9 @@
 //! worker threads register as lcores on first poll so mempool caches serve them.
 //!
 //! One module per concern: [`eal`] (the environment, lcores, thread pinning), [`clock`]
-//! (the TSC clock), [`mempool`], [`port`] (ethdev ports and their settings) and [`rx`] (rx
-//! queues and the mbufs of a burst).
+//! (the TSC clock), [`mempool`], [`port`] (ethdev ports and their settings), [`rx`] (rx
+//! queues and the mbufs of a burst) and [`xsk`] (the kernel's counters of the AF_XDP
+//! sockets the af_xdp driver opens, which DPDK does not report in full).
 
 #![allow(unsafe_code)]
 
@@ -55,6 +56,7 @@ pub mod mempool;
 pub mod pcap_ring;
 pub mod port;
 pub mod rx;
+pub mod xsk;
 
 pub use clock::TscClock;
 pub use eal::{Eal, LcoreCpus, pin_current_thread};

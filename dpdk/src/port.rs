@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use dpdk_sys as sys;
 
 use crate::rx::RxQueue;
+use crate::xsk::{self, XdpSocket};
 use crate::{DpdkError, Eal, Mempool, strerror};
 
 /// A symmetric Toeplitz key: with the 16-bit pattern repeated, swapping source and
@@ -43,6 +44,10 @@ pub struct PortStats {
     pub errors: u64,
     /// Frames dropped because no mbuf was free (rx_nombuf).
     pub nombuf: u64,
+    /// `net_af_xdp` only: frames the kernel dropped because a queue's AF_XDP socket had
+    /// its rx ring full (the sockets' `rx_ring_full`, which DPDK 22.11 does not report;
+    /// its `imissed` holds the sockets' `rx_dropped`, a separate count). 0 elsewhere.
+    pub xdp_ring_full: u64,
 }
 
 /// What a device can do, from `rte_eth_dev_info_get`.
@@ -112,6 +117,10 @@ pub(crate) struct PortShared {
     pub(crate) rx_timestamp: Mutex<Option<RxTimestamp>>,
     /// The pool the rx queues were set up with; freed after the port is closed.
     pub(crate) mempool: Mutex<Option<Mempool>>,
+    /// `net_af_xdp`: the AF_XDP socket of each rx queue that was found at its setup.
+    xdp: Mutex<Vec<XdpQueue>>,
+    /// A failed read of the sockets' counters has been logged (once a port).
+    xdp_read_failure_told: AtomicBool,
     /// Released after the port is closed, so the device can be opened again.
     _claim: PortClaim,
     pub(crate) eal: Eal,
@@ -243,6 +252,8 @@ impl Port {
                 started: AtomicBool::new(false),
                 rx_timestamp: Mutex::new(None),
                 mempool: Mutex::new(None),
+                xdp: Mutex::new(Vec::new()),
+                xdp_read_failure_told: AtomicBool::new(false),
                 _claim: claim,
                 eal: eal.clone(),
             }),
@@ -401,7 +412,11 @@ impl Port {
         let mut rxconf = raw.default_rxconf;
         rxconf.offloads = offloads;
         let socket = info.socket.map_or(sys::SOCKET_ID_ANY as u32, |s| s as u32);
+        let af_xdp = info.driver == "net_af_xdp";
+        let mut xdp = Vec::new();
         for queue in 0..rx_queues {
+            // The af_xdp driver opens the queue's AF_XDP socket in the setup call.
+            let sockets_before = af_xdp.then(xsk::own_xdp_sockets);
             // SAFETY: valid configured port; queue < the configured count; rxconf is alive
             // for the call; the mempool outlives the queue, as the port keeps it (below)
             // until after close.
@@ -422,7 +437,18 @@ impl Port {
                     "a larger mempool or fewer descriptors may help",
                 ));
             }
+            if let Some(before) = sockets_before {
+                xdp.extend(queue_xdp_socket(name, queue, before));
+            }
         }
+        *self
+            .shared
+            .xdp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = xdp;
+        self.shared
+            .xdp_read_failure_told
+            .store(false, Ordering::Relaxed);
         for queue in 0..tx_queues {
             // SAFETY: valid configured port; queue < the configured tx count; a null
             // txconf selects the driver's defaults.
@@ -547,6 +573,55 @@ impl Port {
     }
 }
 
+/// One rx queue's AF_XDP socket and the last `rx_ring_full` read from it.
+#[derive(Debug)]
+struct XdpQueue {
+    queue: u16,
+    socket: XdpSocket,
+    ring_full: u64,
+}
+
+/// The AF_XDP socket that setting up rx `queue` opened: the one this process has now and
+/// did not have `before`. Where it cannot be told, or its counters cannot be read, says
+/// once what is not counted and returns `None`.
+fn queue_xdp_socket(
+    name: &str,
+    queue: u16,
+    before: std::io::Result<Vec<XdpSocket>>,
+) -> Option<XdpQueue> {
+    let uncounted = "frames the kernel drops because its rx ring is full are not counted";
+    let found = before.and_then(|before| Ok(xsk::new_sockets(&before, &xsk::own_xdp_sockets()?)));
+    let socket = match found.as_deref() {
+        Ok([socket]) => *socket,
+        Ok(sockets) => {
+            log::warn!(
+                "port {name}: rx queue {queue}'s setup opened {} AF_XDP sockets, not one, so \
+                 its own is unknown; {uncounted}",
+                sockets.len()
+            );
+            return None;
+        }
+        Err(e) => {
+            log::warn!(
+                "port {name}: cannot list this process's AF_XDP sockets in /proc/self/fd \
+                 ({e}); {uncounted}"
+            );
+            return None;
+        }
+    };
+    match socket.stats() {
+        Ok(_) => Some(XdpQueue {
+            queue,
+            socket,
+            ring_full: 0,
+        }),
+        Err(e) => {
+            log::warn!("port {name}: rx queue {queue}: {e}; {uncounted}");
+            None
+        }
+    }
+}
+
 pub(crate) fn port_id_by_name(name: &str) -> Option<u16> {
     let c = CString::new(name).ok()?;
     let mut id = 0u16;
@@ -612,7 +687,33 @@ impl PortShared {
             missed: raw.imissed,
             errors: raw.ierrors,
             nombuf: raw.rx_nombuf,
+            xdp_ring_full: self.xdp_ring_full(),
         })
+    }
+
+    /// The sum of the queues' AF_XDP `rx_ring_full`. A socket whose read fails keeps its
+    /// last value (a counter must not go back), and the first failure is logged.
+    fn xdp_ring_full(&self) -> u64 {
+        let mut queues = self.xdp.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total = 0;
+        for queue in queues.iter_mut() {
+            match queue.socket.stats() {
+                Ok(stats) => queue.ring_full = stats.rx_ring_full,
+                Err(e) => {
+                    if !self.xdp_read_failure_told.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "port {}: cannot read the AF_XDP socket counters of rx queue {} \
+                             ({e}); frames the kernel drops on a full rx ring are no longer \
+                             counted (nic xdp ring full)",
+                            self.name,
+                            queue.queue
+                        );
+                    }
+                }
+            }
+            total += queue.ring_full;
+        }
+        total
     }
 
     fn stop(&self) -> Result<(), DpdkError> {

@@ -125,6 +125,9 @@ pub const DEFAULT_RANDOM_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 pub struct Sampler {
     spec: SamplerSpec,
     interval: u32,
+    /// `interval - 1` when the interval is a power of two (hash sampling's `h % N == 0` is
+    /// then a mask, not a 64-bit division on every packet), else 0.
+    pow2_mask: u64,
     /// Packets seen since the last one kept (deterministic).
     countdown: u32,
     rng: u64,
@@ -143,6 +146,7 @@ impl Sampler {
         Sampler {
             spec,
             interval,
+            pow2_mask: pow2_mask(interval),
             countdown: interval,
             rng: seed,
             sampled_in: 0,
@@ -184,7 +188,14 @@ impl Sampler {
                 let draw = wyrand(&mut self.rng);
                 (u128::from(draw) * u128::from(self.interval)) >> 64 == 0
             }
-            SamplerSpec::Hash(_) => flow_sample_hash(key).is_multiple_of(u64::from(self.interval)),
+            SamplerSpec::Hash(_) => {
+                let h = flow_sample_hash(key);
+                if self.pow2_mask != 0 {
+                    h & self.pow2_mask == 0
+                } else {
+                    h.is_multiple_of(u64::from(self.interval))
+                }
+            }
         };
         if keep {
             self.sampled_in += 1;
@@ -209,6 +220,7 @@ impl Sampler {
             SamplerSpec::Hash(interval)
         };
         self.interval = self.spec.interval();
+        self.pow2_mask = pow2_mask(self.interval);
         self.countdown = self.interval;
     }
 
@@ -225,6 +237,15 @@ impl Sampler {
     /// Packets dropped by sampling.
     pub fn sampled_out(&self) -> u64 {
         self.sampled_out
+    }
+}
+
+/// A sampler's `pow2_mask` for `interval`.
+fn pow2_mask(interval: u32) -> u64 {
+    if interval > 1 && interval.is_power_of_two() {
+        u64::from(interval - 1)
+    } else {
+        0
     }
 }
 
@@ -364,6 +385,27 @@ mod tests {
         let changes = decisions.windows(2).filter(|w| w[0] != w[1]).count() as f64;
         let (mean, sigma) = (99_999.0 * 0.5, (99_999.0f64 * 0.25).sqrt());
         assert!((changes - mean).abs() <= 5.0 * sigma, "{changes} changes");
+    }
+
+    #[test]
+    fn hash_sampling_keeps_a_key_iff_its_hash_is_a_multiple_of_the_interval() {
+        for n in [2u32, 3, 8, 10, 64, 1 << 20] {
+            let mut s = Sampler::new(SamplerSpec::Hash(n));
+            for i in 0..2_000u16 {
+                let key = FlowKey {
+                    src_port: i,
+                    dst_port: i.wrapping_mul(7),
+                    protocol: 17,
+                    ip_version: 4,
+                    ..FlowKey::default()
+                };
+                assert_eq!(
+                    s.keep(&key),
+                    flow_sample_hash(&key).is_multiple_of(u64::from(n)),
+                    "1 in {n}, {key:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! One worker's flow cache: a preallocated set-associative table.
 //!
 //! A flow's hash picks one bucket of 8 or 16 slots. Each bucket has a header apart from
-//! the entries: per slot a 16-bit tag (a slice of the hash; 0 marks a free slot) and a
-//! 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one cache line. Each entry is
+//! the entries: per slot a 16-bit tag (13 bits of the hash and 3 of the sampling epoch; 0
+//! marks a free slot) and a 16-bit deadline hint, 64 bytes for a 16-slot bucket, so one
+//! cache line. Each entry is
 //! one cache line too (64 bytes, aligned). A lookup reads the header and then only the
 //! entries whose tag matches; the sweep reads headers and only the entries whose hint says
 //! they may be due. So a packet of a known flow costs two cache lines, both prefetched.
@@ -41,7 +42,21 @@
 //! - when a new flow needs a slot in a full bucket: first every flow of the bucket already
 //!   past its deadline at the packet's time is exported (time reason); if none was, the one
 //!   with the oldest `last` (ties: smallest key) is evicted as lack of resources;
-//! - in [`FlowShard::flush`] (or piecewise, [`FlowShard::flush_some`]), as forced.
+//! - in [`FlowShard::flush`] (or piecewise, [`FlowShard::flush_some`]), as forced;
+//! - after a change of sampling ([`FlowShard::set_sampling`]), as forced: at its next
+//!   packet, which starts a new record, or when the sweep passes it (see below).
+//!
+//! # Sampling epochs
+//!
+//! A record's packets were all sampled one way, and it carries that way out. The sampling
+//! in force when a flow's record starts is its epoch, three bits at the top of its slot's
+//! tag (so the tag keeps 13 bits of the hash). A lookup asks for the current epoch's tag,
+//! so after a change a packet finds no entry of an older epoch: its flow's old record ends
+//! then (forced, with the old sampling) and the packet starts a new one in the same slot.
+//! The sweep ends the old epochs' other flows as it passes them, a whole pass (about a
+//! second of the worker's clock) spreading the work a whole-table flush would do at once.
+//! Eight epochs: a change to an epoch that still holds flows (seven changes within one
+//! pass) first ends those.
 //!
 //! Every decision depends only on packet times and the flow's state, never on when the
 //! sweep reached a slot. So, for packets in time order and sweeps never run at a `now`
@@ -327,9 +342,20 @@ pub struct FlowShard {
     /// complete pass started: every bucket was visited since `trusted_ms`.
     pass_started_ms: u64,
     trusted_ms: u64,
+    /// The current sampling epoch (see "Sampling epochs"), as it sits in a tag.
+    epoch_bits: u16,
+    /// Each epoch's sampling, and how many flows of it the table holds.
+    epoch_sampling: [SamplingInfo; EPOCHS],
+    epoch_len: [usize; EPOCHS],
     sampling: SamplingInfo,
     stats: CacheStats,
 }
+
+/// Sampling epochs a tag can tell apart: its top three bits.
+const EPOCHS: usize = 8;
+const EPOCH_SHIFT: u32 = 13;
+/// The tag's bits that come from the hash.
+const TAG_HASH_BITS: u16 = (1 << EPOCH_SHIFT) - 1;
 
 impl FlowShard {
     /// Allocates and touches the whole table.
@@ -374,6 +400,9 @@ impl FlowShard {
             clock_ms: 0,
             pass_started_ms: 0,
             trusted_ms: 0,
+            epoch_bits: 0,
+            epoch_sampling: [sampling; EPOCHS],
+            epoch_len: [0; EPOCHS],
             sampling,
             stats: CacheStats::default(),
         })
@@ -447,10 +476,51 @@ impl FlowShard {
         self.sampling
     }
 
-    /// Sets the sampling that records leaving from now on carry. A caller changing its
-    /// sampler flushes the shard first, so each record's packets were all sampled one way.
-    pub fn set_sampling(&mut self, sampling: SamplingInfo) {
+    /// Sets the sampling of the records that start from now on. Flows already cached
+    /// keep theirs: each ends (forced) at its next packet, which starts a new record, or
+    /// when the sweep passes it (see "Sampling epochs"). Records that must end at once
+    /// (flows of the epoch this one reuses, still cached after seven changes within one
+    /// sweep pass) go to `expired`; returns how many.
+    pub fn set_sampling(&mut self, sampling: SamplingInfo, expired: &mut Vec<FlowRecord>) -> usize {
+        let current = self.epoch();
+        if self.len == 0 {
+            // Nothing cached: the current epoch can take the new way.
+            self.epoch_sampling[current] = sampling;
+            self.sampling = sampling;
+            return 0;
+        }
+        let next = (current + 1) % EPOCHS;
+        let mut ended = 0;
+        if self.epoch_len[next] > 0 {
+            for slot in 0..self.entries.len() {
+                let tag = self.tag(slot);
+                if tag != 0 && usize::from(tag >> EPOCH_SHIFT) == next {
+                    self.retire(slot, EndReason::Forced, expired);
+                    ended += 1;
+                }
+            }
+        }
+        self.epoch_bits = (next as u16) << EPOCH_SHIFT;
+        self.epoch_sampling[next] = sampling;
         self.sampling = sampling;
+        ended
+    }
+
+    /// Flows cached from before the last change of sampling (they end at their next
+    /// packet or when the sweep passes them).
+    pub fn flows_of_older_sampling(&self) -> usize {
+        self.len - self.epoch_len[self.epoch()]
+    }
+
+    #[inline(always)]
+    fn epoch(&self) -> usize {
+        usize::from(self.epoch_bits >> EPOCH_SHIFT)
+    }
+
+    /// The tag a flow with this hash has in the current epoch.
+    #[inline(always)]
+    fn tag_for(&self, hash: u64) -> u16 {
+        tag_of(hash) | self.epoch_bits
     }
 
     pub fn stats(&self) -> &CacheStats {
@@ -651,7 +721,7 @@ impl FlowShard {
         let bucket = self.bucket_of(hash);
         let (tags, _) = self.header::<B>(bucket);
         // The flow's own slot if its tag is there (the common case), else a free one.
-        let mut candidates = mask_of(tags, tag_of(hash));
+        let mut candidates = mask_of(tags, self.tag_for(hash));
         let held = candidates != 0;
         if !held {
             candidates = mask_of(tags, 0);
@@ -877,15 +947,53 @@ impl FlowShard {
     #[inline]
     fn retire(&mut self, slot: usize, reason: EndReason, expired: &mut Vec<FlowRecord>) {
         let entry = self.entries[slot];
-        self.emit(&entry, self.label(slot), reason, expired);
+        self.emit(
+            &entry,
+            self.slot_sampling(slot),
+            self.label(slot),
+            reason,
+            expired,
+        );
         self.free(slot);
     }
 
     /// Empties `slot` (its record already emitted).
     #[inline]
     fn free(&mut self, slot: usize) {
+        let epoch = usize::from(self.tag(slot) >> EPOCH_SHIFT);
+        self.epoch_len[epoch] -= 1;
         self.set_tag(slot, 0);
         self.len -= 1;
+    }
+
+    /// The sampling of the record in `slot`: its epoch's.
+    #[inline(always)]
+    fn slot_sampling(&self, slot: usize) -> SamplingInfo {
+        self.epoch_sampling[usize::from(self.tag(slot) >> EPOCH_SHIFT)]
+    }
+
+    /// Ends, forced, the record of an older sampling epoch that `key` has in the bucket
+    /// at `base` (its tag: `tag` in another epoch), if there is one.
+    #[cold]
+    #[inline(never)]
+    fn end_older_epoch<const B: usize>(
+        &mut self,
+        base: usize,
+        tag: u16,
+        key: &FlowKey,
+        expired: &mut Vec<FlowRecord>,
+    ) {
+        for slot in base..base + B {
+            let stored = self.tag(slot);
+            if stored != 0
+                && stored != tag
+                && stored & TAG_HASH_BITS == tag & TAG_HASH_BITS
+                && keys_equal(&self.entries[slot].key, key)
+            {
+                self.retire(slot, EndReason::Forced, expired);
+                return;
+            }
+        }
     }
 
     #[inline(always)]
@@ -971,6 +1079,7 @@ impl FlowShard {
             return false;
         }
         let bucket = hash as usize & self.bucket_mask;
+        let tag = self.tag_for(hash);
         let (headers, entries) = (&mut self.headers[..], &mut self.entries[..]);
         let (line_index, at) = header_place::<B>(bucket);
         let Some(HeaderLine(line)) = headers.get_mut(line_index) else {
@@ -982,7 +1091,7 @@ impl FlowShard {
         let Some(bucket_entries) = entries.get_mut(bucket * B..bucket * B + B) else {
             return false;
         };
-        let mut matches = eq_mask(tags, tag_of(hash));
+        let mut matches = eq_mask(tags, tag);
         while matches != 0 {
             let index = matches.trailing_zeros() as usize;
             matches &= matches - 1;
@@ -1042,9 +1151,9 @@ impl FlowShard {
 
         let bucket = self.bucket_of(hash);
         let base = bucket * B;
-        let tag = tag_of(hash);
+        let tag = self.tag_for(hash);
         let (tags, _) = self.header::<B>(bucket);
-        let free_slots = mask_of(tags, 0);
+        let mut free_slots = mask_of(tags, 0);
         let mut matches = mask_of(tags, tag);
         while matches != 0 {
             let slot = base + matches.trailing_zeros() as usize;
@@ -1055,6 +1164,11 @@ impl FlowShard {
                 return;
             }
             matches &= matches - 1;
+        }
+        if self.len != self.epoch_len[self.epoch()] {
+            // The flow may have a record of an older sampling: it ends here.
+            self.end_older_epoch::<B>(base, tag, &obs.key, expired);
+            free_slots = mask_of(self.header::<B>(bucket).0, 0);
         }
 
         let mut decided = Observation {
@@ -1080,6 +1194,7 @@ impl FlowShard {
             // A one-packet flow that ends at once needs no slot and so evicts nothing.
             self.emit(
                 &Entry::start(obs, time),
+                self.sampling,
                 label,
                 EndReason::EndOfFlow,
                 expired,
@@ -1096,6 +1211,7 @@ impl FlowShard {
         self.set_tag(slot, tag);
         self.set_hint(slot);
         self.len += 1;
+        self.epoch_len[self.epoch()] += 1;
     }
 
     /// Counts `obs` at `time` into the live flow in `slot`. The common case (the flow goes
@@ -1169,7 +1285,13 @@ impl FlowShard {
             self.stats.counter_splits += 1;
             EndReason::Active
         };
-        self.emit(&entry, self.label(slot), reason, expired);
+        self.emit(
+            &entry,
+            self.slot_sampling(slot),
+            self.label(slot),
+            reason,
+            expired,
+        );
         let mut decided = Observation {
             timestamp_ms: time,
             ..*obs
@@ -1219,6 +1341,7 @@ impl FlowShard {
     fn emit(
         &mut self,
         entry: &Entry,
+        sampling: SamplingInfo,
         label: u32,
         reason: EndReason,
         expired: &mut Vec<FlowRecord>,
@@ -1234,7 +1357,7 @@ impl FlowShard {
             min_ttl: entry.min_ttl,
             max_ttl: entry.max_ttl,
             end_reason: reason,
-            sampling: self.sampling,
+            sampling,
             label,
             extras: None,
         });
@@ -1291,6 +1414,21 @@ impl FlowShard {
                 m | u32::from((now_hint.wrapping_sub(h) as i16) >= 0) << i
             });
             let mut due = occupied & hinted_due;
+            if self.len != self.epoch_len[self.epoch()] {
+                // Flows of an older sampling epoch end as the sweep passes them.
+                let current = self.epoch_bits;
+                let older = tags.iter().enumerate().fold(0u32, |m, (i, &t)| {
+                    m | u32::from(t & !TAG_HASH_BITS != current) << i
+                }) & occupied;
+                let mut stale = older;
+                while stale != 0 {
+                    let slot = bucket * B + stale.trailing_zeros() as usize;
+                    stale &= stale - 1;
+                    self.retire(slot, EndReason::Forced, expired);
+                    count += 1;
+                }
+                due &= !older;
+            }
             while due != 0 {
                 let slot = bucket * B + due.trailing_zeros() as usize;
                 due &= due - 1;
@@ -1372,10 +1510,11 @@ fn mask_of<const B: usize>(tags: &[u16; B], tag: u16) -> u32 {
     eq_mask(tags, tag)
 }
 
-/// The tag stored for a hash: its top 16 bits, with 0 (free slot) moved to 1.
+/// The hash's part of a tag: 13 of its top bits, with 0 (a free slot, in epoch 0) moved
+/// to 1. The top three bits are the sampling epoch's.
 #[inline]
 fn tag_of(hash: u64) -> u16 {
-    ((hash >> 48) as u16).max(1)
+    ((hash >> 48) as u16 & TAG_HASH_BITS).max(1)
 }
 
 impl Entry {
@@ -1458,6 +1597,85 @@ mod tests {
         s.flush(&mut out);
         assert_eq!(out[1].packets, 1);
         assert_eq!(out[1].first_ms, T0 + 2);
+    }
+
+    fn hash_sampling(interval: u32) -> SamplingInfo {
+        SamplingInfo {
+            algorithm: crate::SamplingAlgorithm::Hash,
+            interval,
+        }
+    }
+
+    #[test]
+    fn a_change_of_sampling_ends_each_cached_flow_at_its_next_packet_or_sweep() {
+        let mut s = FlowShard::new(&CacheConfig::default(), SamplingInfo::default());
+        let mut out = Vec::new();
+        // Two flows under 1 in 1; both paths of an update (burst and single) see them.
+        for t in 0..3 {
+            s.update(&observation(1, T0 + t, 100), T0 + t, &mut out);
+            s.update(&observation(2, T0 + t, 100), T0 + t, &mut out);
+        }
+        assert_eq!(s.set_sampling(hash_sampling(4), &mut out), 0);
+        assert!(out.is_empty(), "no flush at a change");
+        assert_eq!(s.flows_of_older_sampling(), 2);
+        // Flow 1 goes on: its old record ends, forced, with the old sampling; the packet
+        // starts a record under the new one.
+        let next = [observation(1, T0 + 10, 100)];
+        let mut hashes = [0];
+        FlowShard::hash_burst(&next, &mut hashes);
+        s.update_interleaved(&next, &hashes, T0 + 10, &[], &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].key.src_port, out[0].packets, out[0].end_reason),
+            (1, 3, EndReason::Forced)
+        );
+        assert_eq!(out[0].sampling, SamplingInfo::default());
+        assert_eq!((s.len(), s.flows_of_older_sampling()), (2, 1));
+        // Flow 2 saw no packet since: a sweep pass ends it with its old sampling.
+        s.expire_all(T0 + 11, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[1].key.src_port, out[1].packets, out[1].end_reason),
+            (2, 3, EndReason::Forced)
+        );
+        assert_eq!(out[1].sampling, SamplingInfo::default());
+        assert_eq!(s.flows_of_older_sampling(), 0);
+        s.update(&observation(1, T0 + 12, 100), T0 + 12, &mut out);
+        s.flush(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[2].packets, out[2].first_ms), (2, T0 + 10));
+        assert_eq!(out[2].sampling, hash_sampling(4));
+        // Nothing lost: every packet is in exactly one record.
+        assert_eq!(out.iter().map(|r| r.packets).sum::<u64>(), 8);
+    }
+
+    #[test]
+    fn an_epoch_reused_while_it_still_holds_flows_ends_them_first() {
+        let mut s = FlowShard::new(&CacheConfig::default(), SamplingInfo::default());
+        let mut out = Vec::new();
+        s.update(&observation(1, T0, 100), T0, &mut out);
+        // Seven changes, each with a flow of its own that stays; no sweep runs.
+        for (i, port) in (2..9).enumerate() {
+            s.set_sampling(hash_sampling(2 << i), &mut out);
+            s.update(&observation(port, T0, 100), T0, &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!((s.len(), s.flows_of_older_sampling()), (8, 7));
+        // The eighth reuses flow 1's epoch: flow 1 ends now, with its own sampling.
+        assert_eq!(s.set_sampling(hash_sampling(1024), &mut out), 1);
+        assert_eq!(
+            (out[0].key.src_port, out[0].sampling),
+            (1, SamplingInfo::default())
+        );
+        s.flush(&mut out);
+        let by_port: std::collections::BTreeMap<u16, u32> = out
+            .iter()
+            .map(|r| (r.key.src_port, r.sampling.interval))
+            .collect();
+        let expected: std::collections::BTreeMap<u16, u32> = (1..9)
+            .map(|p| (p, if p == 1 { 1 } else { 1 << (p - 1) }))
+            .collect();
+        assert_eq!(by_port, expected);
     }
 
     #[test]

@@ -1,63 +1,161 @@
-//! A capped table of conversations for extensions that look one up per packet: open
-//! addressing with linear probing over 64-byte slots, so a packet's slot can be
-//! prefetched when the packet is seen and read a burst later, when the miss is over.
+//! A capped table for extensions that look an entry up per packet or per record: open
+//! addressing with linear probing over 64-byte slots, so an entry's slot can be
+//! prefetched when the packet (or record) is seen and read a little later, when the miss
+//! is over.
 //!
-//! A slot holds the key and the per-packet counters ([`Slot::live`]); the rest of a
-//! conversation's state lives in a slab beside it, reached through the slot, so the slots
-//! stay one cache line each and a table of a million conversations stays small to probe.
-//! At `max_len` entries nothing more is inserted (the caller counts what it could not
-//! track); the table grows by doubling up to twice `max_len` slots, so probes stay short.
+//! A slot holds the key and what the entry keeps beside it in the same cache line
+//! ([`Slot::live`]: the KPI monitor's packets per endpoint not yet exported, the analyzers'
+//! SYN time or packet and octet totals); the rest of an entry's state, if any, lives in a
+//! slab beside the slots, reached through the slot, so the slots stay one cache line each
+//! and a table of a million entries stays small to probe. At `max_len` entries nothing
+//! more is inserted (the caller counts what it could not track); the table grows by
+//! doubling up to twice `max_len` slots, so probes stay short. Removal shifts the rest of
+//! the probe chain back (no tombstones), so a table with churn never needs rebuilding.
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 
-use flowcache::prefetch_read;
+use flowcache::{advise_huge_pages, prefetch_read};
 
-/// One slot: the key, packets seen per endpoint and not yet exported, and the entry's slab
-/// index + 1 (0: empty).
+/// One slot: the key, the entry's in-line state, the entry's slab index + 1 (0: empty),
+/// and the low bits of the key's hash (where its probe starts in any table of up to 2^32
+/// slots: removal and growth move entries without hashing their keys again).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot<K> {
+pub(crate) struct Slot<K, L = [u64; 2]> {
     pub key: K,
-    pub live: [u64; 2],
+    pub live: L,
     value: u32,
+    home: u32,
 }
 
-impl<K: Copy + Default> Slot<K> {
-    fn empty() -> Slot<K> {
+impl<K: Copy + Default, L: Copy + Default> Slot<K, L> {
+    fn empty() -> Slot<K, L> {
         Slot {
             key: K::default(),
-            live: [0, 0],
+            live: L::default(),
             value: 0,
+            home: 0,
         }
+    }
+
+    /// `n` empty slots, on huge pages where the kernel has them: looked up at random, a
+    /// large table on 4 KB pages also misses the TLB on nearly every lookup.
+    fn table(n: usize) -> Vec<Slot<K, L>> {
+        let mut slots = Vec::with_capacity(n);
+        advise_huge_pages(&slots);
+        slots.resize(n, Slot::empty());
+        slots
+    }
+}
+
+/// The table's hash: a multiply-rotate step per word of the key and a 64-bit finalizer, so
+/// the low bits that pick the slot depend on every bit of the key. Keys are a few words
+/// (addresses and ports) hashed once per packet or record, where ahash's general-purpose
+/// rounds and length prefixes cost several times as many instructions. Fixed seed, like
+/// the ahash seeds it replaces: not meant to resist chosen keys; the table's cap bounds
+/// what they could do.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WordHash;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WordHasher(u64);
+
+impl WordHasher {
+    const SEED: u64 = 0x6b70_6974_6162_6c65;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    #[inline(always)]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(29);
+    }
+}
+
+impl Hasher for WordHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ (rest.len() as u64) << 59);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+impl BuildHasher for WordHash {
+    type Hasher = WordHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> WordHasher {
+        WordHasher(WordHasher::SEED)
     }
 }
 
 #[derive(Debug)]
-pub(crate) struct ConnTable<K, V> {
-    slots: Vec<Slot<K>>,
+pub(crate) struct ConnTable<K, V, L = [u64; 2]> {
+    slots: Vec<Slot<K, L>>,
     mask: usize,
     len: usize,
     max_len: usize,
     values: Vec<V>,
     free: Vec<u32>,
-    hasher: ahash::RandomState,
 }
 
 /// Slots to start with: enough for a small link without growing, 4 MB.
 const INITIAL_SLOTS: usize = 1 << 16;
 
-impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
-    pub fn new(max_len: usize) -> ConnTable<K, V> {
-        let max_len = max_len.clamp(1, u32::MAX as usize - 1);
+impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
+    pub fn new(max_len: usize) -> ConnTable<K, V, L> {
+        // Slots are numbered by u32 (`home`): at most 2^31 entries in 2^32 slots.
+        let max_len = max_len.clamp(1, 1 << 31);
         let slots = (max_len * 2).next_power_of_two().min(INITIAL_SLOTS);
         ConnTable {
-            slots: vec![Slot::empty(); slots],
+            slots: Slot::table(slots),
             mask: slots - 1,
             len: 0,
             max_len,
             values: Vec::new(),
             free: Vec::new(),
-            hasher: ahash::RandomState::with_seeds(0x6b70, 0x6974, 0x6162, 0x6c65),
         }
     }
 
@@ -66,12 +164,17 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn is_full(&self) -> bool {
         self.len >= self.max_len
     }
 
+    #[inline]
     pub fn hash(&self, key: &K) -> u64 {
-        self.hasher.hash_one(key)
+        WordHash.hash_one(key)
     }
 
     /// Starts loading the slot where a lookup of `hash` begins.
@@ -107,7 +210,8 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
         }
     }
 
-    /// Inserts `key` (absent) with `value`; `None` when the table is full.
+    /// Inserts `key` (absent) with `value` and a default in-line state; `None` when the
+    /// table is full.
     pub fn insert(&mut self, key: K, hash: u64, value: V) -> Option<usize> {
         if self.is_full() {
             return None;
@@ -131,8 +235,9 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
         }
         self.slots[i] = Slot {
             key,
-            live: [0, 0],
+            live: L::default(),
             value: index + 1,
+            home: hash as u32,
         };
         self.len += 1;
         Some(i)
@@ -143,33 +248,80 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
     }
 
     #[cfg(test)]
-    pub fn slot(&self, slot: usize) -> &Slot<K> {
+    pub fn slot(&self, slot: usize) -> &Slot<K, L> {
         &self.slots[slot]
     }
 
-    /// The slot's counters and its value.
-    pub fn entry_mut(&mut self, slot: usize) -> (&mut Slot<K>, &mut V) {
+    /// The slot's in-line state and its value.
+    pub fn entry_mut(&mut self, slot: usize) -> (&mut Slot<K, L>, &mut V) {
         let s = &mut self.slots[slot];
         let value = &mut self.values[s.value as usize - 1];
         (s, value)
     }
 
-    /// Removes every entry for which `keep` is false (its value stays in the slab, to be
-    /// reused).
-    pub fn retain(&mut self, mut keep: impl FnMut(&Slot<K>, &mut V) -> bool) {
-        let mut removed = false;
-        for slot in &mut self.slots {
-            if slot.value != 0 && !keep(slot, &mut self.values[slot.value as usize - 1]) {
-                self.free.push(slot.value - 1);
-                slot.value = 0;
-                self.len -= 1;
-                removed = true;
+    /// Removes the entry in `slot` (its value stays in the slab, to be reused). Slot
+    /// numbers found before are stale afterwards.
+    pub fn remove(&mut self, slot: usize) {
+        self.free.push(self.slots[slot].value - 1);
+        self.len -= 1;
+        // Backward shift: every later entry of the probe chain whose home is not between
+        // the hole and itself moves into the hole, so no chain is broken.
+        let mut hole = slot;
+        let mut i = (slot + 1) & self.mask;
+        while self.slots[i].value != 0 {
+            let home = self.slots[i].home as usize & self.mask;
+            if (i.wrapping_sub(home) & self.mask) >= (i.wrapping_sub(hole) & self.mask) {
+                self.slots[hole] = self.slots[i];
+                hole = i;
             }
+            i = (i + 1) & self.mask;
         }
-        if removed {
-            // Removal broke probe chains: place the survivors again.
-            self.rebuild(self.slots.len());
+        self.slots[hole].value = 0;
+    }
+
+    /// Removes every entry for which `keep` is false, in place; `keep` sees each entry
+    /// once.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut Slot<K, L>, &mut V) -> bool) {
+        if self.len == 0 {
+            return;
         }
+        // Start after an empty slot: no probe chain wraps past it, so an entry shifted
+        // back by a removal comes from a slot not visited yet.
+        let start = self
+            .slots
+            .iter()
+            .position(|s| s.value == 0)
+            .expect("at most half the slots are used");
+        let mut visited = 0;
+        let mut i = (start + 1) & self.mask;
+        while visited < self.slots.len() {
+            let slot = &mut self.slots[i];
+            if slot.value != 0 && !keep(slot, &mut self.values[slot.value as usize - 1]) {
+                // The slot now holds the next entry of the chain, or nothing.
+                self.remove(i);
+                continue;
+            }
+            visited += 1;
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        if self.len > 0 {
+            self.slots.fill(Slot::empty());
+            self.values.clear();
+            self.free.clear();
+            self.len = 0;
+        }
+    }
+
+    /// Every entry: its slot and its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&Slot<K, L>, &V)> {
+        self.slots
+            .iter()
+            .filter(|s| s.value != 0)
+            .map(|s| (s, &self.values[s.value as usize - 1]))
     }
 
     fn grow(&mut self) {
@@ -180,10 +332,10 @@ impl<K: Copy + Default + Eq + Hash, V> ConnTable<K, V> {
     }
 
     fn rebuild(&mut self, slots: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![Slot::empty(); slots]);
+        let old = std::mem::replace(&mut self.slots, Slot::table(slots));
         self.mask = slots - 1;
         for slot in old.into_iter().filter(|s| s.value != 0) {
-            let mut i = self.hash(&slot.key) as usize & self.mask;
+            let mut i = slot.home as usize & self.mask;
             while self.slots[i].value != 0 {
                 i = (i + 1) & self.mask;
             }
@@ -206,10 +358,13 @@ mod tests {
             table.entry_mut(slot).0.live[0] = k;
         }
         assert_eq!(table.len(), 70_000);
+        let mut seen = 0;
         table.retain(|slot, value| {
             assert_eq!(*value, slot.key * 10);
+            seen += 1;
             slot.key % 2 == 0
         });
+        assert_eq!(seen, 70_000, "each entry once");
         assert_eq!(table.len(), 35_000);
         for k in 1..=70_000u64 {
             let found = table.find(&k, table.hash(&k));
@@ -228,5 +383,47 @@ mod tests {
         small.retain(|s, _| s.key != 1);
         assert!(small.insert(9, small.hash(&9), 90).is_some());
         assert_eq!(small.values.len(), 3);
+        small.clear();
+        assert!(small.is_empty() && small.iter().next().is_none());
+    }
+
+    /// Removal keeps every other key findable, against a std `HashMap` as the truth, in a
+    /// table filled to its cap, where probe chains are long and wrap around the end.
+    #[test]
+    fn removal_keeps_the_other_chains_whole() {
+        use std::collections::HashMap;
+        let mut table: ConnTable<u32, (), u32> = ConnTable::new(500);
+        let mut truth = HashMap::new();
+        let mut random = 0x1234_5678u32;
+        for step in 0..200_000u32 {
+            random ^= random << 13;
+            random ^= random >> 17;
+            random ^= random << 5;
+            let key = random % 900;
+            let hash = table.hash(&key);
+            match table.find(&key, hash) {
+                Some(slot) if random & 0x100 != 0 => {
+                    assert_eq!(table.slot(slot).live, truth[&key]);
+                    table.remove(slot);
+                    truth.remove(&key);
+                }
+                Some(_) => {}
+                None => {
+                    assert!(!truth.contains_key(&key), "{key} lost at step {step}");
+                    if let Some(slot) = table.insert(key, hash, ()) {
+                        table.entry_mut(slot).0.live = step;
+                        truth.insert(key, step);
+                    } else {
+                        assert_eq!(truth.len(), 500);
+                    }
+                }
+            }
+            assert_eq!(table.len(), truth.len());
+        }
+        let mut listed: Vec<(u32, u32)> = table.iter().map(|(s, _)| (s.key, s.live)).collect();
+        let mut expected: Vec<(u32, u32)> = truth.into_iter().collect();
+        listed.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
     }
 }

@@ -2,8 +2,10 @@
 //! by raising or lowering hash-based flow sampling, 1 in N with N a power of two between
 //! the configured bounds.
 //!
-//! - **What it measures.** The share of the worker's time spent in polls that received
-//!   packets (busy) against all of its time (busy and idle polls), over each period of
+//! - **What it measures.** The share of the worker's time spent in polls that worked on
+//!   packets (busy: polls that received some, and polls that accounted the burst the
+//!   previous poll received and held back for the flow cache, the part of the work that
+//!   sampling relieves) against all of its time (busy and idle polls), over each period of
 //!   `period_ms`, plus the port's receive drops in the period. The worker reads the
 //!   monotonic clock once a poll for it, and only with the controller on: off, the loop is
 //!   the one it was.
@@ -18,11 +20,14 @@
 //!   doubling of N (optimistic going up, pessimistic going down, so it steps rather than
 //!   overshoots). With traffic under the budget it never leaves `min_interval` (1 by
 //!   default: nothing sampled).
-//! - **What a change costs.** The worker ends every cached flow (forced end) before the
-//!   new interval applies, so each record's packets were all sampled at one interval and
-//!   carry it; the export loop then sends a sampling options record with the new interval
-//!   and the time it took effect (docs/IPFIX.md). The period restarts after that flush, and
-//!   the period after a change only drains what queued up during it: it is not judged.
+//! - **What a change costs.** Little: the worker accounts the burst it holds, then the
+//!   new interval applies to packets and to the records that start from then on. Flows
+//!   cached under the old interval keep it and end lazily, forced, at their next packet
+//!   (which starts a record under the new interval) or when the expiry sweep passes them,
+//!   about a second later at most (flowcache's "Sampling epochs"): no record mixes two
+//!   intervals, each carries its own, and nothing waits for the exporter. The export loop
+//!   sends a sampling options record with the new interval and the time it took effect
+//!   (docs/IPFIX.md). The period after a change is not judged: its flows end and restart.
 
 use std::time::{Duration, Instant};
 
@@ -113,8 +118,8 @@ pub struct AdaptiveController {
     drops_at_start: u64,
     /// Busy nanoseconds per received packet last measured at each exponent (NaN: never).
     cost_ns: [f64; LEVELS],
-    /// The period after a change is not judged: it drains what queued up while the worker
-    /// flushed its cache, which says nothing about the new interval.
+    /// The period after a change is not judged: the cached flows of the old interval end
+    /// and restart in it, work that says nothing about the new interval.
     settling: bool,
     /// The busy share of the last judged period at this interval: a move needs two periods
     /// in a row on the same side of the budget, so one noisy period (the host's other
@@ -234,8 +239,8 @@ impl AdaptiveController {
         Some(change)
     }
 
-    /// Starts a new period at `now` (after a change has been applied, so its flush is not
-    /// measured as the new interval's work).
+    /// Starts a new period at `now` (after a change has been applied, so applying it is
+    /// not measured as the new interval's work).
     pub fn restart(&mut self, now: Instant, packets: u64, drops: u64) {
         self.period_start = now;
         self.last_poll = now;

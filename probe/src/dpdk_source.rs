@@ -35,6 +35,7 @@ impl From<PortStats> for SourceStats {
             rx_missed: port.missed,
             rx_errors: port.errors,
             rx_nombuf: port.nombuf,
+            rx_xdp_ring_full: port.xdp_ring_full,
         }
     }
 }
@@ -653,6 +654,7 @@ impl PacketSource for DpdkSource {
             stats.rx_missed = port.missed;
             stats.rx_errors = port.errors;
             stats.rx_nombuf = port.nombuf;
+            stats.rx_xdp_ring_full = port.xdp_ring_full;
         }
         stats
     }

@@ -306,9 +306,9 @@ impl ExportLoop {
         self.aggregates.clear();
     }
 
-    /// A worker's adaptive controller moved its interval: the records before this message
-    /// were sampled the old way, so the collectors learn the new interval now, with the
-    /// time it took effect, and every later options record repeats it.
+    /// A worker's adaptive controller moved its interval: the collectors learn the new
+    /// interval now, with the time it took effect, and every later options record repeats
+    /// it. Records of flows the worker cached before the change still carry the old one.
     fn sampling_changed(&mut self, change: SamplingChange) {
         log::info!(
             "worker {}: sampling 1 in {} -> 1 in {} from {} ms (busy {:.0}% in the last \

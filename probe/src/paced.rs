@@ -158,6 +158,7 @@ impl<S: PacketSource> PacketSource for PacedSource<S> {
             rx_missed: self.stats.rx_missed + inner.rx_missed,
             rx_errors: inner.rx_errors,
             rx_nombuf: inner.rx_nombuf,
+            rx_xdp_ring_full: inner.rx_xdp_ring_full,
             ..self.stats
         }
     }

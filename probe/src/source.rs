@@ -31,9 +31,9 @@ pub enum BurstStatus {
 
 flowcache::counters! {
     /// Counters a source keeps about what it received and what the device dropped. The
-    /// device's counters (`rx_missed`, `rx_errors`, `rx_nombuf`) belong to the whole port:
-    /// one queue of each port reports them, the others report 0, so a sum over workers is
-    /// the sum over ports.
+    /// device's counters (`rx_missed`, `rx_errors`, `rx_nombuf`, `rx_xdp_ring_full`) belong
+    /// to the whole port: one queue of each port reports them, the others report 0, so a
+    /// sum over workers is the sum over ports.
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct SourceStats {
         /// What the source delivered: the worker's `packets` and `bytes` count the same.
@@ -50,6 +50,14 @@ flowcache::counters! {
         /// Frames dropped because no mbuf was free (DPDK rx_nombuf).
         rx_nombuf: u64 = Spec::counter("tapflow_nic_nombuf_total", "nic no mbuf",
             "Receive buffer allocation failures of the port (rx_nombuf): the mempool ran dry.")
+            .when_nonzero(),
+        /// `net_af_xdp`: frames the kernel dropped because a queue's AF_XDP socket had its
+        /// rx ring full (`rx_ring_full`; not in `rx_missed`, which DPDK fills with the
+        /// sockets' `rx_dropped`).
+        rx_xdp_ring_full: u64 = Spec::counter("tapflow_nic_xdp_ring_full_total",
+            "nic xdp ring full",
+            "Frames the kernel dropped because an AF_XDP socket's receive ring was full \
+             (rx_ring_full; net_af_xdp only).")
             .when_nonzero(),
     }
 }

@@ -76,8 +76,9 @@ pub enum ToExporter {
     Reconfigure(Vec<exporter::CollectorConfig>),
     /// New policy routes from a reload: policy name, indices of its collectors.
     PolicyRoutes(Vec<(Arc<str>, Vec<usize>)>),
-    /// A worker's adaptive controller changed its sampling interval. Every record the
-    /// worker sent before this message was sampled the old way; every later one the new.
+    /// A worker's adaptive controller changed its sampling interval. Records of flows
+    /// cached before it keep the old interval and may still follow (each record carries
+    /// its own, [`FlowRecord::sampling`]); every record that starts later has the new one.
     SamplingChanged(SamplingChange),
 }
 
@@ -87,8 +88,9 @@ pub struct SamplingChange {
     pub worker: usize,
     /// The sampling from now on.
     pub sampling: flowcache::SamplingInfo,
-    /// The worker's clock when it took effect, ms since the epoch: records that ended on
-    /// the change end at or before it, later records start at or after it.
+    /// The worker's clock when it took effect, ms since the epoch: records of the old
+    /// interval end at or before it, records of the new one start at or after it (in the
+    /// same millisecond only for packets stamped in it).
     pub since_ms: u64,
     /// What the controller saw: the interval before, the busy share and receive drops of
     /// the period that led to the change.
@@ -263,6 +265,9 @@ pub struct Worker {
     policy_swap: Option<(Arc<PolicySwap>, u64)>,
     /// Adaptive sampling; `None` (the loop as it was) unless `[sampling.adaptive]` is on.
     adaptive: Option<Box<AdaptiveController>>,
+    /// The last poll received nothing but accounted the burst held from the poll before:
+    /// work on packets (the flow cache's part of it), which the busy share must count.
+    accounted_held: bool,
     /// Scratch for showing packets to extensions after the policy stage decided them.
     origins: Box<Origins>,
     /// The records the cache started since the extensions were last told; `None` unless
@@ -362,7 +367,7 @@ impl BurstPipeline {
         if self.filling == 0 { (a, b) } else { (b, a) }
     }
 
-    /// Accounts the held burst, if any.
+    /// Accounts the held burst, if any; says whether there was one.
     #[inline]
     fn drain(
         &mut self,
@@ -370,9 +375,10 @@ impl BurstPipeline {
         policy: Option<&mut StageClassifier<'_>>,
         starts: Option<&mut Vec<Observation>>,
         expired: &mut Vec<FlowRecord>,
-    ) {
+    ) -> bool {
         let (_, held) = self.split();
-        if held.len > 0 {
+        let any = held.len > 0;
+        if any {
             let n = held.len;
             account(
                 shard,
@@ -386,6 +392,7 @@ impl BurstPipeline {
             );
             held.len = 0;
         }
+        any
     }
 
     /// Takes a freshly parsed burst (in the filling buffer, `len` set): hashes it (unless
@@ -637,8 +644,11 @@ fn parse_burst<H: PacketHook>(
     counters: &mut BurstCounters,
     hook: &mut H,
 ) -> usize {
-    let mut kept = 0;
     let keep_all = sampler.keeps_all();
+    if !H::ACTIVE && !keep_all {
+        return parse_burst_then_sample(packets, sampler, observations, counters);
+    }
+    let mut kept = 0;
     // A driver stamps a burst's frames with one time, mostly: divide only when it changes.
     let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
     // A kept packet is hashed and shown to the hook one packet late, after the next one is
@@ -710,6 +720,63 @@ fn parse_burst<H: PacketHook>(
     kept
 }
 
+/// [`parse_burst`] for a sampling worker with nothing to show packets to: the whole burst
+/// is parsed first, then sampled in a pass of its own, then the kept packets are moved
+/// together. Every packet pays for the sampling decision, kept or not, and the hash-sampling
+/// hash is a chain of dependent multiplies: decided as each packet is parsed, the next
+/// packet's slot depends on it and the chains run one after another; in a pass of their own
+/// the packets' chains are independent and the CPU runs several at once.
+#[inline]
+fn parse_burst_then_sample(
+    packets: &[Packet<'_>],
+    sampler: &mut Sampler,
+    observations: &mut [Observation; MAX_BURST],
+    counters: &mut BurstCounters,
+) -> usize {
+    let mut parsed = 0;
+    let (mut stamp_us, mut stamp_ms) = (u64::MAX, u64::MAX / 1_000);
+    for (packet, _) in packets.iter().zip(0..MAX_BURST) {
+        counters.bytes += u64::from(packet.wire_len);
+        let observation = &mut observations[parsed];
+        observation.key = FlowKey {
+            input_port: packet.port,
+            ..FlowKey::default()
+        };
+        let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
+        if meta.stop != StopReason::Complete {
+            counters.parse_stops[meta.stop as usize] += 1;
+            counters.incomplete += 1;
+        }
+        if !meta.stop.accounted() {
+            counters.unaccounted += 1;
+            continue;
+        }
+        observation.octets = meta.octets;
+        observation.tcp_flags = meta.tcp_flags;
+        observation.ttl = meta.ttl;
+        if packet.timestamp_us != stamp_us {
+            stamp_us = packet.timestamp_us;
+            stamp_ms = stamp_us / 1_000;
+        }
+        observation.timestamp_ms = stamp_ms;
+        parsed += 1;
+    }
+    counters.packets += packets.len().min(MAX_BURST) as u64;
+    let mut keep = [false; MAX_BURST];
+    for (verdict, observation) in keep.iter_mut().zip(&observations[..parsed]) {
+        *verdict = sampler.keep(&observation.key);
+    }
+    let mut kept = 0;
+    for j in 0..parsed {
+        if keep[j] {
+            observations[kept] = observations[j];
+            kept += 1;
+        }
+    }
+    counters.sampled_out += (parsed - kept) as u64;
+    kept
+}
+
 impl Worker {
     pub fn new(
         config: WorkerConfig,
@@ -743,6 +810,7 @@ impl Worker {
             policy: None,
             policy_swap: None,
             adaptive: None,
+            accounted_held: false,
             origins: Box::new(Origins {
                 frame: [0; MAX_BURST],
                 meta: [PacketMeta::default(); MAX_BURST],
@@ -755,7 +823,8 @@ impl Worker {
     /// starts at the controller's interval.
     pub fn with_adaptive(mut self, controller: AdaptiveController) -> Self {
         self.sampler.set_hash_interval(controller.interval());
-        self.shard.set_sampling(self.sampler.info());
+        self.shard
+            .set_sampling(self.sampler.info(), &mut self.pending);
         self.adaptive = Some(Box::new(controller));
         self
     }
@@ -854,9 +923,6 @@ impl Worker {
             Some(sleep) => {
                 let mut empty_polls = 0u32;
                 self.poll_until_stopped(quit, move |worker, status| {
-                    if adaptive {
-                        worker.after_poll_adaptive(status);
-                    }
                     if status == BurstStatus::Delivered(0) {
                         empty_polls = empty_polls.saturating_add(1);
                         if empty_polls >= IDLE_POLLS_BEFORE_SLEEP {
@@ -864,6 +930,11 @@ impl Worker {
                         }
                     } else {
                         empty_polls = 0;
+                    }
+                    // After the sleep: it belongs to this empty poll, idle time, not to
+                    // the next poll, which may receive packets.
+                    if adaptive {
+                        worker.after_poll_adaptive(status);
                     }
                 })
             }
@@ -891,21 +962,25 @@ impl Worker {
     }
 
     /// After a poll with adaptive sampling: at the end of a period the controller decides,
-    /// and a change is applied. Every flow in the cache was sampled at the old interval, so they all end
-    /// here (forced) before the new interval applies: each record's packets were then
-    /// sampled one way, and it carries that interval. The exporter learns the change after
-    /// those records, in the same queue.
+    /// and a change is applied. Flows cached under the old interval keep it: each ends
+    /// (forced) at its next packet, which starts a record under the new one, or when the
+    /// sweep passes it (flowcache's "Sampling epochs"), so no record mixes two intervals
+    /// and nothing waits for the exporter. The exporter learns the change in the same queue.
     fn after_poll_adaptive(&mut self, status: BurstStatus) {
-        let delivered = matches!(status, BurstStatus::Delivered(n) if n > 0);
+        // A poll worked on packets when it received some, or when it accounted the burst
+        // the poll before held back (the pipeline): with a worker that keeps up, that is
+        // the next, otherwise idle, poll, and it does the flow cache's part of the work,
+        // the part sampling relieves.
+        let busy = self.accounted_held || matches!(status, BurstStatus::Delivered(n) if n > 0);
         let now = Instant::now();
         let Some(controller) = self.adaptive.as_deref_mut() else {
             return;
         };
-        if !controller.observe(delivered, now) {
+        if !controller.observe(busy, now) {
             return;
         }
         let source = self.source.stats();
-        let drops = source.rx_missed + source.rx_nombuf;
+        let drops = source.rx_missed + source.rx_nombuf + source.rx_xdp_ring_full;
         let decided = controller.decide(self.stats.packets, drops, now);
         // One line a period, for plots of the controller (bench/adaptive.sh); off by default.
         log::debug!(
@@ -927,24 +1002,13 @@ impl Worker {
     }
 
     fn apply_sampling_change(&mut self, change: Change) {
+        // The held packets were sampled the old way: they are accounted under it.
         self.drain_pipeline();
-        // The forced records wait for room even on a live port, as at shutdown: a change
-        // must lose no record, or the totals it exists for would not add up. What queues
-        // up at the port meanwhile is the next period's, which the controller does not
-        // judge.
-        let batch = self.config.batch_records.max(1);
-        loop {
-            if self.pending.len() >= batch {
-                self.ship(Backpressure::Block);
-            }
-            let room = batch.saturating_sub(self.pending.len()).max(1);
-            if self.shard.flush_some(room, &mut self.pending) {
-                break;
-            }
-        }
-        self.ship(Backpressure::Block);
+        // Cached flows keep the sampling they started with and end lazily (at their next
+        // packet, or as the sweep passes them): no flush, no wait for the exporter.
         self.sampler.set_hash_interval(change.to);
-        self.shard.set_sampling(self.sampler.info());
+        self.shard
+            .set_sampling(self.sampler.info(), &mut self.pending);
         let message = ToExporter::SamplingChanged(SamplingChange {
             worker: self.config.id,
             sampling: self.sampler.info(),
@@ -1089,9 +1153,10 @@ impl Worker {
         if self.policy_swap.is_some() {
             self.take_new_rules();
         }
+        self.accounted_held = false;
         if !matches!(status, BurstStatus::Delivered(n) if n > 0) {
             // Nothing new is coming to push the held burst through: account it now.
-            self.drain_pipeline();
+            self.accounted_held = self.drain_pipeline();
         }
         if let Some(progress) = &self.progress {
             progress.store(self.stats.packets, Ordering::Relaxed);
@@ -1130,8 +1195,8 @@ impl Worker {
         Ok(status)
     }
 
-    /// Accounts the held burst, if any, now.
-    fn drain_pipeline(&mut self) {
+    /// Accounts the held burst, if any, now; says whether there was one.
+    fn drain_pipeline(&mut self) -> bool {
         let Worker {
             pipeline,
             shard,
@@ -1142,7 +1207,7 @@ impl Worker {
             ..
         } = self;
         let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
-        pipeline.drain(shard, classifier.as_mut(), flow_starts.as_mut(), pending);
+        pipeline.drain(shard, classifier.as_mut(), flow_starts.as_mut(), pending)
     }
 
     /// Tells the extensions of the records the cache started since they were last told.

@@ -3,15 +3,99 @@
 //! after its SYN is half-open and counted against its destination. A destination with
 //! `threshold` half-open handshakes in one second raises a `half_open` event listing the
 //! top destinations.
+//!
+//! Speed: every TCP packet may complete a handshake, so the pending handshakes are looked
+//! up once per packet, at random: they live in a [`ConnTable`] (one 64-byte slot per
+//! handshake, SYN time in the slot), and packets are taken in two steps, as the KPI
+//! monitor does: `on_packet` hashes the handshake and prefetches its slot; once per burst
+//! (`on_clock`, or when a burst's worth waits) the packets are applied in order, their
+//! slots loaded meanwhile. A hash map cost a cache miss per packet on the critical path
+//! (BENCHMARKS.md).
 
+use std::hash::{Hash, Hasher};
+
+use flowcache::FlowKey;
 use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
 use serde_json::json;
 
 use super::{
     AddrKey, Analyzer, AnalyzerStats, HalfOpenSettings, WINDOW_US, is_handshake_ack, is_syn,
 };
+use crate::conn_table::ConnTable;
 
-type Handshake = ([u8; 16], [u8; 16], u16, u16);
+/// A handshake's identity, the same from the SYN and from the client's ACK.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Handshake {
+    client: [u8; 16],
+    server: [u8; 16],
+    client_port: u16,
+    server_port: u16,
+}
+
+impl Hash for Handshake {
+    // Five words (the derived hash adds a length per address and a word per port).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(&self.client);
+        state.write(&self.server);
+        state.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
+    }
+}
+
+impl Handshake {
+    /// The handshake `key`'s sender opens, as its client.
+    fn from_client(key: &FlowKey) -> Handshake {
+        Handshake {
+            client: key.src_addr,
+            server: key.dst_addr,
+            client_port: key.src_port,
+            server_port: key.dst_port,
+        }
+    }
+
+    /// The same connection seen from the other side.
+    fn reversed(self) -> Handshake {
+        Handshake {
+            client: self.server,
+            server: self.client,
+            client_port: self.server_port,
+            server_port: self.client_port,
+        }
+    }
+}
+
+/// What a pending handshake keeps in its slot.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pending {
+    syn_us: u64,
+    ip_version: u8,
+}
+
+// A pending handshake's slot is one cache line: the prefetch in `on_packet` loads all of it.
+const _: () = assert!(size_of::<crate::conn_table::Slot<Handshake, Pending>>() == 64);
+
+/// Packets waiting to be applied: a burst's worth (`probe::MAX_BURST`).
+const SEEN_BATCH: usize = 64;
+
+/// What a packet does to the pending handshakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// A SYN: opens the handshake (a retransmission keeps the first SYN's time).
+    Open,
+    /// The client's ACK: completes it.
+    Complete,
+    /// A RST, from either side: closes it, refused.
+    Reset,
+}
+
+/// A packet seen and not yet applied; `handshake` as the packet's sender is the client.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    step: Step,
+    handshake: Handshake,
+    hash: u64,
+    time_us: u64,
+    ip_version: u8,
+}
 
 #[derive(Debug, Default)]
 struct DestinationCount {
@@ -25,26 +109,72 @@ struct DestinationCount {
 #[derive(Debug)]
 pub struct HalfOpenTracker {
     settings: HalfOpenSettings,
-    /// Pending handshakes (client, server, client port, server port) with the SYN's time.
-    pending: BoundedTable<Handshake, (u64, u8)>,
+    /// Pending handshakes, at most `max_pending`.
+    pending: ConnTable<Handshake, (), Pending>,
+    seen: Vec<Seen>,
     destinations: BoundedTable<AddrKey, DestinationCount>,
     next_sweep_us: u64,
     completed: u64,
     half_open: u64,
     events: u64,
+    /// SYNs not tracked because `max_pending` handshakes were pending.
+    refused: u64,
 }
 
 impl HalfOpenTracker {
     pub fn new(settings: HalfOpenSettings) -> HalfOpenTracker {
         HalfOpenTracker {
             settings,
-            pending: BoundedTable::new(settings.max_pending),
+            pending: ConnTable::new(settings.max_pending),
+            seen: Vec::with_capacity(SEEN_BATCH),
             destinations: BoundedTable::new(settings.max_destinations),
             next_sweep_us: 0,
             completed: 0,
             half_open: 0,
             events: 0,
+            refused: 0,
         }
+    }
+
+    /// Applies the packets seen so far, in order (their slots were prefetched as they
+    /// were seen).
+    fn apply_seen(&mut self) {
+        for i in 0..self.seen.len() {
+            let s = self.seen[i];
+            match s.step {
+                Step::Open => {
+                    if self.pending.find(&s.handshake, s.hash).is_some() {
+                        continue;
+                    }
+                    match self.pending.insert(s.handshake, s.hash, ()) {
+                        Some(slot) => {
+                            self.pending.entry_mut(slot).0.live = Pending {
+                                syn_us: s.time_us,
+                                ip_version: s.ip_version,
+                            }
+                        }
+                        None => self.refused += 1,
+                    }
+                }
+                Step::Complete => {
+                    if let Some(slot) = self.pending.find(&s.handshake, s.hash) {
+                        self.pending.remove(slot);
+                        self.completed += 1;
+                    }
+                }
+                Step::Reset => {
+                    // Whichever side sent it: the server's RST is the handshake reversed.
+                    let server_side = s.handshake.reversed();
+                    let hash = self.pending.hash(&server_side);
+                    if let Some(slot) = self.pending.find(&server_side, hash) {
+                        self.pending.remove(slot);
+                    } else if let Some(slot) = self.pending.find(&s.handshake, s.hash) {
+                        self.pending.remove(slot);
+                    }
+                }
+            }
+        }
+        self.seen.clear();
     }
 
     fn top(&self, window_us: u64) -> Vec<serde_json::Value> {
@@ -63,15 +193,16 @@ impl HalfOpenTracker {
 
     /// Counts the handshakes pending past the timeout as half-open.
     fn sweep(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
+        self.apply_seen();
         let timeout = self.settings.timeout_us;
         let mut expired = Vec::new();
-        self.pending.retain(|handshake, (syn_us, version)| {
-            if now_us.saturating_sub(*syn_us) < timeout {
+        self.pending.retain(|slot, ()| {
+            if now_us.saturating_sub(slot.live.syn_us) < timeout {
                 return true;
             }
             expired.push(AddrKey {
-                version: *version,
-                bytes: handshake.1,
+                version: slot.live.ip_version,
+                bytes: slot.key.server,
             });
             false
         });
@@ -121,25 +252,33 @@ impl Analyzer for HalfOpenTracker {
 
     fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
         let flags = packet.meta.tcp_flags;
-        let key = packet.key;
-        let forward = (key.src_addr, key.dst_addr, key.src_port, key.dst_port);
-        if is_syn(flags) {
-            self.pending
-                .get_or_insert_with(&forward, || (packet.timestamp_us, key.ip_version));
+        let step = if is_syn(flags) {
+            Step::Open
         } else if is_handshake_ack(flags) {
-            if self.pending.remove(&forward).is_some() {
-                self.completed += 1;
-            }
+            Step::Complete
         } else if flags & 0x04 != 0 {
-            // A reset closes the attempt whichever side sent it: refused, not half-open.
-            let reverse = (key.dst_addr, key.src_addr, key.dst_port, key.src_port);
-            if self.pending.remove(&reverse).is_none() {
-                self.pending.remove(&forward);
-            }
+            Step::Reset
+        } else {
+            return;
+        };
+        let key = packet.key;
+        let handshake = Handshake::from_client(key);
+        let hash = self.pending.hash(&handshake);
+        self.pending.prefetch_slot(hash);
+        self.seen.push(Seen {
+            step,
+            handshake,
+            hash,
+            time_us: packet.timestamp_us,
+            ip_version: key.ip_version,
+        });
+        if self.seen.len() >= SEEN_BATCH {
+            self.apply_seen();
         }
     }
 
     fn on_clock(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
+        self.apply_seen();
         if now_us < self.next_sweep_us {
             return;
         }
@@ -151,7 +290,7 @@ impl Analyzer for HalfOpenTracker {
 
     fn stop(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
         self.sweep(now_us, out);
-        self.pending.retain(|_, _| false);
+        self.pending.clear();
         self.destinations.retain(|_, _| false);
     }
 
@@ -159,7 +298,7 @@ impl Analyzer for HalfOpenTracker {
         stats.half_open_handshakes = self.half_open;
         stats.half_open_completed = self.completed;
         stats.half_open_events = self.events;
-        stats.half_open_pending_evictions = self.pending.evictions();
+        stats.half_open_pending_evictions = self.refused;
         stats.half_open_destination_evictions = self.destinations.evictions();
     }
 }
@@ -261,7 +400,8 @@ mod tests {
                 tcp([1, 2, 3, 4], i, [5, 6, 7, 8], 80, SYN),
             );
         }
+        tracker.apply_seen();
         assert_eq!(tracker.pending.len(), 50);
-        assert_eq!(tracker.pending.evictions(), 450);
+        assert_eq!(tracker.refused, 450);
     }
 }

@@ -173,7 +173,7 @@ flowcache::counters! {
         half_open_handshakes: u64 = Spec::counter("half_open_handshakes", "analyzers: half open handshakes", "TCP handshakes not completed within the half-open timeout.").when_nonzero(),
         half_open_completed: u64 = Spec::counter("half_open_completed", "analyzers: half open completed", "TCP handshakes the half-open tracker saw completed.").when_nonzero(),
         half_open_events: u64 = Spec::counter("half_open_events", "analyzers: half open events", "half_open events raised.").when_nonzero(),
-        half_open_pending_evictions: u64 = Spec::counter("half_open_pending_evictions", "analyzers: half open pending evictions", "Pending handshakes dropped because the table was full.").when_nonzero(),
+        half_open_pending_evictions: u64 = Spec::counter("half_open_pending_evictions", "analyzers: half open pending evictions", "SYNs not tracked because max_pending handshakes were pending.").when_nonzero(),
         half_open_destination_evictions: u64 = Spec::counter("half_open_destination_evictions", "analyzers: half open destination evictions", "Destinations dropped from the half-open counts because the table was full.").when_nonzero(),
         dns_queries: u64 = Spec::counter("dns_queries", "analyzers: dns queries", "DNS queries read.").when_nonzero(),
         dns_responses: u64 = Spec::counter("dns_responses", "analyzers: dns responses", "DNS responses read.").when_nonzero(),
@@ -182,7 +182,7 @@ flowcache::counters! {
         dns_query_evictions: u64 = Spec::counter("dns_query_evictions", "analyzers: dns query evictions", "Unanswered DNS queries dropped because the table was full.").when_nonzero(),
         dns_transaction_evictions: u64 = Spec::counter("dns_transaction_evictions", "analyzers: dns transaction evictions", "DNS transactions dropped before their flow's record because the table was full.").when_nonzero(),
         per_destination_records: u64 = Spec::counter("per_destination_records", "analyzers: per destination records", "destination_totals records exported.").when_nonzero(),
-        per_destination_evictions: u64 = Spec::counter("per_destination_evictions", "analyzers: per destination evictions", "Destinations dropped from an interval's totals because the table was full.").when_nonzero(),
+        per_destination_evictions: u64 = Spec::counter("per_destination_evictions", "analyzers: per destination evictions", "Record directions left out of an interval's totals because max_destinations prefixes were counted already.").when_nonzero(),
         per_destination_late: u64 = Spec::counter("per_destination_late", "analyzers: per destination late", "Interval totals a worker handed over after the sum over the workers had closed that interval: in its destination_totals records, not in the metrics endpoint's top.").when_nonzero(),
         trigger_changes: u64 = Spec::counter("trigger_changes", "analyzers: trigger changes", "Analyzer triggers switched on or off (trigger_on and trigger_off events).").when_nonzero(),
     }
@@ -452,7 +452,7 @@ pub(crate) fn is_handshake_ack(flags: u8) -> bool {
 }
 
 /// An address as a compact map key: version and the 16 address bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AddrKey {
     pub version: u8,
     pub bytes: [u8; 16],

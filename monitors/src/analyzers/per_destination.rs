@@ -7,7 +7,10 @@
 //! It counts the flow records leaving the cache, not packets: the cache already summed
 //! each flow's packets and octets, so accounting costs nothing per packet (a hash-map
 //! update per packet cost half the worker's throughput at 100k destinations,
-//! BENCHMARKS.md). A flow's traffic lands in the interval its record is exported in
+//! BENCHMARKS.md). A record's destination is looked up at random all the same: the
+//! totals live in a [`ConnTable`] (packets and octets in the prefix's 64-byte slot), and
+//! records are taken in two steps: `on_record` masks and hashes the prefix and prefetches
+//! its slot; a batch later (or at the next clock) the totals are added. A flow's traffic lands in the interval its record is exported in
 //! (inactive timeout after its last packet, or its active timeout); a biflow record's
 //! reverse direction is counted for its own destination, the record's source.
 //!
@@ -19,9 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flowcache::FlowRecord;
-use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
+use probe::ext::{Event, ExtOutput, Interest, PacketView};
 
 use super::{AddrKey, Analyzer, AnalyzerStats, PerDestinationSettings};
+use crate::conn_table::ConnTable;
 
 /// One destination's totals over an interval.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -203,10 +207,27 @@ impl DestinationHub {
     }
 }
 
+// A prefix's slot is one cache line: the prefetch in `count` loads all of it.
+const _: () = assert!(size_of::<crate::conn_table::Slot<AddrKey, Totals>>() == 64);
+
+/// Records' directions waiting to be added: enough for their slots to arrive meanwhile.
+const SEEN_BATCH: usize = 32;
+
+/// One direction of a record, seen and not yet added.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    prefix: AddrKey,
+    hash: u64,
+    totals: Totals,
+}
+
 #[derive(Debug)]
 pub struct PerDestination {
     settings: PerDestinationSettings,
-    totals: BoundedTable<AddrKey, Totals>,
+    totals: ConnTable<AddrKey, (), Totals>,
+    seen: Vec<Seen>,
+    /// Directions not counted because `max_destinations` prefixes were counted already.
+    refused: u64,
     /// Where interval 0 starts; `None` until the first clock.
     epoch_us: Option<u64>,
     /// The interval being counted.
@@ -218,20 +239,20 @@ pub struct PerDestination {
 }
 
 /// `bytes` with every bit past `len` cleared.
-fn mask(mut bytes: [u8; 16], len: u8) -> [u8; 16] {
-    let len = usize::from(len);
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        let keep = len.saturating_sub(i * 8).min(8);
-        *byte &= !(0xffu16 >> keep) as u8;
-    }
-    bytes
+fn mask(bytes: [u8; 16], len: u8) -> [u8; 16] {
+    let keep = u128::MAX
+        .checked_shl(128 - u32::from(len.min(128)))
+        .unwrap_or(0);
+    (u128::from_be_bytes(bytes) & keep).to_be_bytes()
 }
 
 impl PerDestination {
     pub fn new(settings: PerDestinationSettings) -> PerDestination {
         PerDestination {
             settings,
-            totals: BoundedTable::new(settings.max_destinations),
+            totals: ConnTable::new(settings.max_destinations),
+            seen: Vec::with_capacity(SEEN_BATCH),
+            refused: 0,
             epoch_us: None,
             interval: 0,
             hub: None,
@@ -257,9 +278,35 @@ impl PerDestination {
             version,
             bytes: mask(addr, prefix_len(&self.settings, version)),
         };
-        let totals = self.totals.get_or_insert_with(&prefix, || (0, 0));
-        totals.0 += packets;
-        totals.1 += octets;
+        let hash = self.totals.hash(&prefix);
+        self.totals.prefetch_slot(hash);
+        self.seen.push(Seen {
+            prefix,
+            hash,
+            totals: (packets, octets),
+        });
+        if self.seen.len() >= SEEN_BATCH {
+            self.add_seen();
+        }
+    }
+
+    /// Adds the directions seen so far (their slots were prefetched as they were seen).
+    fn add_seen(&mut self) {
+        for s in self.seen.drain(..) {
+            let slot = match self.totals.find(&s.prefix, s.hash) {
+                Some(slot) => slot,
+                None => match self.totals.insert(s.prefix, s.hash, ()) {
+                    Some(slot) => slot,
+                    None => {
+                        self.refused += 1;
+                        continue;
+                    }
+                },
+            };
+            let totals = &mut self.totals.entry_mut(slot).0.live;
+            totals.0 += s.totals.0;
+            totals.1 += s.totals.1;
+        }
     }
 
     fn interval_start_us(&self, interval: u64) -> u64 {
@@ -269,7 +316,8 @@ impl PerDestination {
     /// Exports the current interval's top destinations, hands its totals to the hub
     /// (which then waits for nothing before `through`), and starts counting afresh.
     fn flush(&mut self, now_us: u64, through: u64, out: &mut ExtOutput<'_>) {
-        let all = ranked(self.totals.iter().map(|(k, t)| (*k, *t)));
+        self.add_seen();
+        let all = ranked(self.totals.iter().map(|(slot, ())| (slot.key, slot.live)));
         for (rank, totals) in all.iter().take(self.settings.top_n).enumerate() {
             let totals = named(&self.settings, *totals);
             out.emit(
@@ -287,7 +335,7 @@ impl PerDestination {
         {
             self.late += 1;
         }
-        self.totals.retain(|_, _| false);
+        self.totals.clear();
     }
 }
 
@@ -319,6 +367,8 @@ impl Analyzer for PerDestination {
     }
 
     fn on_clock(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
+        // Records shown before this clock belong to the interval they were shown in.
+        self.add_seen();
         let epoch = *self.epoch_us.get_or_insert_with(|| match &self.hub {
             Some((hub, _)) => hub.epoch(now_us),
             None => now_us,
@@ -332,6 +382,7 @@ impl Analyzer for PerDestination {
 
     fn stop(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
         // The interval is not over: the hub still waits for its end.
+        self.add_seen();
         if !self.totals.is_empty() {
             self.flush(now_us, self.interval, out);
         }
@@ -345,7 +396,7 @@ impl Analyzer for PerDestination {
 
     fn counters(&self, stats: &mut AnalyzerStats) {
         stats.per_destination_records = self.records;
-        stats.per_destination_evictions = self.totals.evictions();
+        stats.per_destination_evictions = self.refused;
         stats.per_destination_late = self.late;
     }
 }

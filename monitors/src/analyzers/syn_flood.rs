@@ -7,10 +7,13 @@
 //! (`max_sources`, shared by every victim); a spoofed flood fills the second, whose
 //! evictions are counted and still tell the story: many sources, few SYNs each.
 
+use std::hash::BuildHasher;
+
 use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
 use serde_json::json;
 
 use super::{AddrKey, Analyzer, AnalyzerStats, SynFloodSettings, WINDOW_US, is_syn};
+use crate::conn_table::WordHash;
 
 /// A destination enters the table (with its sources and ports) only once the sketch has
 /// counted this fraction of `syn_per_sec` for it in the current second: the SYNs of
@@ -96,7 +99,6 @@ pub struct SynFloodDetector {
     /// Count-min sketch of this second's SYNs per destination (two rows).
     sketch: Vec<u32>,
     sketch_window_us: u64,
-    hasher: ahash::RandomState,
     last_prune_us: u64,
     starts: u64,
     ends: u64,
@@ -112,7 +114,6 @@ impl SynFloodDetector {
             episodes: Vec::new(),
             sketch: vec![0; 2 * SKETCH_WIDTH],
             sketch_window_us: 0,
-            hasher: ahash::RandomState::with_seeds(0x5f1, 0x00d, 0x18, 0x7e),
             last_prune_us: 0,
             starts: 0,
             ends: 0,
@@ -126,7 +127,7 @@ impl SynFloodDetector {
             self.sketch.fill(0);
             self.sketch_window_us = window_us;
         }
-        let hash = self.hasher.hash_one(key);
+        let hash = WordHash.hash_one(key);
         let slots = [
             (hash as usize) % SKETCH_WIDTH,
             SKETCH_WIDTH + ((hash >> 32) as usize) % SKETCH_WIDTH,
