@@ -23,5 +23,6 @@ pub use record::{
 };
 pub use sampler::{DEFAULT_RANDOM_SEED, Sampler, SamplerSpec, SamplerSpecError};
 pub use shard::{
-    Admission, CacheStats, Classifier, ENTRY_BYTES, FlowShard, HINT_TRUST_MS, MAX_TIMEOUT_MS,
+    Admission, CacheStats, Classifier, ENTRY_BYTES, FlowShard, HINT_TRUST_MS, LogStarts,
+    MAX_TIMEOUT_MS, Unclassified,
 };

@@ -171,8 +171,23 @@ pub trait Classifier {
     fn prefetch(&mut self, _hash: u64) {}
 }
 
+impl<C: Classifier> Classifier for &mut C {
+    const ONLY_LABELS: bool = C::ONLY_LABELS;
+
+    #[inline(always)]
+    fn admit(&mut self, index: usize, obs: &mut Observation, hash: u64) -> Admission {
+        (**self).admit(index, obs, hash)
+    }
+
+    #[inline(always)]
+    fn prefetch(&mut self, hash: u64) {
+        (**self).prefetch(hash);
+    }
+}
+
 /// Every packet accounted under its own key, unlabelled: the shard without policies.
-struct Unclassified;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unclassified;
 
 impl Classifier for Unclassified {
     const ONLY_LABELS: bool = true;
@@ -180,6 +195,38 @@ impl Classifier for Unclassified {
     #[inline(always)]
     fn admit(&mut self, _: usize, _: &mut Observation, _: u64) -> Admission {
         Admission::Account(0)
+    }
+}
+
+/// [`Classifier`] `C` that also writes down every record the shard starts under the
+/// packet's own key: the packet that started it, stamped with the record's first time, in
+/// packet order. So an extension can follow what the cache holds per flow rather than per
+/// packet (biflows: how many records of each direction are in the cache), at the cost of
+/// one push per new record; a known flow's packet never reaches a classifier.
+///
+/// A packet the classifier skips or moves to another key starts nothing here.
+#[derive(Debug)]
+pub struct LogStarts<'a, C = Unclassified> {
+    pub classifier: C,
+    pub starts: &'a mut Vec<Observation>,
+}
+
+impl<C: Classifier> Classifier for LogStarts<'_, C> {
+    const ONLY_LABELS: bool = C::ONLY_LABELS;
+
+    #[inline(always)]
+    fn admit(&mut self, index: usize, obs: &mut Observation, hash: u64) -> Admission {
+        let key = obs.key;
+        let admission = self.classifier.admit(index, obs, hash);
+        if matches!(admission, Admission::Account(_)) && (C::ONLY_LABELS || obs.key == key) {
+            self.starts.push(*obs);
+        }
+        admission
+    }
+
+    #[inline(always)]
+    fn prefetch(&mut self, hash: u64) {
+        self.classifier.prefetch(hash);
     }
 }
 

@@ -7,8 +7,13 @@
 //! entries. The cache keeps accounting each direction as its own flow; the records meet
 //! here when they leave it:
 //!
-//! - Each connection counts the packets of each direction it saw accounted and not yet
-//!   exported (`live`). A record leaving the cache subtracts its packets.
+//! - Each conversation counts, per endpoint, what of it the cache holds (`live`): a TCP
+//!   connection with KPIs, whose every packet is looked at here anyway, the packets
+//!   accounted and not yet exported (a record leaving subtracts its packets); any other
+//!   conversation (UDP, ICMP, TCP without KPIs) the records the cache started and still
+//!   holds, from the cache's own word ([`Extension::on_flow_starts`]; a record leaving
+//!   subtracts one). So a biflow of the latter costs a lookup here per record, not per
+//!   packet: its packets are never shown to this extension.
 //! - With biflows on, a record is folded (kept here, `RecordFate::Folded`) while the
 //!   conversation still has packets in the cache, which will leave later and carry it;
 //!   otherwise (the last piece, or an active timeout, which must not wait) it becomes the
@@ -16,14 +21,17 @@
 //!   [`ReverseCounters`], the KPIs in [`TcpKpis`]. So every accounted packet is exported
 //!   exactly once, forward or reverse.
 //! - The initiator is the SYN sender (the receiver of a SYN-ACK when the SYN was missed),
-//!   otherwise the sender of the first packet seen.
+//!   otherwise the sender of the first packet seen. Without TCP KPIs both are read from
+//!   the first record the cache started for the conversation, whose first packet is the
+//!   conversation's first; only with them does a SYN that comes after the other side's
+//!   packets swap the roles.
 //!
-//! Speed: the table is looked up once per packet, at random, like the flow cache. So it is
-//! the cache's kind of table (`conn_table`: 64-byte slots, open addressing, capped,
-//! counted when full) rather than a `BoundedTable`'s hash map, and packets are taken in
-//! two steps: `on_packet` reads the TCP header and prefetches the conversation's slot;
-//! once per burst (`on_clock`, and before any record) the burst's packets are accounted
-//! in order, their state prefetched one step ahead.
+//! Speed: for TCP with KPIs the table is looked up once per packet, at random, like the
+//! flow cache. So it is the cache's kind of table (`conn_table`: 64-byte slots, open
+//! addressing, capped, counted when full) rather than a `BoundedTable`'s hash map, and
+//! packets (and record starts) are taken in two steps: `on_packet` reads the TCP header
+//! and prefetches the conversation's slot; once per burst (`on_clock`, and before any
+//! record) they are accounted in order, their state prefetched one step ahead.
 //!
 //! Hostile input: every sequence comparison is modular (RFC 1982 style), a jump of more
 //! than 2^30 resynchronises instead of counting, options are read within their declared
@@ -32,8 +40,8 @@
 
 use flowcache::counters::{CounterSet, Spec};
 use flowcache::{
-    EndReason, FlowKey, FlowRecord, RecordExtras, ReverseCounters, TcpDirectionKpis, TcpKpis,
-    TcpOutcome, prefetch_read,
+    EndReason, FlowKey, FlowRecord, Observation, RecordExtras, ReverseCounters, TcpDirectionKpis,
+    TcpKpis, TcpOutcome, prefetch_read,
 };
 use probe::ext::{ExtCounter, ExtOutput, Extension, Interest, PacketView, RecordFate};
 
@@ -629,7 +637,8 @@ flowcache::counters! {
         tcp_connections: u64 = Spec::counter("tcp_connections", "kpi tcp connections",
             "TCP connections with KPI state."),
         untracked_packets: u64 = Spec::counter("untracked_packets", "kpi untracked packets",
-            "Packets of new conversations the full KPI table could not track.")
+            "Packets of new conversations the full KPI table could not track (for \
+            conversations without TCP KPIs, the first packet of each record).")
             .when_nonzero(),
         malformed_tcp: u64 = Spec::counter("malformed_tcp", "kpi malformed tcp",
             "TCP packets whose header the KPIs could not read.").when_nonzero(),
@@ -643,7 +652,8 @@ flowcache::counters! {
 
 type Counters = KpiStats;
 
-/// A packet seen and not yet accounted.
+/// A packet seen (or a record started, for conversations followed per record) and not
+/// yet accounted.
 #[derive(Clone, Copy, Debug)]
 struct Seen {
     key: ConnKey,
@@ -651,6 +661,8 @@ struct Seen {
     src_is_lo: bool,
     flow_key: FlowKey,
     time_us: u64,
+    /// The TCP flags byte (0 for other protocols).
+    tcp_flags: u8,
     segment: Option<Segment>,
 }
 
@@ -663,6 +675,12 @@ pub struct KpiMonitor {
     counters: Counters,
     next_purge_us: u64,
     now_us: u64,
+}
+
+/// Whether the conversations of `protocol` are followed packet by packet (TCP with KPIs)
+/// rather than record by record.
+fn per_packet(config: &KpiConfig, protocol: u8) -> bool {
+    protocol == 6 && config.tcp
 }
 
 /// The endpoint a packet came from: 0 the conversation key's lower one.
@@ -679,6 +697,26 @@ impl KpiMonitor {
             counters: Counters::default(),
             next_purge_us: 0,
             now_us: 0,
+        }
+    }
+
+    /// Takes a packet of a conversation followed per packet, or a record start of one
+    /// followed per record: its slot starts loading now, it is accounted a batch later.
+    fn see(&mut self, key: &FlowKey, time_us: u64, tcp_flags: u8, segment: Option<Segment>) {
+        let (conn_key, src_is_lo) = ConnKey::of(key);
+        let hash = self.table.hash(&conn_key);
+        self.table.prefetch_slot(hash);
+        self.seen.push(Seen {
+            key: conn_key,
+            hash,
+            src_is_lo,
+            flow_key: *key,
+            time_us,
+            tcp_flags,
+            segment,
+        });
+        if self.seen.len() >= SEEN_BATCH {
+            self.account_seen();
         }
     }
 
@@ -726,11 +764,10 @@ impl KpiMonitor {
                 if self.table.is_full() {
                     self.purge(true);
                 }
-                let track_tcp = s.key.protocol == 6 && self.config.tcp;
+                let track_tcp = per_packet(&self.config, s.key.protocol);
                 // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
-                let synack = s
-                    .segment
-                    .is_some_and(|t| t.flags & (SYN | ACK) == SYN | ACK);
+                let flags = s.segment.map_or(s.tcp_flags, |t| t.flags);
+                let synack = s.key.protocol == 6 && flags & (SYN | ACK) == SYN | ACK;
                 let initiator_is_lo = s.src_is_lo != synack;
                 let conn = Conn {
                     initiator_is_lo,
@@ -842,50 +879,45 @@ impl Extension for KpiMonitor {
     }
 
     fn interest(&self) -> Interest {
-        if self.config.biflow {
-            Interest::IP
-        } else if self.config.tcp {
+        if self.config.tcp {
             Interest::TCP
         } else {
             Interest::NONE
         }
     }
 
-    fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
-        if !packet.sampled {
-            return;
+    fn wants_flow_starts(&self) -> bool {
+        self.config.biflow
+    }
+
+    fn on_flow_starts(&mut self, starts: &[Observation]) {
+        for start in starts {
+            if per_packet(&self.config, start.key.protocol) {
+                continue;
+            }
+            let time_us = start.timestamp_ms * 1_000;
+            self.now_us = self.now_us.max(time_us);
+            self.see(&start.key, time_us, start.tcp_flags, None);
         }
-        let key = packet.key;
-        let is_tcp = key.protocol == 6;
-        if !self.config.biflow && !is_tcp {
+    }
+
+    fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
+        if !packet.sampled || !per_packet(&self.config, packet.key.protocol) {
             return;
         }
         self.now_us = self.now_us.max(packet.timestamp_us);
-        let segment = if is_tcp && self.config.tcp {
-            let parsed = packet
-                .transport()
-                .and_then(|t| Segment::parse(t.bytes, t.declared_len));
-            if parsed.is_none() {
-                self.counters.malformed_tcp += 1;
-            }
-            parsed
-        } else {
-            None
-        };
-        let (conn_key, src_is_lo) = ConnKey::of(key);
-        let hash = self.table.hash(&conn_key);
-        self.table.prefetch_slot(hash);
-        self.seen.push(Seen {
-            key: conn_key,
-            hash,
-            src_is_lo,
-            flow_key: *key,
-            time_us: packet.timestamp_us,
-            segment,
-        });
-        if self.seen.len() >= SEEN_BATCH {
-            self.account_seen();
+        let segment = packet
+            .transport()
+            .and_then(|t| Segment::parse(t.bytes, t.declared_len));
+        if segment.is_none() {
+            self.counters.malformed_tcp += 1;
         }
+        self.see(
+            packet.key,
+            packet.timestamp_us,
+            packet.meta.tcp_flags,
+            segment,
+        );
     }
 
     fn on_clock(&mut self, now_us: u64, _out: &mut ExtOutput<'_>) {
@@ -902,7 +934,8 @@ impl Extension for KpiMonitor {
     }
 
     fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
-        if !self.config.biflow && record.key.protocol != 6 {
+        let per_packet = per_packet(&self.config, record.key.protocol);
+        if !self.config.biflow && !per_packet {
             return RecordFate::Keep;
         }
         // The worker shows records after the burst's clock; a record never overtakes the
@@ -918,7 +951,8 @@ impl Extension for KpiMonitor {
         let (slot, conn) = self.table.entry_mut(slot);
         let d = conn.direction(src_is_lo);
         let e = endpoint(src_is_lo);
-        slot.live[e] = slot.live[e].saturating_sub(record.packets);
+        let held = if per_packet { record.packets } else { 1 };
+        slot.live[e] = slot.live[e].saturating_sub(held);
         let fate = if config.biflow {
             conn.pending[d].add(record);
             // Fold while the conversation still has packets in the cache: they will leave

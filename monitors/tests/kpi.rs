@@ -5,8 +5,8 @@
 
 use etherparse::{PacketBuilder, TcpOptionElement};
 use flowcache::{
-    CacheConfig, EndReason, FlowKey, FlowRecord, FlowShard, Observation, SamplingInfo, TcpKpis,
-    TcpOutcome,
+    CacheConfig, EndReason, FlowKey, FlowRecord, FlowShard, LogStarts, Observation, SamplingInfo,
+    TcpKpis, TcpOutcome, Unclassified,
 };
 use monitors::kpi::{KpiConfig, KpiMonitor};
 use probe::ext::{ExtOutput, Extension, Interest, PacketView, RecordFate};
@@ -72,6 +72,16 @@ fn frame_between(src: ([u8; 4], u16), dst: ([u8; 4], u16), s: &Seg) -> Vec<u8> {
     out
 }
 
+fn udp_between(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: usize) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1);
+    let payload = vec![0x5a; payload];
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, &payload).unwrap();
+    out
+}
+
 fn frame(s: &Seg) -> Vec<u8> {
     if s.from_client {
         frame_between(CLIENT, SERVER, s)
@@ -81,7 +91,8 @@ fn frame(s: &Seg) -> Vec<u8> {
 }
 
 /// A flow cache shard with the extension attached as the worker attaches it: each packet
-/// is shown before it is accounted, each record as it leaves.
+/// of its interest is shown before it is accounted, the records the cache started after
+/// it, each record as it leaves.
 struct Harness {
     monitor: KpiMonitor,
     shard: FlowShard,
@@ -144,8 +155,21 @@ impl Harness {
             ttl: meta.ttl,
             timestamp_ms: time_us / 1_000,
         };
-        self.shard
-            .update(&observation, time_us / 1_000, &mut self.expired);
+        let mut starts = Vec::new();
+        self.shard.update_interleaved_classified(
+            &[observation],
+            &[flowcache::flow_hash(&key)],
+            time_us / 1_000,
+            &[],
+            &mut LogStarts {
+                classifier: Unclassified,
+                starts: &mut starts,
+            },
+            &mut self.expired,
+        );
+        if self.monitor.wants_flow_starts() {
+            self.monitor.on_flow_starts(&starts);
+        }
         self.records();
     }
 
@@ -390,6 +414,94 @@ fn without_biflow_each_direction_keeps_its_record_and_kpis() {
     assert_eq!(with_handshake[0].rtt_server_us, Some(1_000));
 }
 
+/// A conversation whose initiator has two records in the cache at once (its packets with
+/// two ToS values: two flows of the cache, one conversation) and a responder with one
+/// leaves as one biflow when the cache is flushed: each record folds while another of
+/// the conversation is still cached, whatever the order they leave in. Followed packet by
+/// packet (TCP with KPIs) and record by record (UDP; TCP without KPIs).
+#[test]
+fn records_of_a_conversation_in_the_cache_together_leave_as_one_biflow() {
+    for (udp, tcp_kpis) in [(true, true), (true, false), (false, false), (false, true)] {
+        let config = KpiConfig {
+            tcp: tcp_kpis,
+            ..KpiConfig::default()
+        };
+        let mut h = Harness::new(
+            config,
+            CacheConfig {
+                capacity: 4096,
+                ..CacheConfig::default()
+            },
+        );
+        let between = |src, dst, tos: u8| {
+            let mut f = if udp {
+                udp_between(src, dst, 20)
+            } else {
+                frame_between(src, dst, &Seg::new(true, 1, 1, ACK, 20))
+            };
+            f[15] = tos;
+            f
+        };
+        let mut t = 1_000_000;
+        for tos in [0, 0x10, 0, 0x10, 0x10] {
+            h.packet(&between(CLIENT, SERVER, tos), t);
+            t += 1_000;
+        }
+        for _ in 0..2 {
+            h.packet(&between(SERVER, CLIENT, 0), t);
+            t += 1_000;
+        }
+        h.finish();
+        h.assert_nothing_lost();
+        assert_eq!(
+            h.exported.len(),
+            1,
+            "udp {udp}, tcp kpis {tcp_kpis}: {:#?}",
+            h.exported
+        );
+        let r = &h.exported[0];
+        assert_eq!((r.key.src_port, r.packets), (CLIENT.1, 5));
+        assert_eq!(reverse(r).map(|rev| rev.packets), Some(2));
+        assert_eq!(h.folded, 2);
+    }
+}
+
+/// A connection picked up at its SYN-ACK (the SYN missed): the SYN-ACK's receiver is the
+/// initiator, with TCP KPIs or without (then from the record the SYN-ACK started).
+#[test]
+fn the_receiver_of_a_first_syn_ack_initiates() {
+    for tcp_kpis in [false, true] {
+        let mut h = Harness::new(
+            KpiConfig {
+                tcp: tcp_kpis,
+                ..KpiConfig::default()
+            },
+            CacheConfig {
+                capacity: 4096,
+                ..CacheConfig::default()
+            },
+        );
+        h.seg(Seg::new(false, SISN, CISN + 1, SYN | ACK, 0), 1_000_000);
+        h.seg(Seg::new(true, CISN + 1, SISN + 1, ACK, 0), 1_001_000);
+        h.seg(Seg::new(true, CISN + 1, SISN + 1, ACK, 100), 1_002_000);
+        h.finish();
+        h.assert_nothing_lost();
+        assert_eq!(
+            h.exported.len(),
+            1,
+            "tcp kpis {tcp_kpis}: {:#?}",
+            h.exported
+        );
+        let r = &h.exported[0];
+        assert_eq!(
+            (r.key.src_port, r.packets),
+            (CLIENT.1, 2),
+            "tcp kpis {tcp_kpis}"
+        );
+        assert_eq!(reverse(r).map(|rev| rev.packets), Some(1));
+    }
+}
+
 /// Segments of one direction's data: `sizes` bytes each from `isn + 1`.
 fn data_segments(isn: u32, sizes: &[usize]) -> Vec<Seg> {
     let mut seq = isn.wrapping_add(1);
@@ -574,14 +686,17 @@ proptest! {
         prop_assert_eq!(ours(&alone), ours(&mixed));
     }
 
-    /// Several conversations, TCP and UDP, both directions, idle gaps and FINs: every
+    /// Several conversations, both directions, idle gaps and FINs, followed packet by
+    /// packet (TCP with KPIs) or record by record (UDP, and TCP without KPIs): every
     /// accounted packet is exported once, and a biflow's source is its initiator.
     #[test]
     fn biflows_lose_nothing(
         packets in prop::collection::vec((0u16..4, any::<bool>(), 0u8..4, 0u64..20_000), 1..200),
+        tcp_kpis in any::<bool>(),
+        udp in any::<bool>(),
     ) {
         // Conversations are never forgotten here, so each keeps its first initiator.
-        let config = KpiConfig { linger_us: u64::MAX / 2, ..KpiConfig::default() };
+        let config = KpiConfig { linger_us: u64::MAX / 2, tcp: tcp_kpis, ..KpiConfig::default() };
         let mut h = Harness::new(config, CacheConfig {
             capacity: 64,
             bucket_size: 8,
@@ -602,7 +717,11 @@ proptest! {
                 1 => ACK | FIN,
                 _ => ACK,
             };
-            let f = frame_between(src, dst, &Seg::new(true, 1, 1, flags, 10));
+            let f = if udp {
+                udp_between(src, dst, 10 + usize::from(kind))
+            } else {
+                frame_between(src, dst, &Seg::new(true, 1, 1, flags, 10))
+            };
             h.packet(&f, t);
             if gap_ms > 15_000 {
                 h.expire(t);

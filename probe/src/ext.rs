@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 
-use flowcache::{FlowKey, FlowRecord};
+use flowcache::{FlowKey, FlowRecord, Observation};
 
 use crate::parse::{PacketMeta, StopReason, Transport, locate_transport};
 
@@ -208,6 +208,20 @@ pub trait Extension: Send + fmt::Debug {
     /// triggers and timeouts.
     fn on_clock(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {}
 
+    /// Whether to be told of every record the cache starts ([`Extension::on_flow_starts`]).
+    /// Read once when the worker starts.
+    fn wants_flow_starts(&self) -> bool {
+        false
+    }
+
+    /// Records the cache started since the last call, in packet order, each as the packet
+    /// that started it (stamped with the record's first time): a flow's first packet, and
+    /// the first packet after its record ended. Called once per burst and before any
+    /// record is shown, so an extension knows, per flow and without a per-packet hook,
+    /// which records are in the cache. A packet a policy skipped or moved to another key
+    /// starts nothing here.
+    fn on_flow_starts(&mut self, _starts: &[Observation]) {}
+
     /// A record leaves the cache: attach fields, release the flow's state.
     fn on_record(&mut self, _record: &mut FlowRecord) -> RecordFate {
         RecordFate::Keep
@@ -225,6 +239,7 @@ pub trait Extension: Send + fmt::Debug {
 pub struct Extensions {
     attached: Vec<(Interest, Box<dyn Extension>)>,
     union: Interest,
+    wants_flow_starts: bool,
 }
 
 impl Extensions {
@@ -233,7 +248,29 @@ impl Extensions {
         let union = attached
             .iter()
             .fold(Interest::NONE, |all, (interest, _)| all.union(*interest));
-        Extensions { attached, union }
+        let wants_flow_starts = attached.iter().any(|(_, e)| e.wants_flow_starts());
+        Extensions {
+            attached,
+            union,
+            wants_flow_starts,
+        }
+    }
+
+    /// Whether some extension wants to be told of the records the cache starts.
+    pub fn wants_flow_starts(&self) -> bool {
+        self.wants_flow_starts
+    }
+
+    /// Shows the records the cache started to the extensions that want them.
+    pub fn on_flow_starts(&mut self, starts: &[Observation]) {
+        if starts.is_empty() {
+            return;
+        }
+        for (_, extension) in &mut self.attached {
+            if extension.wants_flow_starts() {
+                extension.on_flow_starts(starts);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flowcache::counters::{CounterSet, Spec};
 use flowcache::{
-    CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, Observation, Sampler, flow_hash,
+    CacheConfig, CacheStats, FlowKey, FlowRecord, FlowShard, LogStarts, Observation, Sampler,
+    Unclassified, flow_hash,
 };
 
 use crate::adaptive::{AdaptiveController, Change};
@@ -269,6 +270,9 @@ pub struct Worker {
     accounted_held: bool,
     /// Scratch for showing packets to extensions after the policy stage decided them.
     origins: Box<Origins>,
+    /// The records the cache started since the extensions were last told; `None` unless
+    /// an extension wants them ([`crate::ext::Extension::wants_flow_starts`]).
+    flow_starts: Option<Vec<Observation>>,
 }
 
 /// Spreads the expiry sweep over the worker's clock: credit accrues in slot-milliseconds
@@ -369,6 +373,7 @@ impl BurstPipeline {
         &mut self,
         shard: &mut FlowShard,
         policy: Option<&mut StageClassifier<'_>>,
+        starts: Option<&mut Vec<Observation>>,
         expired: &mut Vec<FlowRecord>,
     ) -> bool {
         let (_, held) = self.split();
@@ -382,6 +387,7 @@ impl BurstPipeline {
                 held.now_ms,
                 &[],
                 policy,
+                starts,
                 expired,
             );
             held.len = 0;
@@ -399,6 +405,7 @@ impl BurstPipeline {
         &mut self,
         shard: &mut FlowShard,
         policy: Option<&mut StageClassifier<'_>>,
+        starts: Option<&mut Vec<Observation>>,
         expired: &mut Vec<FlowRecord>,
         hashed: bool,
     ) {
@@ -415,6 +422,7 @@ impl BurstPipeline {
             held.now_ms,
             &fresh.hashes[..n],
             policy,
+            starts,
             expired,
         );
         held.len = 0;
@@ -423,8 +431,10 @@ impl BurstPipeline {
 }
 
 /// Accounts a hashed burst into the shard, through the policy stage if there is one (it
-/// decides the packets of flows the cache does not hold; see [`PolicyStage`]).
+/// decides the packets of flows the cache does not hold; see [`PolicyStage`]), writing
+/// down the records it starts if `starts` is given (for extensions, [`LogStarts`]).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn account(
     shard: &mut FlowShard,
     observations: &[Observation],
@@ -432,16 +442,36 @@ fn account(
     now_ms: u64,
     next: &[u64],
     policy: Option<&mut StageClassifier<'_>>,
+    starts: Option<&mut Vec<Observation>>,
     expired: &mut Vec<FlowRecord>,
 ) {
-    match policy {
-        None => shard.update_interleaved(observations, hashes, now_ms, next, expired),
-        Some(classifier) => shard.update_interleaved_classified(
+    match (policy, starts) {
+        (None, None) => shard.update_interleaved(observations, hashes, now_ms, next, expired),
+        (Some(classifier), None) => shard.update_interleaved_classified(
             observations,
             hashes,
             now_ms,
             next,
             classifier,
+            expired,
+        ),
+        (None, Some(starts)) => shard.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            &mut LogStarts {
+                classifier: Unclassified,
+                starts,
+            },
+            expired,
+        ),
+        (Some(classifier), Some(starts)) => shard.update_interleaved_classified(
+            observations,
+            hashes,
+            now_ms,
+            next,
+            &mut LogStarts { classifier, starts },
             expired,
         ),
     }
@@ -785,6 +815,7 @@ impl Worker {
                 frame: [0; MAX_BURST],
                 meta: [PacketMeta::default(); MAX_BURST],
             }),
+            flow_starts: None,
         }
     }
 
@@ -827,6 +858,9 @@ impl Worker {
     /// Attaches extensions; their events go to `event_queue` (a full queue drops and
     /// counts them: a worker never waits for the event output).
     pub fn with_extensions(mut self, extensions: Extensions, event_queue: Sender<Event>) -> Self {
+        self.flow_starts = extensions
+            .wants_flow_starts()
+            .then(|| Vec::with_capacity(2 * MAX_BURST));
         self.extensions = extensions;
         self.event_queue = Some(event_queue);
         self
@@ -1002,12 +1036,13 @@ impl Worker {
             events,
             policy,
             origins,
+            flow_starts,
             ..
         } = self;
         let clock = config.clock;
-        // Extensions that want no packet (they read records only) get the loop without a
-        // hook: they see records and the clock all the same.
-        let with_extensions = !extensions.interest().is_empty();
+        // Extensions that want no packet (biflows without TCP state follow the records the
+        // cache starts instead) leave the parse loop without a hook.
+        let with_hook = !extensions.interest().is_empty();
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
             // The clock, once per burst: the burst's latest packet time, or the wall's.
             let now = match clock {
@@ -1025,7 +1060,7 @@ impl Worker {
                 let mut counters = BurstCounters::default();
                 let (fresh, _) = pipeline.split();
                 let observations = &mut fresh.observations;
-                let kept = match (with_extensions, policy.as_deref_mut()) {
+                let kept = match (with_hook, policy.as_deref_mut()) {
                     (true, Some(stage)) => {
                         let mut hook = ExtensionHook {
                             extensions: &mut *extensions,
@@ -1043,12 +1078,14 @@ impl Worker {
                         let hashes = &mut fresh.hashes[..n];
                         FlowShard::hash_burst(&observations[..n], hashes);
                         stage.record_verdicts(n);
-                        shard.update_interleaved_classified(
+                        account(
+                            shard,
                             &observations[..n],
                             hashes,
                             now,
                             &[],
-                            &mut stage.classifier(sampler),
+                            Some(&mut stage.classifier(sampler)),
+                            flow_starts.as_mut(),
                             pending,
                         );
                         stage.stop_recording();
@@ -1102,8 +1139,14 @@ impl Worker {
                     fresh.len = kept;
                     fresh.now_ms = now;
                     let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
-                    // With extensions the parse loop hashed the burst for them.
-                    pipeline.advance(shard, classifier.as_mut(), pending, with_extensions);
+                    // With a hook the parse loop hashed the burst for it.
+                    pipeline.advance(
+                        shard,
+                        classifier.as_mut(),
+                        flow_starts.as_mut(),
+                        pending,
+                        with_hook,
+                    );
                 }
             }
         })?;
@@ -1119,6 +1162,7 @@ impl Worker {
             progress.store(self.stats.packets, Ordering::Relaxed);
         }
         if !self.extensions.is_empty() {
+            self.flow_starts_to_extensions();
             let now_us = self.now_ms.max(wall_idle_ms(self.config.clock, status)) * 1_000;
             if now_us != 0 {
                 self.extensions.on_clock(now_us, &mut self.events);
@@ -1159,10 +1203,19 @@ impl Worker {
             pending,
             policy,
             sampler,
+            flow_starts,
             ..
         } = self;
         let mut classifier = policy.as_deref_mut().map(|s| s.classifier(sampler));
-        pipeline.drain(shard, classifier.as_mut(), pending)
+        pipeline.drain(shard, classifier.as_mut(), flow_starts.as_mut(), pending)
+    }
+
+    /// Tells the extensions of the records the cache started since they were last told.
+    fn flow_starts_to_extensions(&mut self) {
+        if let Some(starts) = &mut self.flow_starts {
+            self.extensions.on_flow_starts(starts);
+            starts.clear();
+        }
     }
 
     /// Hands the burst's events to the event output; a full queue drops and counts them.
@@ -1183,6 +1236,8 @@ impl Worker {
     /// Shows each pending record to the extensions, which attach their fields, and takes
     /// out the records they folded into others.
     fn records_to_extensions(&mut self) {
+        // A record is shown after the start of every record begun before it left.
+        self.flow_starts_to_extensions();
         let Worker {
             extensions,
             pending,
@@ -1593,6 +1648,90 @@ mod tests {
         assert_eq!(report.worker.events_dropped, 3);
         assert_eq!(report.extensions[0].0, "recorder");
         assert_eq!(report.extensions[0].1[0].value, 15);
+    }
+
+    /// Wants no packet, only the records the cache starts; checks that each record it is
+    /// shown was started (and reported) before it left.
+    #[derive(Debug, Default)]
+    struct StartWatcher {
+        /// Per source port: records started, records seen leaving.
+        flows: std::collections::HashMap<u16, (u64, u64)>,
+    }
+
+    impl crate::ext::Extension for StartWatcher {
+        fn name(&self) -> &'static str {
+            "starts"
+        }
+        fn interest(&self) -> Interest {
+            Interest::NONE
+        }
+        fn wants_flow_starts(&self) -> bool {
+            true
+        }
+        fn on_flow_starts(&mut self, starts: &[Observation]) {
+            for start in starts {
+                self.flows.entry(start.key.src_port).or_default().0 += 1;
+            }
+        }
+        fn on_packet(&mut self, _: &PacketView<'_>, _: &mut crate::ext::ExtOutput<'_>) {
+            panic!("an extension that wants no packet class is shown none");
+        }
+        fn on_record(&mut self, record: &mut FlowRecord) -> RecordFate {
+            let (started, left) = self.flows.entry(record.key.src_port).or_default();
+            *left += 1;
+            assert!(
+                *left <= *started,
+                "record {record:?} left before its start was told"
+            );
+            RecordFate::Keep
+        }
+    }
+
+    #[test]
+    fn an_extension_is_told_of_every_record_start_before_the_record_leaves() {
+        let t0_us = 1_700_000_000_000_000u64;
+        // Three flows, idle for longer than the inactive timeout, then back: two records
+        // each, the first leaving through the sweep while packets keep coming.
+        let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+        for round in 0..2u64 {
+            for i in 0..40u64 {
+                let t = t0_us + round * 40_000_000 + i * 500_000;
+                frames.push((t, udp_frame(1000 + (i % 3) as u16)));
+            }
+        }
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        let (events_tx, _events_rx) = crossbeam_channel::unbounded();
+        let config = WorkerConfig::new(
+            0,
+            CacheConfig {
+                inactive_timeout_ms: 15_000,
+                ..CacheConfig::default()
+            },
+            Clock::Packet,
+            Backpressure::Block,
+        );
+        let watcher = Box::new(StartWatcher::default());
+        let worker = Worker::new(
+            config,
+            Box::new(Frames { frames, next: 0 }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        )
+        .with_extensions(Extensions::new(vec![watcher]), events_tx);
+        let report = worker.run(&AtomicBool::new(false));
+        let records: Vec<FlowRecord> = from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(records.len(), 6);
+        assert_eq!(report.cache.flows_created, 6);
+        assert_eq!(report.cache.expired(flowcache::EndReason::Idle), 3);
     }
 
     fn policy(
