@@ -51,21 +51,13 @@ in_ns() { ip netns exec "$ns" "$@"; }
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    stop_sink
     ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
-ip netns add "$ns"
-in_ns sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-in_ns ip link add tfa type veth peer name tfb
-for dev in lo tfa tfb; do in_ns ip link set "$dev" up; done
+make_veth_namespace "$ns"
 # The records' sink (bound, never read).
-ip netns exec "$ns" python3 -c '
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 2055))
-time.sleep(86400)
-' &
-pids+=($!)
+start_sink "$ns"
 
 # One round: $1 trace, $2 round directory. Prints "flood_start tapflow fastnetmon" (wall
 # seconds; "-" for nothing raised).
@@ -108,7 +100,7 @@ device = "net_af_packet0,iface=tfb"
 [workers]
 count = 1
 [[collector]]
-address = "127.0.0.1:2055"
+address = "127.0.0.1:$SINK_PORT"
 [stats]
 prometheus = false
 [events]

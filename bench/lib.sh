@@ -35,13 +35,15 @@ median() {
 # Starts a UDP "collector" on 127.0.0.1 that binds a port and never reads it: the kernel
 # drops what overflows its buffer, so exporters send as they would to a busy collector, and
 # no collector process competes for the CPU. Sets SINK_PORT and SINK_PID; call it directly
-# (not in $(...), which would lose SINK_PID) and stop it with stop_sink.
+# (not in $(...), which would lose SINK_PID) and stop it with stop_sink. With an argument,
+# the sink runs inside that network namespace (`ip netns exec` execs it: SINK_PID is its).
 SINK_PID=""
 SINK_PORT=""
-start_sink() {
-    local portfile
+start_sink() { # [NETNS]
+    local portfile in_ns=()
+    [ $# -gt 0 ] && in_ns=(ip netns exec "$1")
     portfile=$(mktemp)
-    python3 -c '
+    "${in_ns[@]}" python3 -c '
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
@@ -55,6 +57,16 @@ time.sleep(86400)
     done
     SINK_PORT=$(cat "$portfile")
     rm -f "$portfile"
+}
+
+# A network namespace NETNS with a veth pair tfa <-> tfb, both up, and IPv6 off so that no
+# router solicitation joins the frames counted; `ip netns del NETNS` removes it all.
+make_veth_namespace() { # NETNS
+    ip netns add "$1"
+    ip netns exec "$1" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 \
+        net.ipv6.conf.default.disable_ipv6=1
+    ip netns exec "$1" ip link add tfa type veth peer name tfb
+    for dev in lo tfa tfb; do ip netns exec "$1" ip link set "$dev" up; done
 }
 
 stop_sink() {

@@ -62,24 +62,15 @@ collector_pid=""
 cleanup() {
     [ -n "$reader_pid" ] && kill "$reader_pid" 2>/dev/null || true
     [ -n "$collector_pid" ] && kill "$collector_pid" 2>/dev/null || true
+    stop_sink
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-ip netns add "$ns"
-in_ns sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-in_ns ip link add tfa type veth peer name tfb
-for dev in lo tfa tfb; do in_ns ip link set "$dev" up; done
-# A UDP sink in the namespace for the exporters (bound, never read).
-ip netns exec "$ns" python3 -c '
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 2055))
-time.sleep(86400)
-' &
-sink_pid=$!
-trap 'kill $sink_pid 2>/dev/null || true; cleanup' EXIT
+make_veth_namespace "$ns"
+# tapflow's records go to a sink in the namespace (bound, never read).
+start_sink "$ns"
 
 delivered() { in_ns cat /sys/class/net/tfb/statistics/rx_packets; }
 
@@ -109,7 +100,7 @@ ${IDLE_SLEEP_US:+idle_sleep_us = $IDLE_SLEEP_US}
 [cache]
 capacity = 262144
 [[collector]]
-address = "127.0.0.1:2055"
+address = "127.0.0.1:$SINK_PORT"
 [stats]
 interval = 1
 prometheus = false
