@@ -403,6 +403,23 @@ impl FlowShard {
         })
     }
 
+    /// Touches every page of the table now. A new table is zeroed memory the kernel backs
+    /// with pages as they are first touched; a live port calls this at start, so that
+    /// zeroing is not paid by its first packets.
+    pub fn prefault(&mut self) {
+        const PAGE: usize = 4096;
+        for line in self
+            .headers
+            .iter_mut()
+            .step_by(PAGE / size_of::<HeaderLine>())
+        {
+            *line = HeaderLine::default();
+        }
+        for entry in self.entries.iter_mut().step_by(PAGE / size_of::<Entry>()) {
+            *entry = Entry::default();
+        }
+    }
+
     /// Keeps a label per slot from now on (4 bytes a slot, allocated here once), so that
     /// records carry the label their [`Classifier`] gave them. Only written when a record
     /// starts and read when it ends: a packet of a known flow never touches it.

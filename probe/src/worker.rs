@@ -785,7 +785,13 @@ impl Worker {
         to_exporter: Sender<ToExporter>,
         recycled: Receiver<Vec<FlowRecord>>,
     ) -> Self {
-        let shard = FlowShard::new(&config.cache, sampler.info());
+        let mut shard = FlowShard::new(&config.cache, sampler.info());
+        if config.clock != Clock::Packet {
+            // A port's traffic must not wait on the kernel zeroing the table's pages as its
+            // flows first land on them; a replay has no one waiting, and a small capture
+            // then touches a fraction of the table.
+            shard.prefault();
+        }
         let pending = Vec::with_capacity(config.batch_records + MAX_BURST);
         let sweep = SweepPacer::new(&shard, config.cache.expiry_budget);
         Worker {
