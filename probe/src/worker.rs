@@ -28,7 +28,7 @@ use flowcache::{
     Unclassified, flow_hash,
 };
 
-use crate::adaptive::{AdaptiveController, Change};
+use crate::adaptive::{AdaptiveController, Change, SchedTime};
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
 use crate::policy_stage::{PolicyStage, PolicySwap, StageClassifier, Verdict};
@@ -981,7 +981,8 @@ impl Worker {
         }
         let source = self.source.stats();
         let drops = source.rx_missed + source.rx_nombuf + source.rx_xdp_ring_full;
-        let decided = controller.decide(self.stats.packets, drops, now);
+        let decided =
+            controller.decide(self.stats.packets, drops, SchedTime::of_this_thread(), now);
         // One line a period, for plots of the controller (bench/adaptive.sh); off by default.
         log::debug!(
             target: "probe::adaptive",
@@ -997,7 +998,7 @@ impl Worker {
         self.apply_sampling_change(change);
         let packets = self.stats.packets;
         if let Some(controller) = self.adaptive.as_deref_mut() {
-            controller.restart(Instant::now(), packets, drops);
+            controller.restart(Instant::now(), packets, drops, SchedTime::of_this_thread());
         }
     }
 
