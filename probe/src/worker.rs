@@ -113,6 +113,11 @@ pub struct WorkerConfig {
     /// spins. A queue the kernel fills (af_packet, AF_XDP) needs CPU time on the same
     /// cores that a spinning worker would take.
     pub idle_sleep: Option<Duration>,
+    /// Touch every page of the flow table when the worker is built, so the kernel's
+    /// zeroing of them is not paid under the first packets: live ports, the bench and
+    /// paced replays, which are measured as ports. Off, a replay pays for the pages its
+    /// flows land on and no more. Default: on with the wall clock.
+    pub touch_table_at_start: bool,
 }
 
 /// Consecutive empty polls before a worker with [`WorkerConfig::idle_sleep`] sleeps: a
@@ -129,6 +134,7 @@ impl WorkerConfig {
             batch_records: 256,
             tick_interval_ms: 1_000,
             idle_sleep: None,
+            touch_table_at_start: clock == Clock::Wall,
         }
     }
 }
@@ -785,7 +791,10 @@ impl Worker {
         to_exporter: Sender<ToExporter>,
         recycled: Receiver<Vec<FlowRecord>>,
     ) -> Self {
-        let shard = FlowShard::new(&config.cache, sampler.info());
+        let mut shard = FlowShard::new(&config.cache, sampler.info());
+        if config.touch_table_at_start {
+            shard.prefault();
+        }
         let pending = Vec::with_capacity(config.batch_records + MAX_BURST);
         let sweep = SweepPacer::new(&shard, config.cache.expiry_budget);
         Worker {
