@@ -33,8 +33,8 @@
 //! header and prefetches the conversation's slot; once per burst (`on_clock`, and before
 //! any record) they are accounted in order. A slot is two cache lines, prefetched
 //! together: the key and the counts per endpoint, then the connection's per-packet TCP
-//! state ([`TcpHot`]: both directions' sequence, timed segment, flags and retransmissions
-//! in one line). The rest of a connection's state ([`TcpCold`]: holes, timestamps
+//! state (`TcpHot`: both directions' sequence, timed segment, flags and retransmissions
+//! in one line). The rest of a connection's state (`TcpCold`: holes, timestamps
 //! awaiting their echo, RTT statistics, the other counters, handshake times) lives in a
 //! vector beside the table, by the slot's slab index, and is read only by a segment that
 //! changes it: a handshake, RST or FIN, one with timestamps (those are prefetched before
@@ -688,13 +688,13 @@ impl Tcp<'_> {
                 self.add_hole(d, next, seq);
             }
             self.hot.dirs[d].next_seq = end;
-            if seg.payload_len > 0 && self.first_data(d, now_us) {
-                if d == 1
-                    && self.hot.handshake >= Handshake::SynAckSeen
-                    && let Some(asked) = self.cold.dirs[0].first_data_us
-                {
-                    self.cold.app_latency_us = Some(micros(now_us, asked));
-                }
+            if seg.payload_len > 0
+                && self.first_data(d, now_us)
+                && d == 1
+                && self.hot.handshake >= Handshake::SynAckSeen
+                && let Some(asked) = self.cold.dirs[0].first_data_us
+            {
+                self.cold.app_latency_us = Some(micros(now_us, asked));
             }
             if self.hot.dirs[d].flags & (TIMED | USES_TS) == 0 {
                 self.start_timing(d, end, now_us);
