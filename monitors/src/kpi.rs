@@ -104,7 +104,7 @@ impl Default for KpiConfig {
 /// A conversation's identity, the same for both directions: the two endpoints in order,
 /// protocol, VLAN and IP version. ToS and input port are left out: on a tap the two
 /// directions often arrive on different ports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnKey {
     lo_addr: [u8; 16],
     hi_addr: [u8; 16],
@@ -115,12 +115,38 @@ pub struct ConnKey {
     ip_version: u8,
 }
 
+/// Five words into the table's word hash (`conn_table::WordHash`), where the derived
+/// impl would write eleven (each field, and the arrays' lengths).
+impl std::hash::Hash for ConnKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let halves = |addr: [u8; 16]| {
+            let a = u128::from_le_bytes(addr);
+            (a as u64, (a >> 64) as u64)
+        };
+        let (lo_a, lo_b) = halves(self.lo_addr);
+        let (hi_a, hi_b) = halves(self.hi_addr);
+        state.write_u64(lo_a);
+        state.write_u64(lo_b);
+        state.write_u64(hi_a);
+        state.write_u64(hi_b);
+        state.write_u64(
+            u64::from(self.lo_port)
+                | u64::from(self.hi_port) << 16
+                | u64::from(self.vlan) << 32
+                | u64::from(self.protocol) << 48
+                | u64::from(self.ip_version) << 56,
+        );
+    }
+}
+
 impl ConnKey {
     /// The key and whether `key`'s source is the lower endpoint.
     pub fn of(key: &FlowKey) -> (ConnKey, bool) {
-        let src = (key.src_addr, key.src_port);
-        let dst = (key.dst_addr, key.dst_port);
+        // Big-endian integers order like the bytes: two wide compares, not a byte loop.
+        let src = (u128::from_be_bytes(key.src_addr), key.src_port);
+        let dst = (u128::from_be_bytes(key.dst_addr), key.dst_port);
         let src_is_lo = src <= dst;
+        let (src, dst) = ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port));
         let (lo, hi) = if src_is_lo { (src, dst) } else { (dst, src) };
         (
             ConnKey {
