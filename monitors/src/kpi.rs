@@ -835,11 +835,39 @@ struct Seen {
     key: ConnKey,
     hash: u64,
     src_is_lo: bool,
-    flow_key: FlowKey,
+    /// What the flow key has beyond `key` and `src_is_lo` ([`Seen::flow_key`]): read
+    /// only for a new conversation or a late SYN, not copied for every packet.
+    tos: u8,
+    reserved: u8,
+    input_port: u16,
     time_us: u64,
     /// The TCP flags byte (0 for other protocols).
     tcp_flags: u8,
     segment: Option<Segment>,
+}
+
+impl Seen {
+    /// The packet's flow key, as it was.
+    fn flow_key(&self) -> FlowKey {
+        let k = &self.key;
+        let (src, dst) = if self.src_is_lo {
+            ((k.lo_addr, k.lo_port), (k.hi_addr, k.hi_port))
+        } else {
+            ((k.hi_addr, k.hi_port), (k.lo_addr, k.lo_port))
+        };
+        FlowKey {
+            src_addr: src.0,
+            dst_addr: dst.0,
+            src_port: src.1,
+            dst_port: dst.1,
+            vlan: k.vlan,
+            input_port: self.input_port,
+            protocol: k.protocol,
+            tos: self.tos,
+            ip_version: k.ip_version,
+            _reserved: self.reserved,
+        }
+    }
 }
 
 /// The KPI and biflow extension of one worker.
@@ -895,7 +923,9 @@ impl KpiMonitor {
             key: conn_key,
             hash,
             src_is_lo,
-            flow_key: *key,
+            tos: key.tos,
+            reserved: key._reserved,
+            input_port: key.input_port,
             time_us,
             tcp_flags,
             segment,
@@ -970,7 +1000,7 @@ impl KpiMonitor {
         {
             conn.swap_roles();
             tcp.swap_roles();
-            conn.initiator_key = Some(s.flow_key);
+            conn.initiator_key = Some(s.flow_key());
             d = 0;
         }
         tcp.segment(d, segment, s.time_us, &mut self.counters);
@@ -989,7 +1019,7 @@ impl KpiMonitor {
         let initiator_is_lo = s.src_is_lo != synack;
         let conn = Conn {
             initiator_is_lo,
-            initiator_key: (s.src_is_lo == initiator_is_lo).then_some(s.flow_key),
+            initiator_key: (s.src_is_lo == initiator_is_lo).then(|| s.flow_key()),
             pending: [Pending::default(); 2],
             last_us: s.time_us,
             tcp: track_tcp,
