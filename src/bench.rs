@@ -1073,6 +1073,7 @@ fn run_workers<S: PacketSource + Send + 'static>(
         adaptive: config.adaptive_config(),
         // The bench measures the worker's throughput: it never waits for packets.
         idle_sleep: None,
+        touch_table_at_start: true,
     };
     let export = run_pipeline(measured_sources, spec, |_| None)?;
     drop(sink);

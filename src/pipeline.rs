@@ -249,6 +249,8 @@ pub fn replay(plan: &ReplaySpec) -> Result<ExitCode> {
         adaptive,
         // A file source is never idle but at its end.
         idle_sleep: None,
+        // A paced replay is measured as a port is (busy share, adaptive sampling).
+        touch_table_at_start: plan.realtime.is_some(),
     };
     let report = run_pipeline(vec![(source, sampler)], spec, |_| None)?;
     let elapsed = started.elapsed();
@@ -511,6 +513,8 @@ pub struct PipelineSpec {
     pub adaptive: Option<probe::adaptive::AdaptiveConfig>,
     /// `[workers] idle_sleep_us` as it applies to these sources (`Config::idle_sleep`).
     pub idle_sleep: Option<std::time::Duration>,
+    /// [`WorkerConfig::touch_table_at_start`] for every worker.
+    pub touch_table_at_start: bool,
 }
 
 /// Runs one worker thread per source and the export loop on this thread until every
@@ -537,6 +541,7 @@ pub fn run_pipeline(
         policy_routes,
         adaptive,
         idle_sleep,
+        touch_table_at_start,
     } = spec;
     let mut extensions = extensions.into_iter();
     let policy_swap = policy
@@ -591,6 +596,7 @@ pub fn run_pipeline(
     for (id, (source, sampler)) in sources.into_iter().enumerate() {
         let config = WorkerConfig {
             idle_sleep,
+            touch_table_at_start,
             ..WorkerConfig::new(id, cache, clock, backpressure)
         };
         let progress = Arc::new(AtomicU64::new(0));

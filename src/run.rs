@@ -123,6 +123,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<ExitCode> {
         policy_routes: config.policy_routes(),
         adaptive: config.adaptive_config(),
         idle_sleep: config.idle_sleep(),
+        touch_table_at_start: true,
     };
     // The endpoint answers from the start; the workers' counters join once they run.
     let live: Arc<OnceLock<Live>> = Arc::default();

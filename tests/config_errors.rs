@@ -483,12 +483,6 @@ fn out_of_range_values_are_located_at_their_value() {
             "sampling.mode",
             "the controller sets the sampling itself",
         ),
-        (
-            "[sampling.adaptive]\nenabled = true\n\n[[policy]]\nname = \"web\"\nproto = [\"tcp\"]\n",
-            "enabled = true",
-            "sampling.adaptive.enabled",
-            "adaptive sampling does not yet work with policies",
-        ),
     ];
     for (extra, needle, key, words) in cases {
         let text = format!("{BASE}\n{extra}");

@@ -1,7 +1,11 @@
 //! The crate's only unsafe code: hints to the CPU (prefetch a cache line) and to the kernel
-//! (back the table with huge pages), which change no result, and the SIMD compares of a
-//! bucket's tags and of two flow keys.
+//! (back the table with huge pages), which change no result, the SIMD compares of a
+//! bucket's tags and of two flow keys, and the table taken from zeroed memory.
 #![allow(unsafe_code)]
+
+use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 
 use crate::FlowKey;
 
@@ -52,6 +56,102 @@ pub fn advise_huge_pages<T>(buffer: &Vec<T>) {
     let bytes = buffer.capacity() * size_of::<T>();
     if bytes >= HUGE_PAGE_MIN_BYTES {
         advise(buffer.as_ptr().cast(), bytes);
+    }
+}
+
+/// Types whose all-zero bits are a valid value, equal to their `Default`.
+///
+/// # Safety
+/// Implement only for types made of integers and arrays of them (no references, enums,
+/// `bool` or niches), whose `Default` is every field zero.
+pub(crate) unsafe trait ZeroIsDefault: Copy {}
+
+// SAFETY: an entry is a flow key (integers and byte arrays) and integer counters, all
+// defaulting to zero; a header line is 32 u16s, defaulting to zero.
+unsafe impl ZeroIsDefault for crate::shard::Entry {}
+// SAFETY: as above.
+unsafe impl ZeroIsDefault for crate::shard::HeaderLine {}
+
+/// A table of `len` values of `T`, each `T::default()` at the start, that costs no write to
+/// build: it is taken from the allocator's zeroed memory, which for a table this large is
+/// fresh pages that the kernel zeroes when each is first touched. `Vec::resize` would write
+/// every byte once more and fault every page in at start-up, where a replay of a small
+/// capture touches a fraction of a table sized for a live port. Advised for huge pages like
+/// [`advise_huge_pages`], before any page is touched.
+pub(crate) struct ZeroedTable<T: ZeroIsDefault> {
+    /// What the allocator returned, with the layout it was asked for.
+    base: NonNull<u8>,
+    layout: Layout,
+    /// `base` rounded up to `T`'s alignment.
+    items: NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: the table owns its items (as a Vec would); `T: Copy` values have no thread ties
+// beyond their own Send and Sync.
+unsafe impl<T: ZeroIsDefault + Send> Send for ZeroedTable<T> {}
+// SAFETY: shared access only reads items, as through a `&[T]`.
+unsafe impl<T: ZeroIsDefault + Sync> Sync for ZeroedTable<T> {}
+
+impl<T: ZeroIsDefault> ZeroedTable<T> {
+    pub(crate) fn new(len: usize) -> ZeroedTable<T> {
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .and_then(|bytes| bytes.checked_add(align_of::<T>()))
+            .expect("table size overflows");
+        // Asked with the allocator's smallest alignment, so the allocator can hand out
+        // memory it knows is zero (calloc) instead of clearing it; the items start at the
+        // first multiple of T's alignment inside.
+        let layout = Layout::from_size_align(bytes, 1).expect("table layout");
+        // SAFETY: the layout's size is at least align_of::<T>() >= 1, never zero.
+        let Some(base) = NonNull::new(unsafe { alloc_zeroed(layout) }) else {
+            handle_alloc_error(layout)
+        };
+        let offset = base.as_ptr().align_offset(align_of::<T>());
+        // SAFETY: offset < align_of::<T>(), which the layout added after the items' bytes,
+        // so `items` and the `len` items after it lie inside the allocation.
+        let items = unsafe { base.add(offset) }.cast::<T>();
+        let table = ZeroedTable {
+            base,
+            layout,
+            items,
+            len,
+        };
+        if len * size_of::<T>() >= HUGE_PAGE_MIN_BYTES {
+            advise(items.as_ptr().cast(), len * size_of::<T>());
+        }
+        table
+    }
+}
+
+impl<T: ZeroIsDefault> Deref for ZeroedTable<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `items` is aligned for T and heads `len` initialised values (all-zero
+        // bits are a valid T: ZeroIsDefault) inside the live allocation the table owns.
+        unsafe { std::slice::from_raw_parts(self.items.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroIsDefault> DerefMut for ZeroedTable<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in deref, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.items.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroIsDefault> Drop for ZeroedTable<T> {
+    fn drop(&mut self) {
+        // SAFETY: `base` came from alloc_zeroed with this layout and is freed once, here.
+        unsafe { dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
+impl<T: ZeroIsDefault> std::fmt::Debug for ZeroedTable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZeroedTable")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,9 +244,68 @@ pub fn keys_equal(a: &FlowKey, b: &FlowKey) -> bool {
     }
 }
 
+/// Bit `i` set iff `hints[i]` is not after `now`, both 16-bit times compared by wrapping
+/// difference (`(now - hint) as i16 >= 0`), for a bucket's 8 or 16 deadline hints.
+#[inline(always)]
+pub(crate) fn not_after_mask<const B: usize>(hints: &[u16; B], now: u16) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if B == 8 || B == 16 {
+        use core::arch::x86_64::{
+            __m128i, _mm_cmpgt_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_packs_epi16,
+            _mm_set1_epi16, _mm_setzero_si128, _mm_sub_epi16,
+        };
+        let p = hints.as_ptr().cast::<__m128i>();
+        // SAFETY: as in eq_mask: SSE2 is baseline on x86_64, and the loads read bytes
+        // 0..16 and, only when B == 16, 16..32 of the B u16s, all inside the array.
+        let mask = unsafe {
+            let now = _mm_set1_epi16(now as i16);
+            let minus_one = _mm_set1_epi16(-1);
+            // Lane i: all ones iff (now - hint) as i16 > -1.
+            let due = |at: usize| {
+                _mm_cmpgt_epi16(_mm_sub_epi16(now, _mm_loadu_si128(p.add(at))), minus_one)
+            };
+            let high = if B == 16 { due(1) } else { _mm_setzero_si128() };
+            _mm_movemask_epi8(_mm_packs_epi16(due(0), high))
+        };
+        return mask as u32;
+    }
+    hints.iter().enumerate().fold(0, |mask, (i, &h)| {
+        mask | u32::from((now.wrapping_sub(h) as i16) >= 0) << i
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{eq_mask, keys_equal};
+    use super::{eq_mask, keys_equal, not_after_mask};
+
+    #[test]
+    fn not_after_mask_matches_a_plain_scan() {
+        let plain = |hints: &[u16], now: u16| {
+            hints.iter().enumerate().fold(0u32, |m, (i, &h)| {
+                m | u32::from((now.wrapping_sub(h) as i16) >= 0) << i
+            })
+        };
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Near `now` half the time, so both sides of the wrap and equality are hit.
+            if x & 1 == 0 {
+                (x >> 8) as u16
+            } else {
+                (x >> 16) as u16 % 8
+            }
+        };
+        for _ in 0..4000 {
+            let now = next();
+            let hints16: [u16; 16] =
+                std::array::from_fn(|_| now.wrapping_add(next() % 5).wrapping_sub(2));
+            let hints8: [u16; 8] = std::array::from_fn(|_| next());
+            assert_eq!(not_after_mask(&hints16, now), plain(&hints16, now));
+            assert_eq!(not_after_mask(&hints8, now), plain(&hints8, now));
+        }
+    }
     use crate::FlowKey;
 
     #[test]

@@ -80,7 +80,9 @@
 use crate::SamplingInfo;
 use crate::counters::Spec;
 use crate::hash::flow_hash;
-use crate::hint::{advise_huge_pages, eq_mask, keys_equal, prefetch_read};
+use crate::hint::{
+    ZeroedTable, advise_huge_pages, eq_mask, keys_equal, not_after_mask, prefetch_read,
+};
 use crate::{CacheConfig, CacheConfigError, EndReason, FlowKey, FlowRecord, Observation};
 
 const TCP: u8 = 6;
@@ -117,7 +119,7 @@ const MAX_OCTETS: u64 = (1 << 40) - 1;
 /// 32 bits of their ms timestamps (see "Time in 32 bits"); octets are 40 bits split in two.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default)]
-struct Entry {
+pub(crate) struct Entry {
     key: FlowKey,
     tcp_flags: u8,
     min_ttl: u8,
@@ -247,7 +249,7 @@ impl Classifier for Decided {
 /// 8-slot ones, so tags and hints of a bucket always share its line.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default)]
-struct HeaderLine([u16; 32]);
+pub(crate) struct HeaderLine([u16; 32]);
 
 /// The `reason` label of `tapflow_flows_expired_total`, by `EndReason as usize`.
 const END_REASONS: [&str; 6] = {
@@ -321,8 +323,8 @@ impl CacheStats {
 /// [`FlowShard::new`] (records go into the caller's `Vec`, which should be reserved).
 #[derive(Debug)]
 pub struct FlowShard {
-    headers: Vec<HeaderLine>,
-    entries: Vec<Entry>,
+    headers: ZeroedTable<HeaderLine>,
+    entries: ZeroedTable<Entry>,
     /// Per slot, its record's label; empty unless [`FlowShard::keep_labels`] was called.
     labels: Vec<u32>,
     bucket_mask: usize,
@@ -377,16 +379,9 @@ impl FlowShard {
         config.validate()?;
         let buckets = config.bucket_count();
         let slots = buckets * config.bucket_size;
-        // Advised before the first write, so the pages are huge from the start.
-        let mut headers = Vec::with_capacity((slots * 2).div_ceil(32));
-        let mut entries = Vec::with_capacity(slots);
-        advise_huge_pages(&entries);
-        advise_huge_pages(&headers);
-        headers.resize(headers.capacity(), HeaderLine::default());
-        entries.resize(slots, Entry::default());
         Ok(FlowShard {
-            headers,
-            entries,
+            headers: ZeroedTable::new((slots * 2).div_ceil(32)),
+            entries: ZeroedTable::new(slots),
             labels: Vec::new(),
             bucket_mask: buckets - 1,
             bucket_size: config.bucket_size,
@@ -406,6 +401,23 @@ impl FlowShard {
             sampling,
             stats: CacheStats::default(),
         })
+    }
+
+    /// Touches every page of the table now. A new table is zeroed memory the kernel backs
+    /// with pages as they are first touched; a live port calls this at start, so that
+    /// zeroing is not paid by its first packets.
+    pub fn prefault(&mut self) {
+        const PAGE: usize = 4096;
+        for line in self
+            .headers
+            .iter_mut()
+            .step_by(PAGE / size_of::<HeaderLine>())
+        {
+            *line = HeaderLine::default();
+        }
+        for entry in self.entries.iter_mut().step_by(PAGE / size_of::<Entry>()) {
+            *entry = Entry::default();
+        }
     }
 
     /// Keeps a label per slot from now on (4 bytes a slot, allocated here once), so that
@@ -817,6 +829,15 @@ impl FlowShard {
         ) {
             (Ok(tags), Ok(hints)) => (tags, hints),
             _ => unreachable!("a header line holds whole buckets"),
+        }
+    }
+
+    /// Whether `bucket` holds no flow.
+    #[inline]
+    fn bucket_is_empty(&self, bucket: usize) -> bool {
+        match self.bucket_size {
+            8 => mask_of(self.header::<8>(bucket).0, 0) == 0xff,
+            _ => mask_of(self.header::<16>(bucket).0, 0) == 0xffff,
         }
     }
 
@@ -1409,11 +1430,12 @@ impl FlowShard {
             prefetch_read(&self.headers[(bucket * 2 * B / 32 + SWEEP_PREFETCH_LINES) % lines]);
             // A flow can be due only if its hint (deadline rounded down) is not after now's.
             let (tags, hints) = self.header::<B>(bucket);
-            let occupied = !mask_of(tags, 0);
-            let hinted_due = hints.iter().enumerate().fold(0u32, |m, (i, &h)| {
-                m | u32::from((now_hint.wrapping_sub(h) as i16) >= 0) << i
-            });
-            let mut due = occupied & hinted_due;
+            let occupied = !mask_of(tags, 0) & (u32::MAX >> (32 - B));
+            if occupied == 0 {
+                // Most buckets of a table sized for more flows than it holds.
+                continue;
+            }
+            let mut due = occupied & not_after_mask(hints, now_hint);
             if self.len != self.epoch_len[self.epoch()] {
                 // Flows of an older sampling epoch end as the sweep passes them.
                 let current = self.epoch_bits;
@@ -1452,6 +1474,12 @@ impl FlowShard {
         let mut left = max_records;
         while self.len > 0 && left > 0 && self.flush_cursor < self.entries.len() {
             let slot = self.flush_cursor;
+            // Empty buckets are passed over whole, from their tags alone: a replay's end
+            // walks a table sized for far more flows than are left in it.
+            if slot & (self.bucket_size - 1) == 0 && self.bucket_is_empty(slot / self.bucket_size) {
+                self.flush_cursor += self.bucket_size;
+                continue;
+            }
             self.flush_cursor += 1;
             if self.tag(slot) != 0 {
                 self.retire(slot, EndReason::Forced, expired);
@@ -1817,6 +1845,18 @@ mod tests {
         assert_eq!(s.stats().packets, 17);
         assert_eq!(s.stats().octets, 1_700);
         assert_eq!(s.stats().flows_created, 4);
+    }
+
+    #[test]
+    fn a_zeroed_table_holds_default_values() {
+        // The table is never written at start: its zero bits must read as Default.
+        let entries = ZeroedTable::<Entry>::new(1000);
+        let headers = ZeroedTable::<HeaderLine>::new(1000);
+        let entry = format!("{:?}", Entry::default());
+        let header = format!("{:?}", HeaderLine::default());
+        assert!(entries.iter().all(|e| format!("{e:?}") == entry));
+        assert!(headers.iter().all(|h| format!("{h:?}") == header));
+        assert!(entries.as_ptr().cast::<u8>().align_offset(64) == 0);
     }
 
     #[test]

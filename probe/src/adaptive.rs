@@ -9,6 +9,14 @@
 //!   `period_ms`, plus the port's receive drops in the period. The worker reads the
 //!   monotonic clock once a poll for it, and only with the controller on: off, the loop is
 //!   the one it was.
+//! - **Its own work, not its neighbours'.** A busy poll's wall time also holds the time
+//!   the worker was runnable but another thread had its CPU (a core shared with the
+//!   export thread, the host's other work, a virtual machine's neighbours): then the
+//!   share would rise with the host's load and the controller would sample for load that
+//!   is not the traffic's. Once a period the worker reads the scheduler's account of its
+//!   thread (`/proc/thread-self/schedstat`: time on a CPU, time waiting for one) and the
+//!   busy time counts only the part of it the thread was on a CPU, assuming the waits
+//!   fell alike on busy and idle polls. On a core of its own the two are the same.
 //! - **What it moves.** Hash sampling keeps a flow iff its hash is divisible by N, so with
 //!   powers of two the kept flows nest: raising N drops whole flows, lowering it admits
 //!   whole flows, and a flow is never kept packet by packet.
@@ -87,8 +95,50 @@ flowcache::counters! {
         observed_us: u64 = Spec::counter("observed_microseconds", "time observed (us)",
             "Microseconds of the worker's time the controller measured.").no_row(),
         busy_us: u64 = Spec::counter("busy_microseconds", "busy time (us)",
-            "Microseconds of the measured time spent in polls that received packets.")
+            "Microseconds of the measured time spent in polls that received packets, on a \
+            CPU.")
             .no_row(),
+        /// Time the worker thread was runnable but had no CPU (the scheduler's account).
+        waiting_us: u64 = Spec::counter("waiting_microseconds",
+            "time waiting for a CPU (us)",
+            "Microseconds the worker thread was runnable but another thread had its CPU; \
+            left out of the busy time.").no_row(),
+    }
+}
+
+/// The scheduler's account of one thread: nanoseconds on a CPU and waiting for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedTime {
+    pub on_cpu_ns: u64,
+    pub waiting_ns: u64,
+}
+
+impl SchedTime {
+    /// The calling thread's, from `/proc/thread-self/schedstat`; `None` where the kernel
+    /// keeps no such account (then busy time is wall time).
+    pub fn of_this_thread() -> Option<SchedTime> {
+        SchedTime::parse(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+    }
+
+    /// `"<on cpu ns> <waiting ns> <timeslices>"`.
+    fn parse(text: &str) -> Option<SchedTime> {
+        let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+        Some(SchedTime {
+            on_cpu_ns: fields.next()?.ok()?,
+            waiting_ns: fields.next()?.ok()?,
+        })
+    }
+
+    /// The share of the runnable time between `earlier` and `self` spent on a CPU (1 when
+    /// unknown or when the thread never waited).
+    fn on_cpu_share_since(&self, earlier: &SchedTime) -> f64 {
+        let on_cpu = self.on_cpu_ns.saturating_sub(earlier.on_cpu_ns);
+        let waiting = self.waiting_ns.saturating_sub(earlier.waiting_ns);
+        if on_cpu + waiting == 0 {
+            1.0
+        } else {
+            on_cpu as f64 / (on_cpu + waiting) as f64
+        }
     }
 }
 
@@ -116,6 +166,7 @@ pub struct AdaptiveController {
     busy: Duration,
     packets_at_start: u64,
     drops_at_start: u64,
+    sched_at_start: Option<SchedTime>,
     /// Busy nanoseconds per received packet last measured at each exponent (NaN: never).
     cost_ns: [f64; LEVELS],
     /// The period after a change is not judged: the cached flows of the old interval end
@@ -148,6 +199,7 @@ impl AdaptiveController {
             busy: Duration::ZERO,
             packets_at_start: 0,
             drops_at_start: 0,
+            sched_at_start: None,
             cost_ns: [f64::NAN; LEVELS],
             settling: false,
             previous_busy: None,
@@ -179,6 +231,7 @@ impl AdaptiveController {
             self.polled = true;
             self.period_start = now;
             self.last_poll = now;
+            self.sched_at_start = SchedTime::of_this_thread();
             return false;
         }
         if delivered {
@@ -189,35 +242,49 @@ impl AdaptiveController {
     }
 
     /// Ends the period: `packets` and `drops` are the worker's running totals of received
-    /// packets and receive drops. Returns the change to apply, if any; the caller applies
-    /// it and then calls [`AdaptiveController::restart`]. Without a change the next
-    /// period starts here.
-    pub fn decide(&mut self, packets: u64, drops: u64, now: Instant) -> Option<Change> {
+    /// packets and receive drops, `sched` its thread's scheduler account now. Returns the
+    /// change to apply, if any; the caller applies it and then calls
+    /// [`AdaptiveController::restart`]. Without a change the next period starts here.
+    pub fn decide(
+        &mut self,
+        packets: u64,
+        drops: u64,
+        sched: Option<SchedTime>,
+        now: Instant,
+    ) -> Option<Change> {
         let elapsed = now.saturating_duration_since(self.period_start);
         let received = packets.saturating_sub(self.packets_at_start);
         let dropped = drops.saturating_sub(self.drops_at_start);
+        let on_cpu = match (sched, self.sched_at_start) {
+            (Some(end), Some(start)) => {
+                self.counters.waiting_us += end.waiting_ns.saturating_sub(start.waiting_ns) / 1000;
+                end.on_cpu_share_since(&start)
+            }
+            _ => 1.0,
+        };
+        let busy_time = self.busy.mul_f64(on_cpu);
         let busy = if elapsed.is_zero() {
             0.0
         } else {
-            (self.busy.as_secs_f64() / elapsed.as_secs_f64()).min(1.0)
+            (busy_time.as_secs_f64() / elapsed.as_secs_f64()).min(1.0)
         };
         self.counters.busy_permille = (busy * 1000.0).round() as u64;
         self.counters.observed_us += elapsed.as_micros() as u64;
-        self.counters.busy_us += self.busy.as_micros() as u64;
+        self.counters.busy_us += busy_time.as_micros() as u64;
         if std::mem::take(&mut self.settling) {
-            self.restart(now, packets, drops);
+            self.restart(now, packets, drops, sched);
             return None;
         }
         let k = self.exponent as usize;
         if received >= MIN_PACKETS_FOR_COST {
-            self.cost_ns[k] = self.busy.as_nanos() as f64 / received as f64;
+            self.cost_ns[k] = busy_time.as_nanos() as f64 / received as f64;
         }
         let target = match self.previous_busy.replace(busy) {
             _ if dropped > 0 => (self.exponent + 1).min(self.max_exponent),
             Some(previous) => self.target(busy.min(previous), busy.max(previous)),
             None => self.exponent,
         };
-        self.restart(now, packets, drops);
+        self.restart(now, packets, drops, sched);
         if target == self.exponent {
             return None;
         }
@@ -241,8 +308,9 @@ impl AdaptiveController {
 
     /// Starts a new period at `now` (after a change has been applied, so applying it is
     /// not measured as the new interval's work).
-    pub fn restart(&mut self, now: Instant, packets: u64, drops: u64) {
+    pub fn restart(&mut self, now: Instant, packets: u64, drops: u64, sched: Option<SchedTime>) {
         self.period_start = now;
+        self.sched_at_start = sched;
         self.last_poll = now;
         self.busy = Duration::ZERO;
         self.packets_at_start = packets;
@@ -331,7 +399,7 @@ mod tests {
                 *clock += period.mul_f64(1.0 - busy);
                 assert!(controller.observe(false, *clock));
                 *packets += (pps * period.as_secs_f64()) as u64;
-                if let Some(change) = controller.decide(*packets, 0, *clock) {
+                if let Some(change) = controller.decide(*packets, 0, None, *clock) {
                     assert_eq!(change.to, controller.interval());
                 }
                 controller.interval()
@@ -432,7 +500,54 @@ mod tests {
         let mut c = AdaptiveController::new(config(0.40), clock);
         clock += Duration::from_millis(250);
         c.observe(false, clock);
-        assert_eq!(c.decide(1000, 3, clock).map(|ch| ch.to), Some(2));
+        assert_eq!(c.decide(1000, 3, None, clock).map(|ch| ch.to), Some(2));
         assert_eq!(c.counters().raises, 1);
+    }
+
+    #[test]
+    fn busy_time_counts_only_the_time_on_a_cpu() {
+        // Busy the whole period by the wall clock, but the thread had its CPU for a
+        // quarter of the time it was runnable: a quarter busy, and no reason to sample.
+        let mut clock = Instant::now();
+        let mut c = AdaptiveController::new(config(0.40), clock);
+        let sched = |on_cpu_ns, waiting_ns| {
+            Some(SchedTime {
+                on_cpu_ns,
+                waiting_ns,
+            })
+        };
+        c.observe(false, clock);
+        c.restart(clock, 0, 0, sched(1_000, 5_000));
+        for _ in 0..2 {
+            clock += Duration::from_millis(250);
+            assert!(c.observe(true, clock));
+            let start = c.sched_at_start.unwrap();
+            let end = sched(start.on_cpu_ns + 62_500_000, start.waiting_ns + 187_500_000);
+            assert_eq!(c.decide(100_000, 0, end, clock), None);
+            assert_eq!(c.counters().busy_permille, 250);
+        }
+        assert_eq!(c.counters().waiting_us, 375_000);
+        assert_eq!(c.interval(), 1);
+    }
+
+    #[test]
+    fn reads_the_scheduler_account() {
+        assert_eq!(
+            SchedTime::parse("123456 789 10\n"),
+            Some(SchedTime {
+                on_cpu_ns: 123_456,
+                waiting_ns: 789
+            })
+        );
+        assert_eq!(SchedTime::parse("12"), None);
+        assert_eq!(SchedTime::parse("x y z"), None);
+        // This kernel keeps it (CONFIG_SCHED_INFO, as Debian's does): the worker relies on it.
+        // The account advances at the scheduler's ticks: spin past a few first.
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::spin_loop();
+        }
+        let own = SchedTime::of_this_thread().expect("/proc/thread-self/schedstat");
+        assert!(own.on_cpu_ns > 0, "{own:?}");
     }
 }

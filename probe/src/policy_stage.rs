@@ -190,6 +190,10 @@ struct Slot {
     last_ms: u32,
     generation: u16,
     kind: Kind,
+    /// The worker's sampling interval the decision was taken under, if it took the
+    /// worker's sampler (0: the rule's own, or none): adaptive sampling changes it, and
+    /// then the flow is decided again (see [`PolicyStage::decide`]).
+    worker_interval: u32,
 }
 
 const _: () = assert!(size_of::<Slot>() == 64);
@@ -361,9 +365,14 @@ impl PolicyStage {
     ) -> (Verdict, u32) {
         let now = now_ms as u32;
         let idle = self.idle_ms;
+        // A decision taken under another interval of the worker's sampler (adaptive
+        // sampling moved it) is taken again, as the cache's own flows restart under the
+        // new interval: a flow sampled out may now be kept and one kept, reduced, dropped.
+        let worker_interval = worker_sampler.spec().interval();
         let kept = self.find(key, hash).filter(|&i| {
             let slot = &self.slots[i];
             now.wrapping_sub(slot.last_ms) <= idle
+                && (slot.worker_interval == 0 || slot.worker_interval == worker_interval)
                 && self.generations.iter().any(|g| g.id == slot.generation)
         });
         let (generation, rule, kind) = match kept {
@@ -376,11 +385,12 @@ impl PolicyStage {
                 (slot.generation, slot.rule, slot.kind)
             }
             None => {
-                let (generation, rule, kind) = self.classify(key, worker_sampler);
+                let (generation, rule, kind, by_worker) = self.classify(key, worker_sampler);
                 if kind == Kind::Plain {
                     return (Verdict::Keep, label_of(generation, rule));
                 }
-                self.keep(key, hash, now, generation, rule, kind);
+                let under = if by_worker { worker_interval } else { 0 };
+                self.keep(key, hash, now, (generation, rule, kind, under));
                 (generation, rule, kind)
             }
         };
@@ -415,21 +425,21 @@ impl PolicyStage {
         }
     }
 
-    /// Classifies a flow by the newest rules: its generation, rule and kind. A hash
-    /// sampler decides here, once for the flow.
-    fn classify(&mut self, key: &FlowKey, worker_sampler: &mut Sampler) -> (u16, u32, Kind) {
+    /// Classifies a flow by the newest rules: its generation, rule and kind, and whether
+    /// the worker's sampler took part. A hash sampler decides here, once for the flow.
+    fn classify(&mut self, key: &FlowKey, worker_sampler: &mut Sampler) -> (u16, u32, Kind, bool) {
         let newest = self.generations.last_mut().expect("a rule set");
         let rule = newest.rules.classify(key).unwrap_or(NO_RULE);
         self.counters.classified += 1;
         self.counters.matched += u64::from(rule != NO_RULE);
         let state = newest.state.get_mut(rule as usize);
         if state.as_ref().is_some_and(|s| s.ignore) {
-            return (newest.id, rule, Kind::Ignore);
+            return (newest.id, rule, Kind::Ignore, false);
         }
         let mode = state.as_ref().map_or(KeyMode::FiveTuple, |s| s.key);
-        let sampler = match state.and_then(|s| s.sampler.as_mut()) {
-            Some(own) => own,
-            None => worker_sampler,
+        let (sampler, by_worker) = match state.and_then(|s| s.sampler.as_mut()) {
+            Some(own) => (own, false),
+            None => (worker_sampler, true),
         };
         let kind = match sampler.spec() {
             SamplerSpec::Deterministic(_) | SamplerSpec::Random(_) => Kind::PerPacket,
@@ -437,12 +447,18 @@ impl PolicyStage {
             SamplerSpec::None | SamplerSpec::Hash(_) if mode == KeyMode::FiveTuple => Kind::Plain,
             SamplerSpec::None | SamplerSpec::Hash(_) => Kind::Reduce,
         };
-        (newest.id, rule, kind)
+        (newest.id, rule, kind, by_worker)
     }
 
     /// Keeps a decision: in the slot of this key's ended decision, a free slot, an ended
     /// decision's, or the least recently seen one's.
-    fn keep(&mut self, key: &FlowKey, hash: u64, now: u32, generation: u16, rule: u32, kind: Kind) {
+    fn keep(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        (generation, rule, kind, worker_interval): (u16, u32, Kind, u32),
+    ) {
         let base = self.bucket(hash);
         let idle = self.idle_ms;
         let victim = self.find(key, hash).unwrap_or_else(|| {
@@ -469,6 +485,7 @@ impl PolicyStage {
             last_ms: now,
             generation,
             kind,
+            worker_interval,
         };
     }
 
@@ -566,5 +583,97 @@ impl Classifier for StageClassifier<'_> {
                 Admission::Skip
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Match, Meter, Rule, parse_packet};
+
+    /// A flow's decision taken under the worker's sampler at one interval, looked up
+    /// after adaptive sampling moved the interval: `packet` names the flow.
+    fn decide_at(stage: &mut PolicyStage, sampler: &mut Sampler, packet: &str) -> Verdict {
+        let mut key = parse_packet(packet).unwrap();
+        let hash = flowcache::flow_hash(&key);
+        stage.decide(&mut key, hash, 1_000, sampler).0
+    }
+
+    /// Flows of `proto` and ports `port..` the worker's hash sampler at 1 in 4 drops.
+    fn dropped_at_4(proto: &str, port: u16) -> String {
+        let mut sampler = Sampler::new(SamplerSpec::Hash(4));
+        (port..)
+            .map(|p| format!("{proto} 10.0.0.1:{p} > 192.0.2.5:53"))
+            .find(|packet| !sampler.keep(&parse_packet(packet).unwrap()))
+            .unwrap()
+    }
+
+    #[test]
+    fn decisions_of_the_workers_sampler_follow_its_interval() {
+        let rules = RuleSet::new(vec![Rule {
+            name: "by-port".into(),
+            matcher: Match {
+                proto: vec![17],
+                ..Match::default()
+            },
+            action: Action::Meter(Meter {
+                key: KeyMode::ProtocolPort,
+                ..Meter::default()
+            }),
+        }]);
+        let mut stage = PolicyStage::new(Arc::new(rules), 1 << 10, 15_000);
+        let mut sampler = Sampler::new(SamplerSpec::Hash(4));
+        // No rule (TCP): sampled out whole at 1 in 4; metered once the interval is 1.
+        let tcp = dropped_at_4("tcp", 1000);
+        assert_eq!(
+            decide_at(&mut stage, &mut sampler, &tcp),
+            Verdict::SampledOut
+        );
+        assert_eq!(
+            decide_at(&mut stage, &mut sampler, &tcp),
+            Verdict::SampledOut
+        );
+        sampler.set_hash_interval(1);
+        assert_eq!(decide_at(&mut stage, &mut sampler, &tcp), Verdict::Keep);
+        // A reduced key (UDP): kept at 1, and dropped once the interval is 4 again (a
+        // kept decision would put its packets in records that say 1 in 4).
+        let udp = dropped_at_4("udp", 1000);
+        assert_eq!(decide_at(&mut stage, &mut sampler, &udp), Verdict::Keep);
+        assert_eq!(decide_at(&mut stage, &mut sampler, &udp), Verdict::Keep);
+        sampler.set_hash_interval(4);
+        assert_eq!(
+            decide_at(&mut stage, &mut sampler, &udp),
+            Verdict::SampledOut
+        );
+        assert_eq!(
+            decide_at(&mut stage, &mut sampler, &tcp),
+            Verdict::SampledOut
+        );
+    }
+
+    #[test]
+    fn decisions_of_a_rules_own_sampler_stay() {
+        let rules = RuleSet::new(vec![Rule {
+            name: "own".into(),
+            matcher: Match::default(),
+            action: Action::Meter(Meter {
+                sampling: Some(SamplerSpec::Hash(4)),
+                ..Meter::default()
+            }),
+        }]);
+        let mut stage = PolicyStage::new(Arc::new(rules), 1 << 10, 15_000);
+        let mut sampler = Sampler::new(SamplerSpec::Hash(2));
+        let tcp = dropped_at_4("tcp", 2000);
+        assert_eq!(
+            decide_at(&mut stage, &mut sampler, &tcp),
+            Verdict::SampledOut
+        );
+        let classified = stage.counters.classified;
+        sampler.set_hash_interval(1);
+        assert_eq!(
+            decide_at(&mut stage, &mut sampler, &tcp),
+            Verdict::SampledOut
+        );
+        assert_eq!(stage.counters.classified, classified, "decided again");
     }
 }

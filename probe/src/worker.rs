@@ -28,7 +28,7 @@ use flowcache::{
     Unclassified, flow_hash,
 };
 
-use crate::adaptive::{AdaptiveController, Change};
+use crate::adaptive::{AdaptiveController, Change, SchedTime};
 use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
 use crate::policy_stage::{PolicyStage, PolicySwap, StageClassifier, Verdict};
@@ -113,6 +113,11 @@ pub struct WorkerConfig {
     /// spins. A queue the kernel fills (af_packet, AF_XDP) needs CPU time on the same
     /// cores that a spinning worker would take.
     pub idle_sleep: Option<Duration>,
+    /// Touch every page of the flow table when the worker is built, so the kernel's
+    /// zeroing of them is not paid under the first packets: live ports, the bench and
+    /// paced replays, which are measured as ports. Off, a replay pays for the pages its
+    /// flows land on and no more. Default: on with the wall clock.
+    pub touch_table_at_start: bool,
 }
 
 /// Consecutive empty polls before a worker with [`WorkerConfig::idle_sleep`] sleeps: a
@@ -129,6 +134,7 @@ impl WorkerConfig {
             batch_records: 256,
             tick_interval_ms: 1_000,
             idle_sleep: None,
+            touch_table_at_start: clock == Clock::Wall,
         }
     }
 }
@@ -785,7 +791,10 @@ impl Worker {
         to_exporter: Sender<ToExporter>,
         recycled: Receiver<Vec<FlowRecord>>,
     ) -> Self {
-        let shard = FlowShard::new(&config.cache, sampler.info());
+        let mut shard = FlowShard::new(&config.cache, sampler.info());
+        if config.touch_table_at_start {
+            shard.prefault();
+        }
         let pending = Vec::with_capacity(config.batch_records + MAX_BURST);
         let sweep = SweepPacer::new(&shard, config.cache.expiry_budget);
         Worker {
@@ -981,7 +990,8 @@ impl Worker {
         }
         let source = self.source.stats();
         let drops = source.rx_missed + source.rx_nombuf + source.rx_xdp_ring_full;
-        let decided = controller.decide(self.stats.packets, drops, now);
+        let decided =
+            controller.decide(self.stats.packets, drops, SchedTime::of_this_thread(), now);
         // One line a period, for plots of the controller (bench/adaptive.sh); off by default.
         log::debug!(
             target: "probe::adaptive",
@@ -997,7 +1007,7 @@ impl Worker {
         self.apply_sampling_change(change);
         let packets = self.stats.packets;
         if let Some(controller) = self.adaptive.as_deref_mut() {
-            controller.restart(Instant::now(), packets, drops);
+            controller.restart(Instant::now(), packets, drops, SchedTime::of_this_thread());
         }
     }
 
@@ -1938,6 +1948,105 @@ mod tests {
                 assert_eq!(get(fates, "reduced"), 6);
             }
         }
+    }
+
+    /// Adaptive sampling with policies: the worker's interval moves 1 -> 4 -> 1 while
+    /// flows without a rule (5-tuple) and flows under a rule's reduced key (protocol-port,
+    /// no sampling of its own) keep sending. Each record holds exactly the packets sampled
+    /// at the interval it carries: decisions taken under the old interval are taken again.
+    #[test]
+    fn policy_decisions_follow_adaptive_sampling_changes() {
+        use crate::policy::{Action, KeyMode, Match, Meter, RuleSet};
+        let rules = Arc::new(RuleSet::new(vec![policy(
+            "ports",
+            Match {
+                dst_port: vec!["5".parse().unwrap()],
+                ..Match::default()
+            },
+            Action::Meter(Meter {
+                key: KeyMode::ProtocolPort,
+                ..Meter::default()
+            }),
+        )]));
+        // 24 flows from distinct source ports: 16 to port 80 (no rule), 8 to port 5.
+        let flows: Vec<(u16, u16)> = (0..24u16)
+            .map(|i| (2000 + i, if i < 16 { 80 } else { 5 }))
+            .collect();
+        let t0_us = 1_700_000_000_000_000u64;
+        let frames: Vec<(u64, Vec<u8>)> = (0..20u64)
+            .flat_map(|round| {
+                flows.iter().map(move |&(sport, dport)| {
+                    (t0_us + round * 1_000, udp_to([10, 0, 0, 1], sport, dport))
+                })
+            })
+            .collect();
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_recycle, recycled) = crossbeam_channel::unbounded();
+        let config = WorkerConfig::new(
+            0,
+            CacheConfig::default(),
+            Clock::Packet,
+            Backpressure::Block,
+        );
+        let mut worker = Worker::new(
+            config,
+            Box::new(Frames {
+                frames: frames.clone(),
+                next: 0,
+            }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        )
+        .with_policy(PolicyStage::new(rules, 1 << 12, 15_000));
+        let change = |from, to| Change {
+            from,
+            to,
+            busy: 0.0,
+            drops: 0,
+        };
+        // A round a poll (one timestamp each): rounds 0-9 at 1, 10-14 at 4, 15-19 at 1.
+        for _ in 0..10 {
+            worker.poll_once().unwrap();
+        }
+        worker.apply_sampling_change(change(1, 4));
+        for _ in 0..5 {
+            worker.poll_once().unwrap();
+        }
+        worker.apply_sampling_change(change(4, 1));
+        worker.run(&AtomicBool::new(false));
+        let key_of = |sport: u16, dport: u16| {
+            crate::policy::parse_packet(&format!("udp 10.0.0.1:{sport} > 10.0.0.2:{dport}"))
+                .unwrap()
+        };
+        let mut at_4 = Sampler::new(SamplerSpec::Hash(4));
+        let kept_at_4: Vec<bool> = flows
+            .iter()
+            .map(|&(s, d)| at_4.keep(&key_of(s, d)))
+            .collect();
+        assert!(
+            kept_at_4.iter().any(|&k| k) && !kept_at_4.iter().all(|&k| k),
+            "{kept_at_4:?}"
+        );
+        // (source port, destination port, interval) -> packets; protocol-port keeps both
+        // ports and clears the addresses.
+        let mut got = std::collections::BTreeMap::<(u16, u16, u32), u64>::new();
+        for message in from_worker.try_iter() {
+            if let ToExporter::Records(batch) = message {
+                for r in batch.records {
+                    *got.entry((r.key.src_port, r.key.dst_port, r.sampling.interval))
+                        .or_default() += r.packets;
+                }
+            }
+        }
+        let mut want = std::collections::BTreeMap::<(u16, u16, u32), u64>::new();
+        for (&(sport, dport), &kept) in flows.iter().zip(&kept_at_4) {
+            *want.entry((sport, dport, 1)).or_default() += 15;
+            if kept {
+                *want.entry((sport, dport, 4)).or_default() += 5;
+            }
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -577,18 +577,6 @@ impl Config {
                 ),
             );
         }
-        if adaptive.enabled && !self.policies.is_empty() {
-            // A policy stage decides a flow's hash sampling once and keeps a sampled-out
-            // flow's decision until the flow goes idle: after the controller lowers the
-            // interval such flows would stay out while the records say the new interval.
-            c.fail(
-                KeyPath::key("sampling").then("adaptive").then("enabled"),
-                "true with [[policy]] rules: adaptive sampling does not yet work with \
-                 policies (a flow's sampling is decided once by its policy); give a rule \
-                 `sampling = \"hash:N\"` instead, or remove [sampling.adaptive]"
-                    .to_string(),
-            );
-        }
     }
 
     fn check_cache(&self, c: &mut Checker) {
