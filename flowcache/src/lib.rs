@@ -17,7 +17,7 @@ pub use extras::{
 };
 pub use hash::{flow_hash, flow_sample_hash};
 /// For other per-flow tables beside the shard (the worker's policy decisions).
-pub use hint::{advise_huge_pages, keys_equal, prefetch_read};
+pub use hint::{advise_huge_pages, keys_equal, prefetch_lines, prefetch_read};
 pub use record::{
     AggregateRecord, EndReason, FlowKey, FlowRecord, Observation, SamplingAlgorithm, SamplingInfo,
 };

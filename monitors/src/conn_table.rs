@@ -1,31 +1,35 @@
 //! A capped table for extensions that look an entry up per packet or per record: open
-//! addressing with linear probing over 64-byte slots, so an entry's slot can be
+//! addressing with linear probing over cache-line-aligned slots, so an entry's slot can be
 //! prefetched when the packet (or record) is seen and read a little later, when the miss
 //! is over.
 //!
-//! A slot holds the key and what the entry keeps beside it in the same cache line
-//! ([`Slot::live`]: the KPI monitor's packets per endpoint not yet exported, the analyzers'
-//! SYN time or packet and octet totals); the rest of an entry's state, if any, lives in a
-//! slab beside the slots, reached through the slot, so the slots stay one cache line each
-//! and a table of a million entries stays small to probe. At `max_len` entries nothing
-//! more is inserted (the caller counts what it could not track); the table grows by
-//! doubling up to twice `max_len` slots, so probes stay short. Removal shifts the rest of
-//! the probe chain back (no tombstones), so a table with churn never needs rebuilding.
+//! A slot holds the key and what the entry keeps beside it ([`Slot::live`]: the analyzers'
+//! SYN time or packet and octet totals in the slot's one cache line; the KPI monitor's
+//! counts per endpoint and a TCP connection's per-packet state, a second line, prefetched
+//! with the first); the rest of an entry's state, if any, lives in a slab beside the
+//! slots, reached through the slot (or by its slab index, [`ConnTable::value_index`]), so
+//! the slots stay small and a table of a million entries stays small to probe. At
+//! `max_len` entries nothing more is inserted (the caller counts what it could not track);
+//! the table grows by doubling up to twice `max_len` slots, so probes stay short. Removal
+//! shifts the rest of the probe chain back (no tombstones), so a table with churn never
+//! needs rebuilding.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use flowcache::{advise_huge_pages, prefetch_read};
+use flowcache::{advise_huge_pages, prefetch_lines};
 
-/// One slot: the key, the entry's in-line state, the entry's slab index + 1 (0: empty),
-/// and the low bits of the key's hash (where its probe starts in any table of up to 2^32
-/// slots: removal and growth move entries without hashing their keys again).
+/// One slot: the key, the entry's slab index + 1 (0: empty), the low bits of the key's
+/// hash (where its probe starts in any table of up to 2^32 slots: removal and growth move
+/// entries without hashing their keys again), and the entry's in-line state. What a probe
+/// reads (key, value) comes first, so that a slot of two lines (an in-line state larger
+/// than the first line's rest) is probed on its first line.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot<K, L = [u64; 2]> {
     pub key: K,
-    pub live: L,
     value: u32,
     home: u32,
+    pub live: L,
 }
 
 impl<K: Copy + Default, L: Copy + Default> Slot<K, L> {
@@ -177,21 +181,18 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
         WordHash.hash_one(key)
     }
 
-    /// Starts loading the slot where a lookup of `hash` begins.
+    /// Starts loading the slot where a lookup of `hash` begins: all its cache lines.
     #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
-        prefetch_read(&self.slots[hash as usize & self.mask]);
+        prefetch_lines(&self.slots[hash as usize & self.mask]);
     }
 
-    /// Starts loading the value of the entry in `slot`.
+    /// The slab index of the entry in `slot`: stable while the entry lives (removal and
+    /// growth move slots, never values), so state kept beside the table can be indexed
+    /// by it.
     #[inline]
-    pub fn prefetch_value(&self, slot: usize) {
-        if let Some(value) = self
-            .values
-            .get(self.slots[slot].value.wrapping_sub(1) as usize)
-        {
-            prefetch_read(value);
-        }
+    pub fn value_index(&self, slot: usize) -> usize {
+        self.slots[slot].value as usize - 1
     }
 
     /// The slot holding `key`.
@@ -241,10 +242,6 @@ impl<K: Copy + Default + Eq + Hash, V, L: Copy + Default> ConnTable<K, V, L> {
         };
         self.len += 1;
         Some(i)
-    }
-
-    pub fn value(&self, slot: usize) -> &V {
-        &self.values[self.slots[slot].value as usize - 1]
     }
 
     #[cfg(test)]

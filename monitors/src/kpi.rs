@@ -7,7 +7,7 @@
 //! entries. The cache keeps accounting each direction as its own flow; the records meet
 //! here when they leave it:
 //!
-//! - Each conversation counts, per endpoint, what of it the cache holds (`live`): a TCP
+//! - Each conversation counts, per endpoint, what of it the cache holds (`held`): a TCP
 //!   connection with KPIs, whose every packet is looked at here anyway, the packets
 //!   accounted and not yet exported (a record leaving subtracts its packets); any other
 //!   conversation (UDP, ICMP, TCP without KPIs) the records the cache started and still
@@ -27,11 +27,20 @@
 //!   packets swap the roles.
 //!
 //! Speed: for TCP with KPIs the table is looked up once per packet, at random, like the
-//! flow cache. So it is the cache's kind of table (`conn_table`: 64-byte slots, open
-//! addressing, capped, counted when full) rather than a `BoundedTable`'s hash map, and
-//! packets (and record starts) are taken in two steps: `on_packet` reads the TCP header
-//! and prefetches the conversation's slot; once per burst (`on_clock`, and before any
-//! record) they are accounted in order, their state prefetched one step ahead.
+//! flow cache. So it is the cache's kind of table (`conn_table`: open addressing over
+//! cache-line-aligned slots, capped, counted when full) rather than a `BoundedTable`'s hash
+//! map, and packets (and record starts) are taken in two steps: `on_packet` reads the TCP
+//! header and prefetches the conversation's slot; once per burst (`on_clock`, and before
+//! any record) they are accounted in order. A slot is two cache lines, prefetched
+//! together: the key and the counts per endpoint, then the connection's per-packet TCP
+//! state (`TcpHot`: both directions' sequence, timed segment, flags and retransmissions
+//! in one line). The rest of a connection's state (`TcpCold`: holes, timestamps
+//! awaiting their echo, RTT statistics, the other counters, handshake times) lives in a
+//! vector beside the table, by the slot's slab index, and is read only by a segment that
+//! changes it: a handshake, RST or FIN, one with timestamps (those are prefetched before
+//! the batch is accounted), a gap or its fill, an RTT sample, a zero window. So a segment
+//! of an established connection without timestamps reads the slot's two lines and nothing
+//! else; the conversation's record state (`Conn`) only records read.
 //!
 //! Hostile input: every sequence comparison is modular (RFC 1982 style), a jump of more
 //! than 2^30 resynchronises instead of counting, options are read within their declared
@@ -41,7 +50,7 @@
 use flowcache::counters::{CounterSet, Spec};
 use flowcache::{
     EndReason, FlowKey, FlowRecord, Observation, RecordExtras, ReverseCounters, TcpDirectionKpis,
-    TcpKpis, TcpOutcome, prefetch_read,
+    TcpKpis, TcpOutcome, prefetch_lines,
 };
 use probe::ext::{ExtCounter, ExtOutput, Extension, Interest, PacketView, RecordFate};
 
@@ -95,7 +104,7 @@ impl Default for KpiConfig {
 /// A conversation's identity, the same for both directions: the two endpoints in order,
 /// protocol, VLAN and IP version. ToS and input port are left out: on a tap the two
 /// directions often arrive on different ports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnKey {
     lo_addr: [u8; 16],
     hi_addr: [u8; 16],
@@ -106,12 +115,38 @@ pub struct ConnKey {
     ip_version: u8,
 }
 
+/// Five words into the table's word hash (`conn_table::WordHash`), where the derived
+/// impl would write eleven (each field, and the arrays' lengths).
+impl std::hash::Hash for ConnKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let halves = |addr: [u8; 16]| {
+            let a = u128::from_le_bytes(addr);
+            (a as u64, (a >> 64) as u64)
+        };
+        let (lo_a, lo_b) = halves(self.lo_addr);
+        let (hi_a, hi_b) = halves(self.hi_addr);
+        state.write_u64(lo_a);
+        state.write_u64(lo_b);
+        state.write_u64(hi_a);
+        state.write_u64(hi_b);
+        state.write_u64(
+            u64::from(self.lo_port)
+                | u64::from(self.hi_port) << 16
+                | u64::from(self.vlan) << 32
+                | u64::from(self.protocol) << 48
+                | u64::from(self.ip_version) << 56,
+        );
+    }
+}
+
 impl ConnKey {
     /// The key and whether `key`'s source is the lower endpoint.
     pub fn of(key: &FlowKey) -> (ConnKey, bool) {
-        let src = (key.src_addr, key.src_port);
-        let dst = (key.dst_addr, key.dst_port);
+        // Big-endian integers order like the bytes: two wide compares, not a byte loop.
+        let src = (u128::from_be_bytes(key.src_addr), key.src_port);
+        let dst = (u128::from_be_bytes(key.dst_addr), key.dst_port);
         let src_is_lo = src <= dst;
+        let (src, dst) = ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port));
         let (lo, hi) = if src_is_lo { (src, dst) } else { (dst, src) };
         (
             ConnKey {
@@ -162,11 +197,12 @@ impl Pending {
     }
 }
 
-/// One conversation's state beside its slot. What a TCP packet reads first comes first.
-#[repr(C)]
+/// One conversation's state beside its slot, read by its records (a TCP packet reads
+/// only its slot, unless something happens to its connection: [`TcpCold`]).
 #[derive(Debug)]
 struct Conn {
-    tcp: Option<Box<TcpConn>>,
+    /// The conversation has TCP KPIs: a [`TcpHot`] in its slot, a [`TcpCold`] beside it.
+    tcp: bool,
     /// Whether the initiator is the key's lower endpoint.
     initiator_is_lo: bool,
     /// The initiator's flow key as its first packet had it, for a biflow record that
@@ -174,7 +210,7 @@ struct Conn {
     initiator_key: Option<FlowKey>,
     /// Record counters folded here, per direction (0: from the initiator). The packets
     /// accounted and not yet exported are in the table's slot, per endpoint
-    /// (`Slot::live`, 0: from the lower endpoint).
+    /// (`InLine::held`, 0: from the lower endpoint).
     pending: [Pending; 2],
     /// When a record of the conversation last left: finished conversations linger from
     /// then (`KpiConfig::linger_us`).
@@ -191,14 +227,11 @@ impl Conn {
     }
 
     /// The responder turns out to be the initiator (its SYN came after packets of the
-    /// other side): the directions change places, with everything counted for them.
+    /// other side): the directions change places, with everything counted for them (the
+    /// TCP state's too: [`Tcp::swap_roles`]).
     fn swap_roles(&mut self) {
         self.initiator_is_lo = !self.initiator_is_lo;
         self.pending.swap(0, 1);
-        if let Some(tcp) = &mut self.tcp {
-            tcp.dirs.swap(0, 1);
-            tcp.fin.swap(0, 1);
-        }
     }
 }
 
@@ -226,82 +259,109 @@ impl RttStats {
     }
 }
 
-/// One direction of a TCP connection: the sequence space its sender used, as the tap saw
-/// it, and the direction's KPI counters since they were last exported.
+/// Flags of a direction's per-packet state ([`HotDir::flags`]).
+const HAS_NEXT: u8 = 1;
+/// A data segment is timed for sequence/ack matching.
+const TIMED: u8 = 2;
+const ZERO_WINDOW: u8 = 4;
+/// The sender uses timestamps: RTT from echoes only.
+const USES_TS: u8 = 8;
+/// The direction's first data was seen (its time is `ColdDir::first_data_us`).
+const FIRST_DATA: u8 = 16;
+const FIN_SEEN: u8 = 32;
+
+/// How far before a connection's first packet its epoch lies: timing offsets are `u32`
+/// microseconds after the epoch, so packet times up to this far back (a capture merged
+/// out of order) and about as far ahead are timed without rebasing.
+const EPOCH_SLACK_US: u64 = 1 << 31;
+
+/// What one direction's segments read and write on every packet: sequence, the timed
+/// segment, flags, retransmissions not yet added to the KPIs. Everything else (holes,
+/// timestamps awaiting their echo, RTT statistics, the other counters) is in [`ColdDir`],
+/// touched only on an event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct HotDir {
+    /// One past the highest sequence number seen (data and FIN), with `HAS_NEXT`.
+    next_seq: u32,
+    /// The segment timed for sequence/ack matching (`TIMED`; Karn: dropped on
+    /// retransmission): its end, and when it was seen, microseconds after
+    /// [`TcpHot::epoch_us`].
+    timed_end: u32,
+    timed_at: u32,
+    /// Retransmitted packets and octets since they were last added to `ColdDir::kpis`.
+    retrans_packets: u32,
+    retrans_octets: u32,
+    flags: u8,
+    /// Gaps in `ColdDir::holes`.
+    hole_count: u8,
+}
+
+impl HotDir {
+    fn next_seq(&self) -> Option<u32> {
+        (self.flags & HAS_NEXT != 0).then_some(self.next_seq)
+    }
+}
+
+/// A TCP connection's per-packet state, both directions in one cache line: the second line
+/// of its conversation's slot ([`InLine`]), loaded with the first when a packet is seen.
+/// A segment of an established connection with nothing to note (no handshake, hole, RTT
+/// sample, zero window, timestamps or close) touches nothing else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct TcpHot {
+    epoch_us: u64,
+    /// Per direction, 0: the initiator.
+    dirs: [HotDir; 2],
+    handshake: Handshake,
+    /// The first packet seen was neither a SYN nor a SYN-ACK.
+    midstream: bool,
+    /// Whether the initiator is the key's lower endpoint (as `Conn::initiator_is_lo`,
+    /// here so that a packet reads nothing beyond its slot).
+    initiator_is_lo: bool,
+}
+
+/// A conversation slot's in-line state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct InLine {
+    /// What of the conversation the cache holds, per endpoint (0: the key's lower one):
+    /// packets accounted and not yet exported for a TCP connection with KPIs, records
+    /// started and not yet exported for any other.
+    held: [u64; 2],
+    tcp: TcpHot,
+}
+
+/// One direction of a TCP connection, what only events touch: the sequence space's
+/// start and gaps, timestamps awaiting their echo, RTT statistics and KPI counters since
+/// they were last exported.
 #[derive(Clone, Debug, Default)]
-struct TcpDir {
+struct ColdDir {
     /// Sequence number of this direction's SYN (or SYN-ACK).
     isn: Option<u32>,
-    /// One past the highest sequence number seen (data and FIN).
-    next_seq: Option<u32>,
     /// Sequence ranges skipped (seen later data, not these): a segment filling one is
-    /// out of order, not a retransmission.
+    /// out of order, not a retransmission. `HotDir::hole_count` of them are in use.
     holes: [(u32, u32); MAX_HOLES],
-    hole_count: usize,
     /// Data segments' timestamp values awaiting their echo, with the time first seen.
     ts_pending: [(u32, u64); TS_SLOTS],
     ts_next: usize,
-    /// The sender uses timestamps: RTT from echoes only.
-    uses_timestamps: bool,
-    /// One data segment timed for sequence/ack matching (Karn: dropped on retransmission).
-    timed: Option<(u32, u64)>,
-    zero_window: bool,
     first_data_us: Option<u64>,
     rtt: RttStats,
     kpis: TcpDirectionKpis,
 }
 
-impl TcpDir {
-    fn take(&mut self) -> TcpDirectionKpis {
-        let mut kpis = std::mem::take(&mut self.kpis);
-        let rtt = std::mem::take(&mut self.rtt);
-        if rtt.count > 0 {
-            kpis.rtt_min_us = Some(rtt.min);
-            kpis.rtt_max_us = Some(rtt.max);
-            kpis.rtt_mean_us = Some((rtt.sum / u64::from(rtt.count)) as u32);
-        }
-        kpis
-    }
-
-    fn restart_sequence(&mut self, next: u32) {
-        self.next_seq = Some(next);
-        self.hole_count = 0;
-        self.timed = None;
-    }
-
-    fn add_hole(&mut self, from: u32, to: u32) {
-        if self.hole_count == MAX_HOLES {
-            self.holes.copy_within(1.., 0);
-            self.hole_count -= 1;
-        }
-        self.holes[self.hole_count] = (from, to);
-        self.hole_count += 1;
-    }
-
-    /// Takes `[seq, end)` out of the holes when it lies within one; true if it did.
-    fn fill_hole(&mut self, seq: u32, end: u32) -> bool {
-        for i in 0..self.hole_count {
-            let (from, to) = self.holes[i];
-            if seq_le(from, seq) && seq_le(end, to) {
-                let left = (from, seq);
-                let right = (end, to);
-                let mut pieces = [left, right].into_iter().filter(|(a, b)| a != b);
-                match (pieces.next(), pieces.next()) {
-                    (None, _) => {
-                        self.holes.copy_within(i + 1..self.hole_count, i);
-                        self.hole_count -= 1;
-                    }
-                    (Some(one), None) => self.holes[i] = one,
-                    (Some(one), Some(two)) => {
-                        self.holes[i] = one;
-                        self.add_hole(two.0, two.1);
-                    }
-                }
-                return true;
-            }
-        }
-        false
-    }
+/// A TCP connection's state beyond its slot, indexed like its `Conn` (the table's slab
+/// index), so that its address is known from the slot alone.
+#[derive(Clone, Debug, Default)]
+struct TcpCold {
+    dirs: [ColdDir; 2],
+    syn_us: u64,
+    synack_us: u64,
+    rtt_server_us: Option<u32>,
+    rtt_client_us: Option<u32>,
+    app_latency_us: Option<u32>,
+    /// A RST was seen; true when the handshake had completed by then.
+    rst: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -313,21 +373,11 @@ enum Handshake {
     Established,
 }
 
-/// A TCP connection's KPI state.
-#[derive(Clone, Debug, Default)]
-struct TcpConn {
-    dirs: [TcpDir; 2],
-    handshake: Handshake,
-    /// The first packet seen was neither a SYN nor a SYN-ACK.
-    midstream: bool,
-    syn_us: u64,
-    synack_us: u64,
-    rtt_server_us: Option<u32>,
-    rtt_client_us: Option<u32>,
-    app_latency_us: Option<u32>,
-    fin: [bool; 2],
-    /// A RST was seen; true when the handshake had completed by then.
-    rst: Option<bool>,
+/// A TCP connection's KPI state: its slot's line and its cold part. Holding the reference
+/// to the cold part loads nothing; only the events that read it do.
+struct Tcp<'a> {
+    hot: &'a mut TcpHot,
+    cold: &'a mut TcpCold,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -355,6 +405,12 @@ struct Segment {
 }
 
 impl Segment {
+    /// Whether the segment reads its connection's cold state whatever the hot state says
+    /// (a handshake, a reset or a close, timestamps).
+    fn reads_cold(&self) -> bool {
+        self.flags & (SYN | RST | FIN) != 0 || self.timestamps.is_some()
+    }
+
     /// Reads a TCP header from the transport bytes; `declared_len` is the transport length
     /// the IP header gives. `None` when the fixed header is not all there or its data
     /// offset is impossible. Options are read only within the header and the capture.
@@ -404,23 +460,121 @@ fn find_timestamps(mut options: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
-impl TcpConn {
-    /// Starts loading what a segment reads, in either direction.
-    fn prefetch(&self) {
-        prefetch_read(&self.handshake);
-        for dir in &self.dirs {
-            prefetch_read(&dir.next_seq);
-            prefetch_read(&dir.ts_pending);
-            prefetch_read(&dir.kpis);
+impl Tcp<'_> {
+    /// Starts a connection's state at its first packet, `now_us`.
+    fn start(&mut self, initiator_is_lo: bool, now_us: u64) {
+        *self.hot = TcpHot {
+            epoch_us: now_us.saturating_sub(EPOCH_SLACK_US),
+            initiator_is_lo,
+            ..TcpHot::default()
+        };
+        *self.cold = TcpCold::default();
+    }
+
+    /// The directions change places (see `Conn::swap_roles`).
+    fn swap_roles(&mut self) {
+        self.hot.initiator_is_lo = !self.hot.initiator_is_lo;
+        self.hot.dirs.swap(0, 1);
+        self.cold.dirs.swap(0, 1);
+    }
+
+    fn restart_sequence(&mut self, d: usize, next: u32) {
+        let dir = &mut self.hot.dirs[d];
+        dir.next_seq = next;
+        dir.flags = (dir.flags | HAS_NEXT) & !TIMED;
+        dir.hole_count = 0;
+    }
+
+    fn add_hole(&mut self, d: usize, from: u32, to: u32) {
+        let count = &mut self.hot.dirs[d].hole_count;
+        let holes = &mut self.cold.dirs[d].holes;
+        if usize::from(*count) == MAX_HOLES {
+            holes.copy_within(1.., 0);
+            *count -= 1;
         }
+        holes[usize::from(*count)] = (from, to);
+        *count += 1;
+    }
+
+    /// Takes `[seq, end)` out of direction `d`'s holes when it lies within one; true if it
+    /// did.
+    fn fill_hole(&mut self, d: usize, seq: u32, end: u32) -> bool {
+        let count = usize::from(self.hot.dirs[d].hole_count);
+        for i in 0..count {
+            let (from, to) = self.cold.dirs[d].holes[i];
+            if seq_le(from, seq) && seq_le(end, to) {
+                let left = (from, seq);
+                let right = (end, to);
+                let mut pieces = [left, right].into_iter().filter(|(a, b)| a != b);
+                match (pieces.next(), pieces.next()) {
+                    (None, _) => {
+                        self.cold.dirs[d].holes.copy_within(i + 1..count, i);
+                        self.hot.dirs[d].hole_count -= 1;
+                    }
+                    (Some(one), None) => self.cold.dirs[d].holes[i] = one,
+                    (Some(one), Some(two)) => {
+                        self.cold.dirs[d].holes[i] = one;
+                        self.add_hole(d, two.0, two.1);
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Times direction `d`'s segment ending at `end`, seen at `now_us`.
+    fn start_timing(&mut self, d: usize, end: u32, now_us: u64) {
+        let at = match now_us
+            .checked_sub(self.hot.epoch_us)
+            .and_then(|at| u32::try_from(at).ok())
+        {
+            Some(at) => at,
+            None => {
+                // Over an hour from the epoch: a new one; what was timed against the old
+                // one goes untimed (one sample lost).
+                self.hot.epoch_us = now_us.saturating_sub(EPOCH_SLACK_US);
+                for dir in &mut self.hot.dirs {
+                    dir.flags &= !TIMED;
+                }
+                (now_us - self.hot.epoch_us) as u32
+            }
+        };
+        let dir = &mut self.hot.dirs[d];
+        dir.timed_end = end;
+        dir.timed_at = at;
+        dir.flags |= TIMED;
+    }
+
+    fn count_retransmission(&mut self, d: usize, octets: u32) {
+        let dir = &mut self.hot.dirs[d];
+        if dir.retrans_packets == u32::MAX || dir.retrans_octets.checked_add(octets).is_none() {
+            self.flush_retransmissions(d);
+        }
+        let dir = &mut self.hot.dirs[d];
+        dir.retrans_packets += 1;
+        dir.retrans_octets += octets;
+    }
+
+    /// Adds direction `d`'s retransmissions counted in the hot line to its KPIs.
+    fn flush_retransmissions(&mut self, d: usize) {
+        let dir = &mut self.hot.dirs[d];
+        let kpis = &mut self.cold.dirs[d].kpis;
+        kpis.retrans_packets = kpis.retrans_packets.saturating_add(dir.retrans_packets);
+        kpis.retrans_octets = kpis
+            .retrans_octets
+            .saturating_add(u64::from(dir.retrans_octets));
+        dir.retrans_packets = 0;
+        dir.retrans_octets = 0;
     }
 
     /// One segment from direction `d` (0: the initiator) at `now_us`.
     fn segment(&mut self, d: usize, seg: &Segment, now_us: u64, counters: &mut Counters) {
         let o = 1 - d;
         if seg.flags & RST != 0 {
-            if self.rst.is_none() {
-                self.rst = Some(self.handshake == Handshake::Established || self.midstream);
+            if self.cold.rst.is_none() {
+                self.cold.rst =
+                    Some(self.hot.handshake == Handshake::Established || self.hot.midstream);
             }
             return;
         }
@@ -430,18 +584,18 @@ impl TcpConn {
             self.syn_segment(d, seg, ack, now_us);
             return;
         }
-        if self.handshake == Handshake::None {
-            self.midstream = true;
+        if self.hot.handshake == Handshake::None {
+            self.hot.midstream = true;
         }
         if ack
             && d == 0
-            && self.handshake == Handshake::SynAckSeen
-            && self.dirs[1]
+            && self.hot.handshake == Handshake::SynAckSeen
+            && self.cold.dirs[1]
                 .isn
                 .is_some_and(|isn| seq_le(isn.wrapping_add(1), seg.ack))
         {
-            self.handshake = Handshake::Established;
-            self.rtt_client_us = Some(micros(now_us, self.synack_us));
+            self.hot.handshake = Handshake::Established;
+            self.cold.rtt_client_us = Some(micros(now_us, self.cold.synack_us));
         }
         if ack {
             self.acknowledge(o, seg, now_us);
@@ -450,70 +604,71 @@ impl TcpConn {
         if seg_len > 0 {
             self.sequence(d, seg, seg_len, now_us, counters);
         }
+        let dir = &mut self.hot.dirs[d];
         if seg.flags & FIN != 0 {
-            self.fin[d] = true;
+            dir.flags |= FIN_SEEN;
         }
-        let dir = &mut self.dirs[d];
         if seg.window == 0 {
-            if !dir.zero_window {
-                dir.kpis.zero_window_events += 1;
+            if dir.flags & ZERO_WINDOW == 0 {
+                self.cold.dirs[d].kpis.zero_window_events += 1;
             }
-            dir.zero_window = true;
+            dir.flags |= ZERO_WINDOW;
         } else {
-            dir.zero_window = false;
+            dir.flags &= !ZERO_WINDOW;
         }
     }
 
     fn syn_segment(&mut self, d: usize, seg: &Segment, ack: bool, now_us: u64) {
-        let dir = &mut self.dirs[d];
-        if dir.isn == Some(seg.seq) {
-            dir.kpis.syn_retransmits += 1;
+        let cold = &mut self.cold.dirs[d];
+        if cold.isn == Some(seg.seq) {
+            cold.kpis.syn_retransmits += 1;
         } else {
-            dir.isn = Some(seg.seq);
-            dir.restart_sequence(seg.seq.wrapping_add(1));
+            cold.isn = Some(seg.seq);
+            self.restart_sequence(d, seg.seq.wrapping_add(1));
         }
         if seg.timestamps.is_some() {
-            dir.uses_timestamps = true;
+            self.hot.dirs[d].flags |= USES_TS;
         }
+        let hot = &mut *self.hot;
         if !ack {
             // The answer goes to the latest SYN: a first SYN lost after the tap is
             // answered by its retransmission. Whatever came before it was not this
             // connection's.
-            if self.handshake <= Handshake::SynSeen {
-                self.syn_us = now_us;
-                self.handshake = Handshake::SynSeen;
-                self.midstream = false;
+            if hot.handshake <= Handshake::SynSeen {
+                self.cold.syn_us = now_us;
+                hot.handshake = Handshake::SynSeen;
+                hot.midstream = false;
             }
-        } else if self.handshake <= Handshake::SynAckSeen {
-            if self.handshake == Handshake::SynSeen {
-                self.rtt_server_us = Some(micros(now_us, self.syn_us));
+        } else if hot.handshake <= Handshake::SynAckSeen {
+            if hot.handshake == Handshake::SynSeen {
+                self.cold.rtt_server_us = Some(micros(now_us, self.cold.syn_us));
             }
-            if self.handshake == Handshake::None {
-                self.midstream = false;
+            if hot.handshake == Handshake::None {
+                hot.midstream = false;
             }
-            self.handshake = Handshake::SynAckSeen;
-            self.synack_us = now_us;
+            hot.handshake = Handshake::SynAckSeen;
+            self.cold.synack_us = now_us;
         }
     }
 
     /// An acknowledgement from the other side for direction `d`'s data: RTT samples.
     fn acknowledge(&mut self, d: usize, seg: &Segment, now_us: u64) {
-        let dir = &mut self.dirs[d];
-        if dir.uses_timestamps {
+        let dir = &mut self.hot.dirs[d];
+        if dir.flags & USES_TS != 0 {
             let Some((_, echo)) = seg.timestamps else {
                 return;
             };
-            for slot in &mut dir.ts_pending {
+            let cold = &mut self.cold.dirs[d];
+            for slot in &mut cold.ts_pending {
                 if slot.1 != 0 && slot.0 == echo {
-                    dir.rtt.add(now_us.saturating_sub(slot.1));
+                    cold.rtt.add(now_us.saturating_sub(slot.1));
                     *slot = (0, 0);
                 }
             }
-        } else if let Some((end, sent_us)) = dir.timed
-            && seq_le(end, seg.ack)
-        {
-            dir.rtt.add(now_us.saturating_sub(sent_us));
-            dir.timed = None;
+        } else if dir.flags & TIMED != 0 && seq_le(dir.timed_end, seg.ack) {
+            let sent_us = self.hot.epoch_us + u64::from(dir.timed_at);
+            dir.flags &= !TIMED;
+            self.cold.dirs[d].rtt.add(now_us.saturating_sub(sent_us));
         }
     }
 
@@ -526,84 +681,91 @@ impl TcpConn {
         now_us: u64,
         counters: &mut Counters,
     ) {
-        let dir = &mut self.dirs[d];
         let seq = seg.seq;
         let end = seq.wrapping_add(seg_len);
         if let Some((tsval, _)) = seg.timestamps {
-            dir.uses_timestamps = true;
-            let known = dir
+            self.hot.dirs[d].flags |= USES_TS;
+            let cold = &mut self.cold.dirs[d];
+            let known = cold
                 .ts_pending
                 .iter()
                 .any(|slot| slot.1 != 0 && slot.0 == tsval);
             if !known {
-                dir.ts_pending[dir.ts_next] = (tsval, now_us.max(1));
-                dir.ts_next = (dir.ts_next + 1) % TS_SLOTS;
+                cold.ts_pending[cold.ts_next] = (tsval, now_us.max(1));
+                cold.ts_next = (cold.ts_next + 1) % TS_SLOTS;
             }
         }
-        let Some(next) = dir.next_seq else {
+        let Some(next) = self.hot.dirs[d].next_seq() else {
             // Picked up here: the direction's sequence space starts with this segment.
-            dir.restart_sequence(end);
-            dir.first_data_us.get_or_insert(now_us);
+            self.restart_sequence(d, end);
+            self.first_data(d, now_us);
             return;
         };
         let ahead = seq.wrapping_sub(next);
         let behind = next.wrapping_sub(seq);
         if ahead >= MAX_SEQ_JUMP && behind >= MAX_SEQ_JUMP {
             counters.desyncs += 1;
-            dir.restart_sequence(end);
+            self.restart_sequence(d, end);
             return;
         }
         if seq_le(next, seq) {
             // New data, perhaps after a gap the tap never saw filled.
             if seq != next {
-                dir.add_hole(next, seq);
+                self.add_hole(d, next, seq);
             }
-            dir.next_seq = Some(end);
-            if seg.payload_len > 0 && dir.first_data_us.is_none() {
-                dir.first_data_us = Some(now_us);
-                if d == 1
-                    && self.handshake >= Handshake::SynAckSeen
-                    && let Some(asked) = self.dirs[0].first_data_us
-                {
-                    self.app_latency_us = Some(micros(now_us, asked));
-                }
+            self.hot.dirs[d].next_seq = end;
+            if seg.payload_len > 0
+                && self.first_data(d, now_us)
+                && d == 1
+                && self.hot.handshake >= Handshake::SynAckSeen
+                && let Some(asked) = self.cold.dirs[0].first_data_us
+            {
+                self.cold.app_latency_us = Some(micros(now_us, asked));
             }
-            let dir = &mut self.dirs[d];
-            if dir.timed.is_none() && !dir.uses_timestamps {
-                dir.timed = Some((end, now_us));
+            if self.hot.dirs[d].flags & (TIMED | USES_TS) == 0 {
+                self.start_timing(d, end, now_us);
             }
             return;
         }
-        if dir.fill_hole(seq, end) {
-            dir.kpis.out_of_order_packets += 1;
+        if self.fill_hole(d, seq, end) {
+            self.cold.dirs[d].kpis.out_of_order_packets += 1;
             return;
         }
         // Bytes the tap had already seen go by again.
-        dir.kpis.retrans_packets += 1;
-        dir.kpis.retrans_octets += u64::from(seg.payload_len);
-        if dir
-            .timed
-            .is_some_and(|(timed_end, _)| seq_lt(seq, timed_end))
-        {
-            dir.timed = None;
+        self.count_retransmission(d, seg.payload_len);
+        let dir = &mut self.hot.dirs[d];
+        if dir.flags & TIMED != 0 && seq_lt(seq, dir.timed_end) {
+            dir.flags &= !TIMED;
         }
         if seq_lt(next, end) {
-            dir.next_seq = Some(end);
+            dir.next_seq = end;
         }
     }
 
+    /// Notes direction `d`'s first data at `now_us` unless it has been; true if this is it.
+    fn first_data(&mut self, d: usize, now_us: u64) -> bool {
+        let dir = &mut self.hot.dirs[d];
+        if dir.flags & FIRST_DATA != 0 {
+            return false;
+        }
+        dir.flags |= FIRST_DATA;
+        self.cold.dirs[d].first_data_us = Some(now_us);
+        true
+    }
+
     fn outcome(&self, end_reason: EndReason) -> TcpOutcome {
-        if self.midstream {
+        let fin = |d: usize| self.hot.dirs[d].flags & FIN_SEEN != 0;
+        if self.hot.midstream {
             TcpOutcome::Midstream
-        } else if let Some(established) = self.rst {
+        } else if let Some(established) = self.cold.rst {
             if established {
                 TcpOutcome::Reset
             } else {
                 TcpOutcome::Rejected
             }
-        } else if self.fin == [true, true] {
+        } else if fin(0) && fin(1) {
             TcpOutcome::Closed
-        } else if self.handshake != Handshake::Established {
+        } else if self.hot.handshake != Handshake::Established {
             TcpOutcome::HalfOpen
         } else if matches!(end_reason, EndReason::Active | EndReason::Forced) {
             TcpOutcome::Open
@@ -612,18 +774,32 @@ impl TcpConn {
         }
     }
 
+    /// Direction `d`'s KPIs since they were last taken.
+    fn take_direction(&mut self, d: usize) -> TcpDirectionKpis {
+        self.flush_retransmissions(d);
+        let dir = &mut self.cold.dirs[d];
+        let mut kpis = std::mem::take(&mut dir.kpis);
+        let rtt = std::mem::take(&mut dir.rtt);
+        if rtt.count > 0 {
+            kpis.rtt_min_us = Some(rtt.min);
+            kpis.rtt_max_us = Some(rtt.max);
+            kpis.rtt_mean_us = Some((rtt.sum / u64::from(rtt.count)) as u32);
+        }
+        kpis
+    }
+
     /// The KPIs since the last export: `forward` is direction `d`.
     fn take(&mut self, d: usize, end_reason: EndReason) -> TcpKpis {
         let mut kpis = TcpKpis {
-            forward: self.dirs[d].take(),
-            reverse: self.dirs[1 - d].take(),
+            forward: self.take_direction(d),
+            reverse: self.take_direction(1 - d),
             outcome: self.outcome(end_reason),
             ..TcpKpis::default()
         };
         // Handshake figures go out once, with the first record after they are known.
-        kpis.rtt_server_us = self.rtt_server_us.take();
-        kpis.rtt_client_us = self.rtt_client_us.take();
-        kpis.app_latency_us = self.app_latency_us.take();
+        kpis.rtt_server_us = self.cold.rtt_server_us.take();
+        kpis.rtt_client_us = self.cold.rtt_client_us.take();
+        kpis.app_latency_us = self.cold.app_latency_us.take();
         kpis
     }
 }
@@ -659,19 +835,53 @@ struct Seen {
     key: ConnKey,
     hash: u64,
     src_is_lo: bool,
-    flow_key: FlowKey,
+    /// What the flow key has beyond `key` and `src_is_lo` ([`Seen::flow_key`]): read
+    /// only for a new conversation or a late SYN, not copied for every packet.
+    tos: u8,
+    reserved: u8,
+    input_port: u16,
     time_us: u64,
     /// The TCP flags byte (0 for other protocols).
     tcp_flags: u8,
     segment: Option<Segment>,
 }
 
+impl Seen {
+    /// The packet's flow key, as it was.
+    fn flow_key(&self) -> FlowKey {
+        let k = &self.key;
+        let (src, dst) = if self.src_is_lo {
+            ((k.lo_addr, k.lo_port), (k.hi_addr, k.hi_port))
+        } else {
+            ((k.hi_addr, k.hi_port), (k.lo_addr, k.lo_port))
+        };
+        FlowKey {
+            src_addr: src.0,
+            dst_addr: dst.0,
+            src_port: src.1,
+            dst_port: dst.1,
+            vlan: k.vlan,
+            input_port: self.input_port,
+            protocol: k.protocol,
+            tos: self.tos,
+            ip_version: k.ip_version,
+            _reserved: self.reserved,
+        }
+    }
+}
+
 /// The KPI and biflow extension of one worker.
 #[derive(Debug)]
 pub struct KpiMonitor {
     config: KpiConfig,
-    table: ConnTable<ConnKey, Conn>,
+    table: ConnTable<ConnKey, Conn, InLine>,
+    /// The TCP connections' cold state, by the table's slab index (empty without TCP
+    /// KPIs).
+    tcp_cold: Vec<TcpCold>,
     seen: Vec<Seen>,
+    /// A packet in `seen` reads its connection's cold state (a SYN, RST or FIN, or one
+    /// with timestamps): it is prefetched before the batch is accounted.
+    seen_cold: bool,
     counters: Counters,
     next_purge_us: u64,
     now_us: u64,
@@ -692,7 +902,9 @@ impl KpiMonitor {
     pub fn new(config: KpiConfig) -> KpiMonitor {
         KpiMonitor {
             table: ConnTable::new(config.capacity),
+            tcp_cold: Vec::new(),
             seen: Vec::with_capacity(SEEN_BATCH),
+            seen_cold: false,
             config,
             counters: Counters::default(),
             next_purge_us: 0,
@@ -706,11 +918,14 @@ impl KpiMonitor {
         let (conn_key, src_is_lo) = ConnKey::of(key);
         let hash = self.table.hash(&conn_key);
         self.table.prefetch_slot(hash);
+        self.seen_cold |= segment.is_some_and(|t| t.reads_cold());
         self.seen.push(Seen {
             key: conn_key,
             hash,
             src_is_lo,
-            flow_key: *key,
+            tos: key.tos,
+            reserved: key._reserved,
+            input_port: key.input_port,
             time_us,
             tcp_flags,
             segment,
@@ -725,30 +940,28 @@ impl KpiMonitor {
     fn purge(&mut self, everything_idle: bool) {
         let (now, linger) = (self.now_us, self.config.linger_us);
         self.table.retain(|slot, conn| {
-            !(slot.live == [0, 0]
+            !(slot.live.held == [0, 0]
                 && conn.nothing_folded()
                 && (everything_idle || conn.last_us.saturating_add(linger) <= now))
         });
     }
 
-    /// Accounts the packets seen so far, in order: first their state is prefetched (their
-    /// slots were, as they were seen), then each is accounted.
+    /// Accounts the packets seen so far, in order. Their slots, with their connections'
+    /// per-packet state, were prefetched as they were seen; the cold state of those that
+    /// read it is prefetched first.
     fn account_seen(&mut self) {
         if self.seen.is_empty() {
             return;
         }
         let mut seen = std::mem::take(&mut self.seen);
-        for s in &seen {
-            if let Some(slot) = self.table.find(&s.key, s.hash) {
-                self.table.prefetch_value(slot);
-            }
-        }
-        for s in &seen {
-            if s.segment.is_some()
-                && let Some(slot) = self.table.find(&s.key, s.hash)
-                && let Some(tcp) = &self.table.value(slot).tcp
-            {
-                tcp.prefetch();
+        if std::mem::take(&mut self.seen_cold) {
+            for s in &seen {
+                if s.segment.is_some_and(|t| t.reads_cold())
+                    && let Some(slot) = self.table.find(&s.key, s.hash)
+                    && let Some(cold) = self.tcp_cold.get(self.table.value_index(slot))
+                {
+                    prefetch_lines(cold);
+                }
             }
         }
         for s in seen.drain(..) {
@@ -760,65 +973,96 @@ impl KpiMonitor {
     fn account(&mut self, s: &Seen) {
         let slot = match self.table.find(&s.key, s.hash) {
             Some(slot) => slot,
-            None => {
-                if self.table.is_full() {
-                    self.purge(true);
+            None => match self.start(s) {
+                Some(slot) => slot,
+                None => {
+                    self.counters.untracked_packets += 1;
+                    return;
                 }
-                let track_tcp = per_packet(&self.config, s.key.protocol);
-                // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
-                let flags = s.segment.map_or(s.tcp_flags, |t| t.flags);
-                let synack = s.key.protocol == 6 && flags & (SYN | ACK) == SYN | ACK;
-                let initiator_is_lo = s.src_is_lo != synack;
-                let conn = Conn {
-                    initiator_is_lo,
-                    initiator_key: (s.src_is_lo == initiator_is_lo).then_some(s.flow_key),
-                    pending: [Pending::default(); 2],
-                    last_us: s.time_us,
-                    tcp: track_tcp.then(Box::<TcpConn>::default),
-                };
-                match self.table.insert(s.key, s.hash, conn) {
-                    Some(slot) => {
-                        self.counters.connections += 1;
-                        self.counters.tcp_connections += u64::from(track_tcp);
-                        slot
-                    }
-                    None => {
-                        self.counters.untracked_packets += 1;
-                        return;
-                    }
-                }
-            }
+            },
         };
+        let index = self.table.value_index(slot);
         let (slot, conn) = self.table.entry_mut(slot);
-        slot.live[endpoint(s.src_is_lo)] += 1;
-        // Only TCP's KPIs need more than the slot (which was prefetched).
+        slot.live.held[endpoint(s.src_is_lo)] += 1;
+        // Only TCP's KPIs need more than the slot's first line (a conversation with a
+        // segment has them: it is followed per packet).
         let Some(segment) = &s.segment else {
             return;
         };
-        let mut d = conn.direction(s.src_is_lo);
-        let pure_syn = s
-            .segment
-            .is_some_and(|t| t.flags & (SYN | ACK | RST) == SYN);
+        let mut tcp = Tcp {
+            hot: &mut slot.live.tcp,
+            cold: &mut self.tcp_cold[index],
+        };
+        let mut d = usize::from(s.src_is_lo != tcp.hot.initiator_is_lo);
         if d == 1
-            && pure_syn
-            && conn
-                .tcp
-                .as_ref()
-                .is_some_and(|tcp| tcp.handshake == Handshake::None)
+            && segment.flags & (SYN | ACK | RST) == SYN
+            && tcp.hot.handshake == Handshake::None
         {
             conn.swap_roles();
-            conn.initiator_key = Some(s.flow_key);
+            tcp.swap_roles();
+            conn.initiator_key = Some(s.flow_key());
             d = 0;
         }
-        if let Some(tcp) = &mut conn.tcp {
-            tcp.segment(d, segment, s.time_us, &mut self.counters);
+        tcp.segment(d, segment, s.time_us, &mut self.counters);
+    }
+
+    /// Starts tracking the conversation of `s`, not in the table; its slot, or `None` when
+    /// the table is full.
+    fn start(&mut self, s: &Seen) -> Option<usize> {
+        if self.table.is_full() {
+            self.purge(true);
         }
+        let track_tcp = per_packet(&self.config, s.key.protocol);
+        // The SYN-ACK's sender is the responder; otherwise the first sender initiates.
+        let flags = s.segment.map_or(s.tcp_flags, |t| t.flags);
+        let synack = s.key.protocol == 6 && flags & (SYN | ACK) == SYN | ACK;
+        let initiator_is_lo = s.src_is_lo != synack;
+        let conn = Conn {
+            initiator_is_lo,
+            initiator_key: (s.src_is_lo == initiator_is_lo).then(|| s.flow_key()),
+            pending: [Pending::default(); 2],
+            last_us: s.time_us,
+            tcp: track_tcp,
+        };
+        let slot = self.table.insert(s.key, s.hash, conn)?;
+        self.counters.connections += 1;
+        if track_tcp {
+            self.counters.tcp_connections += 1;
+            let index = self.table.value_index(slot);
+            if index >= self.tcp_cold.len() {
+                self.tcp_cold.resize_with(index + 1, TcpCold::default);
+            }
+            Tcp {
+                hot: &mut self.table.entry_mut(slot).0.live.tcp,
+                cold: &mut self.tcp_cold[index],
+            }
+            .start(initiator_is_lo, s.time_us);
+        }
+        Some(slot)
+    }
+
+    /// The TCP state of the conversation in `slot`, if it has TCP KPIs.
+    fn tcp_of(&mut self, slot: usize) -> (&mut InLine, &mut Conn, Option<&mut TcpCold>) {
+        let index = self.table.value_index(slot);
+        let (slot, conn) = self.table.entry_mut(slot);
+        let cold = if conn.tcp {
+            self.tcp_cold.get_mut(index)
+        } else {
+            None
+        };
+        (&mut slot.live, conn, cold)
     }
 }
 
 /// Makes the record that leaves for connection `conn` on a record of direction `d` (with
 /// biflows, the biflow record of everything folded so far) and attaches the TCP KPIs.
-fn emit(config: &KpiConfig, conn: &mut Conn, d: usize, record: &mut FlowRecord) {
+fn emit(
+    config: &KpiConfig,
+    conn: &mut Conn,
+    tcp: Option<Tcp<'_>>,
+    d: usize,
+    record: &mut FlowRecord,
+) {
     let extras = record
         .extras
         .get_or_insert_with(Box::<RecordExtras>::default);
@@ -850,7 +1094,7 @@ fn emit(config: &KpiConfig, conn: &mut Conn, d: usize, record: &mut FlowRecord) 
             end_reason: record.end_reason,
         });
     }
-    if let Some(tcp) = &mut conn.tcp {
+    if let Some(mut tcp) = tcp {
         let forward = if config.biflow { 0 } else { d };
         let mut kpis = tcp.take(forward, record.end_reason);
         if !config.biflow {
@@ -948,23 +1192,27 @@ impl Extension for KpiMonitor {
             self.counters.untracked_records += 1;
             return RecordFate::Keep;
         };
-        let (slot, conn) = self.table.entry_mut(slot);
+        let (line, conn, cold) = self.tcp_of(slot);
         let d = conn.direction(src_is_lo);
         let e = endpoint(src_is_lo);
         let held = if per_packet { record.packets } else { 1 };
-        slot.live[e] = slot.live[e].saturating_sub(held);
+        line.held[e] = line.held[e].saturating_sub(held);
+        let tcp = cold.map(|cold| Tcp {
+            hot: &mut line.tcp,
+            cold,
+        });
         let fate = if config.biflow {
             conn.pending[d].add(record);
             // Fold while the conversation still has packets in the cache: they will leave
             // later and carry this one. An active timeout's record must not wait.
-            if slot.live != [0, 0] && record.end_reason != EndReason::Active {
+            if line.held != [0, 0] && record.end_reason != EndReason::Active {
                 RecordFate::Folded
             } else {
-                emit(&config, conn, d, record);
+                emit(&config, conn, tcp, d, record);
                 RecordFate::Keep
             }
         } else {
-            emit(&config, conn, d, record);
+            emit(&config, conn, tcp, d, record);
             RecordFate::Keep
         };
         conn.last_us = conn.last_us.max(now_us);
@@ -976,5 +1224,12 @@ impl Extension for KpiMonitor {
     }
 }
 
-// A conversation's slot is one cache line: the prefetch in `on_packet` loads all of it.
-const _: () = assert!(std::mem::size_of::<crate::conn_table::Slot<ConnKey>>() == 64);
+// A conversation's slot is two cache lines, key and counts on the first, the TCP state on
+// the second: the prefetch as a packet is seen loads both, and a probe reads the first.
+const _: () = assert!(std::mem::size_of::<crate::conn_table::Slot<ConnKey, InLine>>() == 128);
+const _: () = assert!(std::mem::size_of::<TcpHot>() <= 64);
+const _: () = assert!(
+    std::mem::offset_of!(crate::conn_table::Slot<ConnKey, InLine>, live)
+        + std::mem::offset_of!(InLine, tcp)
+        == 64
+);
