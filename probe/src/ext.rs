@@ -20,6 +20,7 @@ use std::hash::Hash;
 use flowcache::{FlowKey, FlowRecord, Observation};
 
 use crate::parse::{PacketMeta, StopReason, Transport, locate_transport};
+use crate::source::Packet;
 
 /// Packet classes, as a bit set: an extension subscribes to a union of them and sees every
 /// packet that belongs to at least one.
@@ -42,6 +43,12 @@ impl Interest {
     pub const OTHER_IP: Interest = Interest(1 << 5);
     /// Frames that belong to no flow (non-IP, malformed): for link-level counts.
     pub const UNACCOUNTED: Interest = Interest(1 << 6);
+    /// TCP packets opening a connection: SYN without ACK.
+    pub const TCP_SYN: Interest = Interest(1 << 7);
+    /// TCP packets that open, complete or refuse a handshake: SYN without ACK, ACK
+    /// without SYN, FIN or RST (the client's completing ACK, and every later data
+    /// segment), and RST.
+    pub const TCP_HANDSHAKE: Interest = Interest(1 << 8);
     /// Every IP packet accounted into a flow.
     pub const IP: Interest = Interest(1 | 1 << 2 | 1 << 4 | 1 << 5);
     /// Every frame.
@@ -74,9 +81,15 @@ impl Interest {
         let dns = key.src_port == 53 || key.dst_port == 53;
         match key.protocol {
             6 => {
+                let flags = meta.tcp_flags;
                 let mut classes = Interest::TCP;
-                if meta.tcp_flags & 0x07 != 0 {
+                if flags & 0x07 != 0 {
                     classes = classes.union(Interest::TCP_CONTROL);
+                }
+                if flags & 0x12 == 0x02 {
+                    classes = classes.union(Interest::TCP_SYN.union(Interest::TCP_HANDSHAKE));
+                } else if flags & 0x17 == 0x10 || flags & 0x04 != 0 {
+                    classes = classes.union(Interest::TCP_HANDSHAKE);
                 }
                 if dns {
                     classes = classes.union(Interest::DNS);
@@ -119,6 +132,70 @@ impl<'a> PacketView<'a> {
     /// The transport header and payload, found again on demand (see `parse::locate`).
     pub fn transport(&self) -> Option<Transport<'a>> {
         locate_transport(self.frame)
+    }
+}
+
+/// A packet of a burst, as the parse loop wrote it down for the extensions: the frame by
+/// its index in the burst, the rest by value (the key's slot in the burst may have gone
+/// to a later packet by the time the extensions see it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shown {
+    pub frame: usize,
+    pub key: FlowKey,
+    pub hash: u64,
+    pub meta: PacketMeta,
+    pub sampled: bool,
+    pub classes: Interest,
+}
+
+/// The packets of one burst that some extension wants, in arrival order, shown to each
+/// extension in one call ([`Extension::on_burst`]): a call per extension and burst rather
+/// than per packet, and each extension's loop over them compiled for it alone.
+#[derive(Clone, Copy, Debug)]
+pub struct Burst<'a> {
+    frames: &'a [Packet<'a>],
+    shown: &'a [Shown],
+    /// Every class some packet of the burst belongs to.
+    classes: Interest,
+}
+
+impl<'a> Burst<'a> {
+    /// `shown[i].frame` indexes `frames`.
+    pub fn new(frames: &'a [Packet<'a>], shown: &'a [Shown]) -> Burst<'a> {
+        let classes = shown
+            .iter()
+            .fold(Interest::NONE, |all, s| all.union(s.classes));
+        Burst {
+            frames,
+            shown,
+            classes,
+        }
+    }
+
+    pub fn classes(&self) -> Interest {
+        self.classes
+    }
+
+    /// The packets of the burst of a class in `interest`, in order.
+    #[inline]
+    pub fn views(&self, interest: Interest) -> impl Iterator<Item = PacketView<'a>> + 'a {
+        let frames = self.frames;
+        self.shown
+            .iter()
+            .filter(move |s| interest.intersects(s.classes))
+            .map(move |s| {
+                let frame = &frames[s.frame];
+                PacketView {
+                    frame: frame.data,
+                    wire_len: frame.wire_len,
+                    timestamp_us: frame.timestamp_us,
+                    key: &s.key,
+                    hash: s.hash,
+                    meta: s.meta,
+                    sampled: s.sampled,
+                    classes: s.classes,
+                }
+            })
     }
 }
 
@@ -204,6 +281,14 @@ pub trait Extension: Send + fmt::Debug {
     /// A packet of a subscribed class, before it is accounted into the cache.
     fn on_packet(&mut self, packet: &PacketView<'_>, out: &mut ExtOutput<'_>);
 
+    /// A burst's packets, each of a subscribed class shown in order; by default to
+    /// [`Extension::on_packet`] one by one. Called before the burst is accounted.
+    fn on_burst(&mut self, burst: &Burst<'_>, out: &mut ExtOutput<'_>) {
+        for packet in burst.views(self.interest()) {
+            self.on_packet(&packet, out);
+        }
+    }
+
     /// The worker's clock moved to `now_us` (once per burst, and while idle): windows,
     /// triggers and timeouts.
     fn on_clock(&mut self, _now_us: u64, _out: &mut ExtOutput<'_>) {}
@@ -288,6 +373,17 @@ impl Extensions {
         for (interest, extension) in &mut self.attached {
             if interest.intersects(packet.classes) {
                 extension.on_packet(packet, &mut out);
+            }
+        }
+    }
+
+    /// Shows a burst's packets to the extensions that want some of them.
+    #[inline]
+    pub fn on_burst(&mut self, burst: &Burst<'_>, events: &mut Vec<Event>) {
+        let mut out = ExtOutput::new(events);
+        for (interest, extension) in &mut self.attached {
+            if interest.intersects(burst.classes()) {
+                extension.on_burst(burst, &mut out);
             }
         }
     }
@@ -458,6 +554,27 @@ mod tests {
         let classes = Interest::of(&key, &syn);
         assert!(classes.intersects(Interest::TCP) && classes.intersects(Interest::TCP_CONTROL));
         assert!(!classes.intersects(Interest::DNS));
+        assert!(
+            classes.intersects(Interest::TCP_SYN) && classes.intersects(Interest::TCP_HANDSHAKE)
+        );
+        let with_flags = |tcp_flags| {
+            Interest::of(
+                &key,
+                &PacketMeta {
+                    tcp_flags,
+                    ..PacketMeta::default()
+                },
+            )
+        };
+        // SYN-ACK: neither opens nor completes a handshake.
+        assert!(!with_flags(0x12).intersects(Interest::TCP_SYN.union(Interest::TCP_HANDSHAKE)));
+        // ACK, PSH+ACK, RST: handshake, not SYN; FIN+ACK: neither.
+        for flags in [0x10, 0x18, 0x04, 0x14] {
+            let classes = with_flags(flags);
+            assert!(classes.intersects(Interest::TCP_HANDSHAKE), "{flags:#x}");
+            assert!(!classes.intersects(Interest::TCP_SYN), "{flags:#x}");
+        }
+        assert!(!with_flags(0x11).intersects(Interest::TCP_SYN.union(Interest::TCP_HANDSHAKE)));
         key.protocol = 17;
         key.dst_port = 53;
         assert!(Interest::of(&key, &PacketMeta::default()).intersects(Interest::DNS));

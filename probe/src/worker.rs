@@ -29,7 +29,7 @@ use flowcache::{
 };
 
 use crate::adaptive::{AdaptiveController, Change, SchedTime};
-use crate::ext::{Event, ExtCounter, Extensions, Interest, PacketView, RecordFate};
+use crate::ext::{Burst, Event, ExtCounter, Extensions, Interest, RecordFate, Shown};
 use crate::parse::{PacketMeta, StopReason, parse_frame_into};
 use crate::policy_stage::{PolicyStage, PolicySwap, StageClassifier, Verdict};
 use crate::source::{BurstStatus, MAX_BURST, Packet, PacketSource, SourceError, SourceStats};
@@ -276,6 +276,8 @@ pub struct Worker {
     accounted_held: bool,
     /// Scratch for showing packets to extensions after the policy stage decided them.
     origins: Box<Origins>,
+    /// A burst's packets the extensions want, written down by the parse loop.
+    shown: Vec<Shown>,
     /// The records the cache started since the extensions were last told; `None` unless
     /// an extension wants them ([`crate::ext::Extension::wants_flow_starts`]).
     flow_starts: Option<Vec<Observation>>,
@@ -526,14 +528,8 @@ impl BurstCounters {
 trait PacketHook {
     /// Whether the hook looks at packets at all.
     const ACTIVE: bool = true;
-    fn packet(
-        &mut self,
-        packet: &Packet<'_>,
-        key: &FlowKey,
-        hash: u64,
-        meta: PacketMeta,
-        sampled: bool,
-    );
+    /// `frame` is the packet's index in its burst.
+    fn packet(&mut self, frame: usize, key: &FlowKey, hash: u64, meta: PacketMeta, sampled: bool);
 }
 
 struct NoHook;
@@ -541,42 +537,34 @@ struct NoHook;
 impl PacketHook for NoHook {
     const ACTIVE: bool = false;
     #[inline(always)]
-    fn packet(&mut self, _: &Packet<'_>, _: &FlowKey, _: u64, _: PacketMeta, _: bool) {}
+    fn packet(&mut self, _: usize, _: &FlowKey, _: u64, _: PacketMeta, _: bool) {}
 }
 
-/// Shows each frame of a subscribed class to the extensions.
+/// Writes down each frame of a subscribed class, for the extensions to see once the
+/// burst is parsed ([`Extensions::on_burst`]): a call per extension and burst, not per
+/// packet, and the parse loop stays small.
 struct ExtensionHook<'a> {
-    extensions: &'a mut Extensions,
-    events: &'a mut Vec<Event>,
+    interest: Interest,
+    shown: &'a mut Vec<Shown>,
 }
 
 impl PacketHook for ExtensionHook<'_> {
-    // Into the parse loop: a call here would pass the frame, key and parse results through
+    // Into the parse loop: a call here would pass the key and parse results through
     // memory and save and restore the loop's registers, a packet at a time.
     #[inline(always)]
-    fn packet(
-        &mut self,
-        packet: &Packet<'_>,
-        key: &FlowKey,
-        hash: u64,
-        meta: PacketMeta,
-        sampled: bool,
-    ) {
+    fn packet(&mut self, frame: usize, key: &FlowKey, hash: u64, meta: PacketMeta, sampled: bool) {
         let classes = Interest::of(key, &meta);
-        if !self.extensions.interest().intersects(classes) {
+        if !self.interest.intersects(classes) {
             return;
         }
-        let view = PacketView {
-            frame: packet.data,
-            wire_len: packet.wire_len,
-            timestamp_us: packet.timestamp_us,
-            key,
+        self.shown.push(Shown {
+            frame,
+            key: *key,
             hash,
             meta,
             sampled,
             classes,
-        };
-        self.extensions.on_packet(&view, self.events);
+        });
     }
 }
 
@@ -616,7 +604,7 @@ fn parse_burst_policy<H: PacketHook>(
         }
         if !meta.stop.accounted() {
             counters.unaccounted += 1;
-            hook.packet(packet, &observation.key, 0, meta, false);
+            hook.packet(index, &observation.key, 0, meta, false);
             continue;
         }
         observation.octets = meta.octets;
@@ -661,8 +649,8 @@ fn parse_burst<H: PacketHook>(
     // parsed: by then the parser's narrow stores into its key have left the store buffer,
     // and the hash's wide loads of the key do not wait for them. The order is kept: the
     // late packet is shown before any later one.
-    let mut late: Option<(&Packet<'_>, PacketMeta)> = None;
-    for (packet, _) in packets.iter().zip(0..MAX_BURST) {
+    let mut late: Option<(usize, PacketMeta)> = None;
+    for (packet, index) in packets.iter().zip(0..MAX_BURST) {
         counters.bytes += u64::from(packet.wire_len);
         // The key is parsed straight into its slot (see `parse_frame_into`); a packet that
         // is not kept leaves the slot to the next one.
@@ -673,12 +661,12 @@ fn parse_burst<H: PacketHook>(
         };
         let meta = parse_frame_into(packet.data, packet.wire_len, &mut observation.key);
         if H::ACTIVE
-            && let Some((late_packet, late_meta)) = late.take()
+            && let Some((late_index, late_meta)) = late.take()
         {
             let key = &observations[kept - 1].key;
             let hash = flow_hash(key);
             hashes[kept - 1] = hash;
-            hook.packet(late_packet, key, hash, late_meta, true);
+            hook.packet(late_index, key, hash, late_meta, true);
         }
         let observation = &mut observations[kept];
         if meta.stop != StopReason::Complete {
@@ -687,7 +675,7 @@ fn parse_burst<H: PacketHook>(
         }
         if !meta.stop.accounted() {
             counters.unaccounted += 1;
-            hook.packet(packet, &observation.key, 0, meta, false);
+            hook.packet(index, &observation.key, 0, meta, false);
             continue;
         }
         observation.octets = meta.octets;
@@ -701,23 +689,23 @@ fn parse_burst<H: PacketHook>(
         let sampled = keep_all || sampler.keep(&observation.key);
         if sampled {
             if H::ACTIVE {
-                late = Some((packet, meta));
+                late = Some((index, meta));
             }
             kept += 1;
         } else {
             // Its slot goes to the next packet: shown now.
             if H::ACTIVE {
                 let hash = flow_hash(&observation.key);
-                hook.packet(packet, &observation.key, hash, meta, false);
+                hook.packet(index, &observation.key, hash, meta, false);
             }
             counters.sampled_out += 1;
         }
     }
-    if let Some((late_packet, late_meta)) = late {
+    if let Some((late_index, late_meta)) = late {
         let key = &observations[kept - 1].key;
         let hash = flow_hash(key);
         hashes[kept - 1] = hash;
-        hook.packet(late_packet, key, hash, late_meta, true);
+        hook.packet(late_index, key, hash, late_meta, true);
     }
     counters.packets += packets.len().min(MAX_BURST) as u64;
     if keep_all {
@@ -824,6 +812,7 @@ impl Worker {
                 frame: [0; MAX_BURST],
                 meta: [PacketMeta::default(); MAX_BURST],
             }),
+            shown: Vec::with_capacity(MAX_BURST),
             flow_starts: None,
         }
     }
@@ -1046,13 +1035,15 @@ impl Worker {
             events,
             policy,
             origins,
+            shown,
             flow_starts,
             ..
         } = self;
         let clock = config.clock;
         // Extensions that want no packet (biflows without TCP state follow the records the
         // cache starts instead) leave the parse loop without a hook.
-        let with_hook = !extensions.interest().is_empty();
+        let interest = extensions.interest();
+        let with_hook = !interest.is_empty();
         let status = source.poll_burst(&mut |burst: &[Packet<'_>]| {
             // The clock, once per burst: the burst's latest packet time, or the wall's.
             let now = match clock {
@@ -1073,8 +1064,8 @@ impl Worker {
                 let kept = match (with_hook, policy.as_deref_mut()) {
                     (true, Some(stage)) => {
                         let mut hook = ExtensionHook {
-                            extensions: &mut *extensions,
-                            events: &mut *events,
+                            interest,
+                            shown: &mut *shown,
                         };
                         let n = parse_burst_policy(
                             chunk,
@@ -1109,7 +1100,7 @@ impl Worker {
                                 flow_hash(&key)
                             };
                             hook.packet(
-                                &chunk[origins.frame[j]],
+                                origins.frame[j],
                                 &key,
                                 hash,
                                 origins.meta[j],
@@ -1120,8 +1111,8 @@ impl Worker {
                     }
                     (true, None) => {
                         let mut hook = ExtensionHook {
-                            extensions: &mut *extensions,
-                            events: &mut *events,
+                            interest,
+                            shown: &mut *shown,
                         };
                         parse_burst(
                             chunk,
@@ -1145,6 +1136,10 @@ impl Worker {
                     ),
                 };
                 counters.add_to(stats);
+                if !shown.is_empty() {
+                    extensions.on_burst(&Burst::new(chunk, shown), events);
+                    shown.clear();
+                }
                 if kept > 0 {
                     fresh.len = kept;
                     fresh.now_ms = now;
@@ -1399,6 +1394,7 @@ pub fn wall_clock_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ext::PacketView;
     use crate::synth::{FrameOptions, eth_ipv4_udp};
     use flowcache::counters::CounterSet;
     use flowcache::{EndReason, SamplerSpec};

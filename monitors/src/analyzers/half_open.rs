@@ -10,9 +10,11 @@
 //! monitor does: `on_packet` hashes the handshake and prefetches its slot; once per burst
 //! (`on_clock`, or when a burst's worth waits) the packets are applied in order, their
 //! slots loaded meanwhile. A hash map cost a cache miss per packet on the critical path
-//! (BENCHMARKS.md).
+//! (BENCHMARKS.md). Most ACKs complete nothing (every data segment of an established
+//! connection is one): a [`PendingFilter`], a byte per slot of the table's size, says
+//! when no pending handshake can share the ACK's hash, and such an ACK stops there.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use flowcache::FlowKey;
 use probe::ext::{BoundedTable, Event, ExtOutput, Interest, PacketView};
@@ -21,7 +23,7 @@ use serde_json::json;
 use super::{
     AddrKey, Analyzer, AnalyzerStats, HalfOpenSettings, WINDOW_US, is_handshake_ack, is_syn,
 };
-use crate::conn_table::ConnTable;
+use crate::conn_table::{ConnTable, WordHash};
 
 /// A handshake's identity, the same from the SYN and from the client's ACK.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +75,52 @@ struct Pending {
 // A pending handshake's slot is one cache line: the prefetch in `on_packet` loads all of it.
 const _: () = assert!(size_of::<crate::conn_table::Slot<Handshake, Pending>>() == 64);
 
+/// How many handshakes, pending or on their way to the table, have a hash with the same
+/// low bits: a byte a counter, so the filter stays in the near caches while the table
+/// misses them. A counter that reaches 255 stays there (it then only ever says "maybe",
+/// which costs a lookup, never a wrong answer).
+#[derive(Debug)]
+struct PendingFilter {
+    counts: Vec<u8>,
+    mask: usize,
+}
+
+impl PendingFilter {
+    fn new(max_pending: usize) -> PendingFilter {
+        // Twice the entries, at most 64 KB: the filter must stay in the near caches, or
+        // a SYN's count waits on a miss as long as the lookup it saves (at 512 KB it was
+        // the tracker's hottest instruction on a trace with 60k handshakes open). Past 32k pending handshakes counters are shared more and filter less.
+        let len = (max_pending.max(1) * 2).next_power_of_two().min(1 << 16);
+        PendingFilter {
+            counts: vec![0; len],
+            mask: len - 1,
+        }
+    }
+
+    #[inline]
+    fn may_hold(&self, hash: u64) -> bool {
+        self.counts[hash as usize & self.mask] != 0
+    }
+
+    #[inline]
+    fn add(&mut self, hash: u64) {
+        let count = &mut self.counts[hash as usize & self.mask];
+        *count = count.saturating_add(1);
+    }
+
+    #[inline]
+    fn remove(&mut self, hash: u64) {
+        let count = &mut self.counts[hash as usize & self.mask];
+        if *count != u8::MAX {
+            *count -= 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.counts.fill(0);
+    }
+}
+
 /// Packets waiting to be applied: a burst's worth (`probe::MAX_BURST`).
 const SEEN_BATCH: usize = 64;
 
@@ -111,6 +159,8 @@ pub struct HalfOpenTracker {
     settings: HalfOpenSettings,
     /// Pending handshakes, at most `max_pending`.
     pending: ConnTable<Handshake, (), Pending>,
+    /// Counts the pending handshakes and the SYNs seen and not yet applied.
+    filter: PendingFilter,
     seen: Vec<Seen>,
     destinations: BoundedTable<AddrKey, DestinationCount>,
     next_sweep_us: u64,
@@ -126,6 +176,7 @@ impl HalfOpenTracker {
         HalfOpenTracker {
             settings,
             pending: ConnTable::new(settings.max_pending),
+            filter: PendingFilter::new(settings.max_pending),
             seen: Vec::with_capacity(SEEN_BATCH),
             destinations: BoundedTable::new(settings.max_destinations),
             next_sweep_us: 0,
@@ -143,7 +194,9 @@ impl HalfOpenTracker {
             let s = self.seen[i];
             match s.step {
                 Step::Open => {
+                    // Counted in the filter when seen: stays counted only if it is new.
                     if self.pending.find(&s.handshake, s.hash).is_some() {
+                        self.filter.remove(s.hash);
                         continue;
                     }
                     match self.pending.insert(s.handshake, s.hash, ()) {
@@ -153,12 +206,16 @@ impl HalfOpenTracker {
                                 ip_version: s.ip_version,
                             }
                         }
-                        None => self.refused += 1,
+                        None => {
+                            self.filter.remove(s.hash);
+                            self.refused += 1;
+                        }
                     }
                 }
                 Step::Complete => {
                     if let Some(slot) = self.pending.find(&s.handshake, s.hash) {
                         self.pending.remove(slot);
+                        self.filter.remove(s.hash);
                         self.completed += 1;
                     }
                 }
@@ -168,8 +225,10 @@ impl HalfOpenTracker {
                     let hash = self.pending.hash(&server_side);
                     if let Some(slot) = self.pending.find(&server_side, hash) {
                         self.pending.remove(slot);
+                        self.filter.remove(hash);
                     } else if let Some(slot) = self.pending.find(&s.handshake, s.hash) {
                         self.pending.remove(slot);
+                        self.filter.remove(s.hash);
                     }
                 }
             }
@@ -196,10 +255,12 @@ impl HalfOpenTracker {
         self.apply_seen();
         let timeout = self.settings.timeout_us;
         let mut expired = Vec::new();
+        let filter = &mut self.filter;
         self.pending.retain(|slot, ()| {
             if now_us.saturating_sub(slot.live.syn_us) < timeout {
                 return true;
             }
+            filter.remove(WordHash.hash_one(slot.key));
             expired.push(AddrKey {
                 version: slot.live.ip_version,
                 bytes: slot.key.server,
@@ -246,8 +307,8 @@ impl Analyzer for HalfOpenTracker {
     }
 
     fn interest(&self) -> Interest {
-        // The completing ACK carries no control flag: every TCP packet.
-        Interest::TCP
+        // SYNs open, the client's ACK completes, RSTs close; FIN and SYN-ACK do nothing.
+        Interest::TCP_HANDSHAKE
     }
 
     fn on_packet(&mut self, packet: &PacketView<'_>, _out: &mut ExtOutput<'_>) {
@@ -264,6 +325,11 @@ impl Analyzer for HalfOpenTracker {
         let key = packet.key;
         let handshake = Handshake::from_client(key);
         let hash = self.pending.hash(&handshake);
+        match step {
+            Step::Open => self.filter.add(hash),
+            Step::Complete if !self.filter.may_hold(hash) => return,
+            Step::Complete | Step::Reset => {}
+        }
         self.pending.prefetch_slot(hash);
         self.seen.push(Seen {
             step,
@@ -291,6 +357,7 @@ impl Analyzer for HalfOpenTracker {
     fn stop(&mut self, now_us: u64, out: &mut ExtOutput<'_>) {
         self.sweep(now_us, out);
         self.pending.clear();
+        self.filter.clear();
         self.destinations.retain(|_, _| false);
     }
 
@@ -403,5 +470,78 @@ mod tests {
         tracker.apply_seen();
         assert_eq!(tracker.pending.len(), 50);
         assert_eq!(tracker.refused, 450);
+        // The refused SYNs left the filter: it counts the 50 pending, no more.
+        let counted: u64 = tracker.filter.counts.iter().map(|&c| u64::from(c)).sum();
+        assert_eq!(counted, 50);
+    }
+
+    /// Shows packets without a clock in between: they wait in one batch.
+    fn batch(tracker: &mut HalfOpenTracker, t: u64, frames: Vec<Vec<u8>>) {
+        let mut events = Vec::new();
+        for frame in frames {
+            let v = View::new(frame, t);
+            tracker.on_packet(&v.view(), &mut ExtOutput::new(&mut events));
+        }
+    }
+
+    #[test]
+    fn the_filter_skips_only_acks_no_pending_handshake_can_match() {
+        let s = settings().half_open;
+        let mut tracker = HalfOpenTracker::new(s);
+        let t0 = 1_700_000_000_000_000u64;
+        let client = [10, 1, 1, 1];
+        let server = [10, 0, 0, 9];
+        // SYN and its ACK in the same batch: the SYN counts in the filter when seen.
+        batch(
+            &mut tracker,
+            t0,
+            vec![
+                tcp(client, 1000, server, 80, SYN),
+                tcp(client, 1000, server, 80, ACK),
+                tcp(client, 1001, server, 80, SYN),
+                tcp(client, 1001, server, 80, SYN), // retransmitted
+                tcp(client, 1002, server, 80, SYN),
+            ],
+        );
+        assert!(tracker.seen.len() == 5, "waiting in one batch");
+        tracker.apply_seen();
+        assert_eq!(tracker.completed, 1);
+        assert_eq!(tracker.pending.len(), 2);
+        // Data of the established connection, ACKs of unknown ones: filtered before the batch.
+        batch(
+            &mut tracker,
+            t0 + 1_000,
+            vec![
+                tcp(client, 1000, server, 80, ACK),
+                tcp(client, 2000, server, 80, ACK),
+            ],
+        );
+        assert!(
+            tracker.seen.is_empty(),
+            "no pending handshake shares their hash"
+        );
+        // A server's RST refuses 1002; 1001 completes; the filter is empty again.
+        batch(
+            &mut tracker,
+            t0 + 2_000,
+            vec![
+                tcp(server, 80, client, 1002, RST),
+                tcp(client, 1001, server, 80, ACK),
+            ],
+        );
+        tracker.apply_seen();
+        assert_eq!(tracker.completed, 2);
+        assert!(tracker.pending.is_empty());
+        assert!(tracker.filter.counts.iter().all(|&c| c == 0));
+        // One left to time out: the sweep takes it out of the filter too.
+        batch(
+            &mut tracker,
+            t0 + 3_000,
+            vec![tcp(client, 1003, server, 80, SYN)],
+        );
+        let mut events = Vec::new();
+        tracker.on_clock(t0 + 3_000 + s.timeout_us, &mut ExtOutput::new(&mut events));
+        assert_eq!(tracker.half_open, 1);
+        assert!(tracker.filter.counts.iter().all(|&c| c == 0));
     }
 }

@@ -181,10 +181,10 @@ impl SharedStats {
             interest = interest.union(Interest::IP);
         }
         if self.track_syns {
-            interest = interest.union(Interest::TCP_CONTROL);
+            interest = interest.union(Interest::TCP_SYN);
         }
         if self.track_handshakes {
-            interest = interest.union(Interest::TCP);
+            interest = interest.union(Interest::TCP_HANDSHAKE);
         }
         interest
     }

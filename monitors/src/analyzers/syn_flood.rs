@@ -212,7 +212,7 @@ impl Analyzer for SynFloodDetector {
     }
 
     fn interest(&self) -> Interest {
-        Interest::TCP_CONTROL
+        Interest::TCP_SYN
     }
 
     fn on_packet(&mut self, packet: &PacketView<'_>, out: &mut ExtOutput<'_>) {
