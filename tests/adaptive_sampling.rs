@@ -43,7 +43,8 @@ const FLOWS: u32 = 25_000;
 const CALIBRATION_FLOWS: u32 = 4_000;
 const PACKETS_PER_FLOW: u32 = 100;
 /// 250,000 packets a second: the long capture lasts 10 s. A debug build keeps up with it
-/// at a third to a half of a core, with room for a shared host's other work.
+/// at 5-10% of a core (the busy share, since the paced ring reuses its frames), with room
+/// for a shared host's other work.
 const SPACING_US: u64 = 4;
 /// The highest interval of the over-budget run (see the module).
 const MAX_INTERVAL: u32 = 2;
@@ -318,7 +319,7 @@ fn adaptive_sampling_holds_the_budget_and_the_collector_scales_right() {
     );
     assert_eq!(free.adaptive("interval"), 1);
     assert!(
-        busy > 0.05 && busy < 0.95,
+        busy > 0.02 && busy < 0.95,
         "busy share {busy}: the capture does not load this worker measurably"
     );
     let mut exact = BTreeMap::<FiveTuple, u64>::new();
