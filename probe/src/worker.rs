@@ -1497,6 +1497,37 @@ mod tests {
         }
     }
 
+    /// A worker over `frames`, on packet time, unsampled, and the queue it sends the
+    /// exporter. Nothing recycles its batches: it allocates them.
+    fn frames_worker(
+        frames: Vec<(u64, Vec<u8>)>,
+        cache: CacheConfig,
+    ) -> (Worker, Receiver<ToExporter>) {
+        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
+        let (_, recycled) = crossbeam_channel::unbounded();
+        let config = WorkerConfig::new(0, cache, Clock::Packet, Backpressure::Block);
+        let worker = Worker::new(
+            config,
+            Box::new(Frames { frames, next: 0 }),
+            Sampler::new(SamplerSpec::None),
+            to_exporter,
+            recycled,
+        );
+        (worker, from_worker)
+    }
+
+    /// The flow records the worker has sent so far, in order.
+    fn records_sent(from_worker: &Receiver<ToExporter>) -> Vec<FlowRecord> {
+        from_worker
+            .try_iter()
+            .filter_map(|m| match m {
+                ToExporter::Records(batch) => Some(batch.records),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     fn udp_frame(src_port: u16) -> Vec<u8> {
         let mut frame = Vec::new();
         eth_ipv4_udp(
@@ -1520,28 +1551,11 @@ mod tests {
             inactive_timeout_ms: 1_000,
             ..CacheConfig::default()
         };
-        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-        let (_recycle, recycled) = crossbeam_channel::unbounded();
-        let config = WorkerConfig::new(0, cache, Clock::Packet, Backpressure::Block);
-        let source = Frames { frames, next: 0 };
-        let mut worker = Worker::new(
-            config,
-            Box::new(source),
-            Sampler::new(SamplerSpec::None),
-            to_exporter,
-            recycled,
-        );
+        let (mut worker, from_worker) = frames_worker(frames, cache);
         while worker.poll_once().unwrap() != BurstStatus::Ended {}
         // Before shutdown: the ten flows idled out at t0 + 1 s and the sweep found them
         // (it passes over the table once a second of packet time).
-        let idle: Vec<FlowRecord> = from_worker
-            .try_iter()
-            .filter_map(|m| match m {
-                ToExporter::Records(batch) => Some(batch.records),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let idle = records_sent(&from_worker);
         assert_eq!(idle.len(), 10, "{idle:?}");
         assert!(idle.iter().all(|r| r.end_reason == EndReason::Idle));
         assert!(idle.iter().all(|r| r.key.src_port < 2000 && r.packets == 1));
@@ -1609,36 +1623,15 @@ mod tests {
         let mut frames: Vec<(u64, Vec<u8>)> =
             (0..10).map(|p| (t0_us, udp_frame(1000 + p))).collect();
         frames.extend((1..=5).map(|i| (t0_us + i * 1_000, udp_frame(2000))));
-        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-        let (_recycle, recycled) = crossbeam_channel::unbounded();
         // Room for 12 events: the other 3 are dropped and counted, never waited for.
         let (events_tx, events_rx) = crossbeam_channel::bounded(12);
-        let config = WorkerConfig::new(
-            0,
-            CacheConfig::default(),
-            Clock::Packet,
-            Backpressure::Block,
-        );
-        let worker = Worker::new(
-            config,
-            Box::new(Frames { frames, next: 0 }),
-            Sampler::new(SamplerSpec::None),
-            to_exporter,
-            recycled,
-        )
-        .with_extensions(
+        let (worker, from_worker) = frames_worker(frames, CacheConfig::default());
+        let worker = worker.with_extensions(
             Extensions::new(vec![Box::new(Recorder::default())]),
             events_tx,
         );
         let report = worker.run(&AtomicBool::new(false));
-        let records: Vec<FlowRecord> = from_worker
-            .try_iter()
-            .filter_map(|m| match m {
-                ToExporter::Records(batch) => Some(batch.records),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let records = records_sent(&from_worker);
         assert_eq!(records.len(), 10, "the port-2000 flow was folded");
         assert!(records.iter().all(|r| {
             r.extras
@@ -1705,36 +1698,16 @@ mod tests {
                 frames.push((t, udp_frame(1000 + (i % 3) as u16)));
             }
         }
-        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-        let (_recycle, recycled) = crossbeam_channel::unbounded();
         let (events_tx, _events_rx) = crossbeam_channel::unbounded();
-        let config = WorkerConfig::new(
-            0,
-            CacheConfig {
-                inactive_timeout_ms: 15_000,
-                ..CacheConfig::default()
-            },
-            Clock::Packet,
-            Backpressure::Block,
-        );
+        let cache = CacheConfig {
+            inactive_timeout_ms: 15_000,
+            ..CacheConfig::default()
+        };
+        let (worker, from_worker) = frames_worker(frames, cache);
         let watcher = Box::new(StartWatcher::default());
-        let worker = Worker::new(
-            config,
-            Box::new(Frames { frames, next: 0 }),
-            Sampler::new(SamplerSpec::None),
-            to_exporter,
-            recycled,
-        )
-        .with_extensions(Extensions::new(vec![watcher]), events_tx);
+        let worker = worker.with_extensions(Extensions::new(vec![watcher]), events_tx);
         let report = worker.run(&AtomicBool::new(false));
-        let records: Vec<FlowRecord> = from_worker
-            .try_iter()
-            .filter_map(|m| match m {
-                ToExporter::Records(batch) => Some(batch.records),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let records = records_sent(&from_worker);
         assert_eq!(records.len(), 6);
         assert_eq!(report.cache.flows_created, 6);
         assert_eq!(report.cache.expired(flowcache::EndReason::Idle), 3);
@@ -1846,38 +1819,16 @@ mod tests {
         // Source, its port, destination port, packets, rule, tag, sampling interval.
         type Row = (String, u16, u16, u64, String, Option<u32>, u32);
         for watched in [false, true] {
-            let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-            let (_recycle, recycled) = crossbeam_channel::unbounded();
             let (events, _events) = crossbeam_channel::unbounded();
-            let config = WorkerConfig::new(
-                0,
-                CacheConfig::default(),
-                Clock::Packet,
-                Backpressure::Block,
-            );
-            let mut worker = Worker::new(
-                config,
-                Box::new(Frames {
-                    frames: frames.clone(),
-                    next: 0,
-                }),
-                Sampler::new(SamplerSpec::None),
-                to_exporter,
-                recycled,
-            )
-            .with_policy(PolicyStage::new(rules.clone(), 1 << 12, 15_000));
+            let (worker, from_worker) = frames_worker(frames.clone(), CacheConfig::default());
+            let mut worker = worker.with_policy(PolicyStage::new(rules.clone(), 1 << 12, 15_000));
             if watched {
                 worker = worker
                     .with_extensions(Extensions::new(vec![Box::new(Fates::default())]), events);
             }
             let report = worker.run(&AtomicBool::new(false));
-            let mut records: Vec<Row> = from_worker
-                .try_iter()
-                .filter_map(|m| match m {
-                    ToExporter::Records(batch) => Some(batch.records),
-                    _ => None,
-                })
-                .flatten()
+            let mut records: Vec<Row> = records_sent(&from_worker)
+                .into_iter()
                 .map(|r| {
                     let mark = r.extras.as_ref().and_then(|e| e.policy.clone()).unwrap();
                     assert_eq!(r.key._reserved, 0, "{r:?}");
@@ -1976,25 +1927,8 @@ mod tests {
                 })
             })
             .collect();
-        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-        let (_recycle, recycled) = crossbeam_channel::unbounded();
-        let config = WorkerConfig::new(
-            0,
-            CacheConfig::default(),
-            Clock::Packet,
-            Backpressure::Block,
-        );
-        let mut worker = Worker::new(
-            config,
-            Box::new(Frames {
-                frames: frames.clone(),
-                next: 0,
-            }),
-            Sampler::new(SamplerSpec::None),
-            to_exporter,
-            recycled,
-        )
-        .with_policy(PolicyStage::new(rules, 1 << 12, 15_000));
+        let (worker, from_worker) = frames_worker(frames, CacheConfig::default());
+        let mut worker = worker.with_policy(PolicyStage::new(rules, 1 << 12, 15_000));
         let change = |from, to| Change {
             from,
             to,
@@ -2027,13 +1961,9 @@ mod tests {
         // (source port, destination port, interval) -> packets; protocol-port keeps both
         // ports and clears the addresses.
         let mut got = std::collections::BTreeMap::<(u16, u16, u32), u64>::new();
-        for message in from_worker.try_iter() {
-            if let ToExporter::Records(batch) = message {
-                for r in batch.records {
-                    *got.entry((r.key.src_port, r.key.dst_port, r.sampling.interval))
-                        .or_default() += r.packets;
-                }
-            }
+        for r in records_sent(&from_worker) {
+            *got.entry((r.key.src_port, r.key.dst_port, r.sampling.interval))
+                .or_default() += r.packets;
         }
         let mut want = std::collections::BTreeMap::<(u16, u16, u32), u64>::new();
         for (&(sport, dport), &kept) in flows.iter().zip(&kept_at_4) {
@@ -2066,33 +1996,20 @@ mod tests {
             (t0_us + 5_000_000, udp_frame(1000)),
         ];
         let swap = Arc::new(PolicySwap::new(tagged(1)));
-        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-        let (_recycle, recycled) = crossbeam_channel::unbounded();
         let cache = CacheConfig {
             inactive_timeout_ms: 1_000,
             ..CacheConfig::default()
         };
-        let config = WorkerConfig::new(0, cache, Clock::Packet, Backpressure::Block);
-        let mut worker = Worker::new(
-            config,
-            Box::new(Frames { frames, next: 0 }),
-            Sampler::new(SamplerSpec::None),
-            to_exporter,
-            recycled,
-        )
-        .with_policy(PolicyStage::new(swap.rules(), 1 << 12, 1_000))
-        .with_policy_swap(swap.clone());
+        let (worker, from_worker) = frames_worker(frames, cache);
+        let mut worker = worker
+            .with_policy(PolicyStage::new(swap.rules(), 1 << 12, 1_000))
+            .with_policy_swap(swap.clone());
         assert_eq!(worker.poll_once().unwrap(), BurstStatus::Delivered(1));
         swap.publish(tagged(2));
         while worker.poll_once().unwrap() != BurstStatus::Ended {}
         worker.finish(None, true);
-        let mut records: Vec<(u64, Option<u32>)> = from_worker
-            .try_iter()
-            .filter_map(|m| match m {
-                ToExporter::Records(batch) => Some(batch.records),
-                _ => None,
-            })
-            .flatten()
+        let mut records: Vec<(u64, Option<u32>)> = records_sent(&from_worker)
+            .into_iter()
             .map(|r| (r.packets, r.extras.unwrap().policy.unwrap().tag))
             .collect();
         records.sort();
@@ -2125,35 +2042,15 @@ mod tests {
             }),
         )]);
         let swap = Arc::new(PolicySwap::new(Arc::new(ignore_dns)));
-        let (to_exporter, from_worker) = crossbeam_channel::unbounded();
-        let (_recycle, recycled) = crossbeam_channel::unbounded();
-        let config = WorkerConfig::new(
-            0,
-            CacheConfig::default(),
-            Clock::Packet,
-            Backpressure::Block,
-        );
-        let mut worker = Worker::new(
-            config,
-            Box::new(Frames { frames, next: 0 }),
-            Sampler::new(SamplerSpec::None),
-            to_exporter,
-            recycled,
-        )
-        .with_policy(PolicyStage::new(swap.rules(), 1 << 12, 15_000))
-        .with_policy_swap(swap.clone());
+        let (worker, from_worker) = frames_worker(frames, CacheConfig::default());
+        let mut worker = worker
+            .with_policy(PolicyStage::new(swap.rules(), 1 << 12, 15_000))
+            .with_policy_swap(swap.clone());
         assert_eq!(worker.poll_once().unwrap(), BurstStatus::Delivered(10));
         swap.publish(Arc::new(meter_all));
         while worker.poll_once().unwrap() != BurstStatus::Ended {}
         let report = worker.finish(None, true);
-        let records: Vec<FlowRecord> = from_worker
-            .try_iter()
-            .filter_map(|m| match m {
-                ToExporter::Records(batch) => Some(batch.records),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let records = records_sent(&from_worker);
         // The ten flows classified before the reload stayed ignored: no packet of theirs
         // was accounted; the five new flows were metered under the new rules.
         assert_eq!(report.worker.policy_ignored, 20);
