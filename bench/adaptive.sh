@@ -67,22 +67,15 @@ python3 "$here/adaptive-plot.py" "$budget" "$out/adaptive.svg" \
 echo "plot: $out/adaptive.svg"
 
 config 0.95 1 "$out/still.toml"
-bench_mpps() { # extra args; prints mpps_cpu
+off_on() { # a: no controller, b: a controller that may not move; prints mpps_cpu
+    local with=()
+    [ "$1" = b ] && with=(--config "$out/still.toml")
     "$bin" bench --synthetic 100000 --frame-size 60 --duration "$duration" \
-        --ceiling-duration 0.5 --json "$@" 2>/dev/null | tail -1 | json_field mpps_cpu
+        --ceiling-duration 0.5 --json "${with[@]}" 2>/dev/null | tail -1 | json_field mpps_cpu
 }
-offs=() ons=() ratios=()
-load_start=$(load1)
-for _ in $(seq "$repeat"); do
-    off=$(bench_mpps)
-    on=$(bench_mpps --config "$out/still.toml")
-    offs+=("$off") ons+=("$on")
-    ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')")
-done
-lo=$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)
-hi=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)
+result=$(paired off_on "$repeat")
+read -r off on ratio lo hi load_start load_end <<<"$result"
 echo "| source | flows | frame | worker Mpps off | worker Mpps on (controller, not sampling) | on / off (pairs) | spread | load |"
 echo "|---|---|---|---|---|---|---|---|"
 printf '| synthetic | 100k | 64 B | %.2f | %.2f | %.3f | %s-%s | %s-%s |\n' \
-    "$(printf '%s\n' "${offs[@]}" | median)" "$(printf '%s\n' "${ons[@]}" | median)" \
-    "$(printf '%s\n' "${ratios[@]}" | median)" "$lo" "$hi" "$load_start" "$(load1)"
+    "$off" "$on" "$ratio" "$lo" "$hi" "$load_start" "$load_end"

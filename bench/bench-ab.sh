@@ -36,6 +36,13 @@ measure() { # binary args... ; prints mpps_cpu
         tee -a "$out/results.jsonl" | json_field mpps_cpu
 }
 
+before_after() { # a: the BEFORE binary, b: the AFTER one ($src)
+    case $1 in
+        a) measure "$before" bench "${src[@]}" "${args_before[@]}" ;;
+        b) measure "$after" bench "${src[@]}" "${args_after[@]}" ;;
+    esac
+}
+
 echo "| source | flows | frame | before Mpps (CPU) | after Mpps (CPU) | after / before (pairs) | spread | load |"
 echo "|---|---|---|---|---|---|---|---|"
 for source in synthetic dpdk-pcap; do
@@ -43,22 +50,8 @@ for source in synthetic dpdk-pcap; do
         synthetic) src=(--synthetic 100000 --frame-size 60) ;;
         dpdk-pcap) src=(--pcap "$trace") ;;
     esac
-    bs=() as=() ratios=()
-    load_start=$(load1)
-    for i in $(seq "$repeat"); do
-        if [ $((i % 2)) -eq 1 ]; then
-            b=$(measure "$before" bench "${src[@]}" "${args_before[@]}")
-            a=$(measure "$after" bench "${src[@]}" "${args_after[@]}")
-        else
-            a=$(measure "$after" bench "${src[@]}" "${args_after[@]}")
-            b=$(measure "$before" bench "${src[@]}" "${args_before[@]}")
-        fi
-        bs+=("$b") as+=("$a")
-        ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", a / b }')")
-    done
-    lo=$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)
-    hi=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)
+    result=$(paired before_after "$repeat")
+    read -r b a ratio lo hi load_start load_end <<<"$result"
     printf '| %s | 100k | 64 B | %.2f | %.2f | %.3f | %s-%s | %s-%s |\n' "$source" \
-        "$(printf '%s\n' "${bs[@]}" | median)" "$(printf '%s\n' "${as[@]}" | median)" \
-        "$(printf '%s\n' "${ratios[@]}" | median)" "$lo" "$hi" "$load_start" "$(load1)"
+        "$b" "$a" "$ratio" "$lo" "$hi" "$load_start" "$load_end"
 done

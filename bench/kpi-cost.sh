@@ -29,6 +29,13 @@ measure() { # args... ; prints mpps_cpu
         tee -a "$out/results.jsonl" | json_field mpps_cpu
 }
 
+off_on() { # a: [kpi] off, b: on ($file, $config)
+    case $1 in
+        a) measure --pcap "$file" ;;
+        b) measure --pcap "$file" --config "$out/$config.toml" ;;
+    esac
+}
+
 echo "| trace | [kpi] | worker Mpps off | worker Mpps on | on / off (pairs) | spread | load |"
 echo "|---|---|---|---|---|---|---|"
 for trace in udp tcp; do
@@ -41,23 +48,9 @@ for trace in udp tcp; do
             kpi-on) what="biflow + tcp" ;;
             biflow-only) what="biflow" ;;
         esac
-        offs=() ons=() ratios=()
-        load_start=$(load1)
-        for i in $(seq "$repeat"); do
-            if [ $((i % 2)) -eq 1 ]; then
-                off=$(measure --pcap "$file")
-                on=$(measure --pcap "$file" --config "$out/$config.toml")
-            else
-                on=$(measure --pcap "$file" --config "$out/$config.toml")
-                off=$(measure --pcap "$file")
-            fi
-            offs+=("$off") ons+=("$on")
-            ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')")
-        done
-        lo=$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)
-        hi=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)
+        result=$(paired off_on "$repeat")
+        read -r off on ratio lo hi load_start load_end <<<"$result"
         printf '| %s | %s | %.2f | %.2f | %.3f | %s-%s | %s-%s |\n' "$label" "$what" \
-            "$(printf '%s\n' "${offs[@]}" | median)" "$(printf '%s\n' "${ons[@]}" | median)" \
-            "$(printf '%s\n' "${ratios[@]}" | median)" "$lo" "$hi" "$load_start" "$(load1)"
+            "$off" "$on" "$ratio" "$lo" "$hi" "$load_start" "$load_end"
     done
 done

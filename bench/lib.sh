@@ -32,6 +32,31 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# Paired measurements of two configurations, A and B: `paired RUN REPEAT`, where `RUN a`
+# and `RUN b` each print one rate. The order alternates pair by pair, so that each side
+# goes first as often and both meet the same minutes of a shared host. Prints one line:
+# "MEDIAN_A MEDIAN_B MEDIAN_RATIO LOWEST_RATIO HIGHEST_RATIO LOAD_START LOAD_END", the
+# ratios being B / A; fails if a run does.
+paired() { # RUN REPEAT
+    local run=$1 repeat=$2 i a b as=() bs=() ratios=() load_start
+    load_start=$(load1)
+    for i in $(seq "$repeat"); do
+        if [ $((i % 2)) -eq 1 ]; then
+            a=$("$run" a) || return
+            b=$("$run" b) || return
+        else
+            b=$("$run" b) || return
+            a=$("$run" a) || return
+        fi
+        as+=("$a") bs+=("$b")
+        ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')")
+    done
+    echo "$(printf '%s\n' "${as[@]}" | median) $(printf '%s\n' "${bs[@]}" | median)" \
+        "$(printf '%s\n' "${ratios[@]}" | median)" \
+        "$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)" \
+        "$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)" "$load_start" "$(load1)"
+}
+
 # Starts a UDP "collector" on 127.0.0.1 that binds a port and never reads it: the kernel
 # drops what overflows its buffer, so exporters send as they would to a busy collector, and
 # no collector process competes for the CPU. Sets SINK_PORT and SINK_PID; call it directly

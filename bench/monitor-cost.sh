@@ -21,6 +21,13 @@ measure() { # source-args... ; prints mpps_cpu
     "$bin" bench "$@" --duration "$duration" --json 2>/dev/null | tail -1 | tee -a "$out/results.jsonl" | json_field mpps_cpu
 }
 
+off_on() { # a: without the monitor, b: with it ($args)
+    case $1 in
+        a) measure "${args[@]}" ;;
+        b) measure "${args[@]}" --config "$here/monitor.toml" ;;
+    esac
+}
+
 echo "| source | flows | frame | worker Mpps off | worker Mpps on | on / off (pairs) | spread | load |"
 echo "|---|---|---|---|---|---|---|---|"
 for source in synthetic dpdk-pcap; do
@@ -28,17 +35,8 @@ for source in synthetic dpdk-pcap; do
         synthetic) args=(--synthetic 100000 --frame-size 60) ;;
         dpdk-pcap) args=(--pcap "$trace") ;;
     esac
-    offs=() ons=() ratios=()
-    load_start=$(load1)
-    for _ in $(seq "$repeat"); do
-        off=$(measure "${args[@]}")
-        on=$(measure "${args[@]}" --config "$here/monitor.toml")
-        offs+=("$off") ons+=("$on")
-        ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')")
-    done
-    lo=$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)
-    hi=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)
+    result=$(paired off_on "$repeat")
+    read -r off on ratio lo hi load_start load_end <<<"$result"
     printf '| %s | 100k | 64 B | %.2f | %.2f | %.3f | %s-%s | %s-%s |\n' "$source" \
-        "$(printf '%s\n' "${offs[@]}" | median)" "$(printf '%s\n' "${ons[@]}" | median)" \
-        "$(printf '%s\n' "${ratios[@]}" | median)" "$lo" "$hi" "$load_start" "$(load1)"
+        "$off" "$on" "$ratio" "$lo" "$hi" "$load_start" "$load_end"
 done
