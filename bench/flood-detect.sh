@@ -30,13 +30,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 REPEAT=${REPEAT:-3}
 
-for tool in tcpreplay dumpcap tshark fastnetmon python3 ip; do
-    command -v "$tool" >/dev/null || {
-        echo "flood-detect: $tool is needed (scripts/setup.sh installs it)" >&2
-        exit 1
-    }
-done
-[ "$(id -u)" = 0 ] || { echo "flood-detect: run as root (network namespace)" >&2; exit 1; }
+live_preconditions flood-detect tcpreplay dumpcap tshark fastnetmon python3 ip
 TAPFLOW=$(tapflow_bin)
 out=${1:-$(mktemp -d /tmp/tapflow-flood.XXXXXX)}
 mkdir -p "$out"

@@ -84,6 +84,20 @@ time.sleep(86400)
     rm -f "$portfile"
 }
 
+# What the live scripts need, or exit saying what is missing: every TOOL on the PATH, and
+# root (they make a network namespace). live_preconditions SCRIPT TOOL...
+live_preconditions() { # SCRIPT TOOL...
+    local script=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || {
+            echo "$script: $tool is needed (scripts/setup.sh installs it)" >&2
+            exit 1
+        }
+    done
+    [ "$(id -u)" = 0 ] || { echo "$script: run as root (network namespace)" >&2; exit 1; }
+}
+
 # A network namespace NETNS with a veth pair tfa <-> tfb, both up, and IPv6 off so that no
 # router solicitation joins the frames counted; `ip netns del NETNS` removes it all.
 make_veth_namespace() { # NETNS

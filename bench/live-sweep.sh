@@ -44,13 +44,7 @@ TOOLS=${TOOLS:-"tapflow-afp tapflow-xdp softflowd nfpcapd"}
 PIN=${PIN:-true}
 RX_DESCRIPTORS=${RX_DESCRIPTORS:-1024}
 
-for tool in tcpreplay softflowd softflowctl nfpcapd nfdump python3 ip; do
-    command -v "$tool" >/dev/null || {
-        echo "live-sweep: $tool is needed (scripts/setup.sh installs it)" >&2
-        exit 1
-    }
-done
-[ "$(id -u)" = 0 ] || { echo "live-sweep: run as root (network namespace)" >&2; exit 1; }
+live_preconditions live-sweep tcpreplay softflowd softflowctl nfpcapd nfdump python3 ip
 TAPFLOW=$(tapflow_bin)
 out=${1:-$(mktemp -d /tmp/tapflow-live-sweep.XXXXXX)}
 mkdir -p "$out"
