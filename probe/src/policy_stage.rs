@@ -608,20 +608,27 @@ mod tests {
             .unwrap()
     }
 
+    /// A stage with one rule: what `matcher` selects is metered as `meter` says.
+    fn one_rule_stage(matcher: Match, meter: Meter) -> PolicyStage {
+        let rules = RuleSet::new(vec![Rule {
+            name: "rule".into(),
+            matcher,
+            action: Action::Meter(meter),
+        }]);
+        PolicyStage::new(Arc::new(rules), 1 << 10, 15_000)
+    }
+
     #[test]
     fn decisions_of_the_workers_sampler_follow_its_interval() {
-        let rules = RuleSet::new(vec![Rule {
-            name: "by-port".into(),
-            matcher: Match {
-                proto: vec![17],
-                ..Match::default()
-            },
-            action: Action::Meter(Meter {
-                key: KeyMode::ProtocolPort,
-                ..Meter::default()
-            }),
-        }]);
-        let mut stage = PolicyStage::new(Arc::new(rules), 1 << 10, 15_000);
+        let udp_only = Match {
+            proto: vec![17],
+            ..Match::default()
+        };
+        let by_port = Meter {
+            key: KeyMode::ProtocolPort,
+            ..Meter::default()
+        };
+        let mut stage = one_rule_stage(udp_only, by_port);
         let mut sampler = Sampler::new(SamplerSpec::Hash(4));
         // No rule (TCP): sampled out whole at 1 in 4; metered once the interval is 1.
         let tcp = dropped_at_4("tcp", 1000);
@@ -653,15 +660,11 @@ mod tests {
 
     #[test]
     fn decisions_of_a_rules_own_sampler_stay() {
-        let rules = RuleSet::new(vec![Rule {
-            name: "own".into(),
-            matcher: Match::default(),
-            action: Action::Meter(Meter {
-                sampling: Some(SamplerSpec::Hash(4)),
-                ..Meter::default()
-            }),
-        }]);
-        let mut stage = PolicyStage::new(Arc::new(rules), 1 << 10, 15_000);
+        let own_sampling = Meter {
+            sampling: Some(SamplerSpec::Hash(4)),
+            ..Meter::default()
+        };
+        let mut stage = one_rule_stage(Match::default(), own_sampling);
         let mut sampler = Sampler::new(SamplerSpec::Hash(2));
         let tcp = dropped_at_4("tcp", 2000);
         assert_eq!(
